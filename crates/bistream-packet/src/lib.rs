@@ -1,0 +1,2 @@
+//! Byte-compatible cs.packetstream packet connection.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Reconnecting ProxyStore relay client.
+#![forbid(unsafe_code)]

@@ -1,0 +1,96 @@
+//! WebSocket close codes and reasons used by the relay, with the exact texts of ProxyStore 1.1.0.
+
+/// Close codes the relay server sends. 4000–4004 are ProxyStore's own; the others are standard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// 1000: normal closure.
+    Normal = 1000,
+    /// 1001: the server is going away (shutdown).
+    GoingAway = 1001,
+    /// 1007: a text frame was not valid UTF-8.
+    InvalidPayload = 1007,
+    /// 1008: a policy was broken (e.g. the per-client send queue overflowed).
+    Policy = 1008,
+    /// 1009: a frame or message exceeded the transport size limit.
+    TooBig = 1009,
+    /// 1011: internal error, or keepalive ping timeout.
+    InternalError = 1011,
+    /// 1013: the server is at its connection cap; try again later.
+    TryAgainLater = 1013,
+    /// 4000: the message could not be decoded (bad JSON, unknown type, wrong fields, binary frame).
+    UnknownMessage = 4000,
+    /// 4001: authentication missing or malformed.
+    Unauthorized = 4001,
+    /// 4002: authenticated but not allowed (bad token, UUID owned by someone else, forward before registering).
+    Forbidden = 4002,
+    /// 4003: message longer than `max_message_bytes`.
+    MessageTooLarge = 4003,
+    /// 4004: sent to the old socket when the same user registers the same UUID on a new socket.
+    DuplicateRegistration = 4004,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, if it is one the relay uses.
+    pub fn from_code(code: u16) -> Option<CloseCode> {
+        use CloseCode::*;
+        Some(match code {
+            1000 => Normal,
+            1001 => GoingAway,
+            1007 => InvalidPayload,
+            1008 => Policy,
+            1009 => TooBig,
+            1011 => InternalError,
+            1013 => TryAgainLater,
+            4000 => UnknownMessage,
+            4001 => Unauthorized,
+            4002 => Forbidden,
+            4003 => MessageTooLarge,
+            4004 => DuplicateRegistration,
+            _ => return None,
+        })
+    }
+}
+
+/// Close codes after which a client must not reconnect (ProxyStore's `RelayClient` treats
+/// these as fatal): 4001, 4002, 4004.
+pub fn is_fatal_close_code(code: u16) -> bool {
+    matches!(code, 4001 | 4002 | 4004)
+}
+
+/// Close reason for 4000.
+pub const UNKNOWN_MESSAGE_REASON: &str = "Unknown message type.";
+/// Close reason for 4003.
+pub const MESSAGE_TOO_LARGE_REASON: &str = "Message length exceeds limit.";
+/// Close reason for 4004 (sent to the old socket).
+pub const DUPLICATE_REGISTRATION_REASON: &str = "Relay received a registration with the same ID. \
+This might mean that the endpoint is running in multiple locations.";
+/// Close reason for 4002 when a client forwards before registering.
+pub const FORWARD_BEFORE_REGISTRATION: &str =
+    "ForbiddenError: Client has not registered and authenticated with the relay server.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for c in [
+            1000u16, 1001, 1007, 1008, 1009, 1011, 1013, 4000, 4001, 4002, 4003, 4004,
+        ] {
+            assert_eq!(CloseCode::from_code(c).unwrap().code(), c);
+        }
+        assert_eq!(CloseCode::from_code(4005), None);
+    }
+
+    #[test]
+    fn fatal_codes_are_exactly_proxystores() {
+        let fatal: Vec<u16> = (1000..5000).filter(|c| is_fatal_close_code(*c)).collect();
+        assert_eq!(fatal, vec![4001, 4002, 4004]);
+    }
+}

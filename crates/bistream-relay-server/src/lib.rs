@@ -1,0 +1,2 @@
+//! ProxyStore-compatible relay (signaling) server.
+#![forbid(unsafe_code)]
