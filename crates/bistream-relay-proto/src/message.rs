@@ -330,7 +330,8 @@ mod tests {
     #[test]
     fn classifies_bad_input() {
         use DecodeError::*;
-        let cases: &[(&str, fn(&DecodeError) -> bool)] = &[
+        type Check = fn(&DecodeError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("hello", |e| matches!(e, Json(_))),
             ("", |e| matches!(e, Json(_))),
             ("{\"message_type\":", |e| matches!(e, Json(_))),
