@@ -1,3 +1,74 @@
-//! Shared utilities used by every bistream part: stream limits, status-coded errors,
-//! input validation, URL conversion and error-message sanitizing.
+//! Shared utilities used by every bistream part — the synapse network utilities, done right:
+//!
+//! - [`StreamLimits`] (validated configuration, TOML-ready) and [`LimitTracker`] (enforces
+//!   them on one stream, with typed [`LimitExceeded`] errors and counted skips);
+//! - [`ClientError`] with a [`Status`] (400/404/408/429/500/503) whose message is always
+//!   sanitized;
+//! - input validation: [`validate_resource_id`], [`validate_timeout`],
+//!   [`validate_timeout_max`];
+//! - URL conversion: [`http_to_websocket_url`], [`websocket_to_http_url`];
+//! - credential redaction for logs: [`sanitize`], [`sanitize_error_message`].
+//!
+//! # Example
+//!
+//! ```
+//! use bistream_core::{
+//!     http_to_websocket_url, sanitize_error_message, validate_resource_id, validate_timeout,
+//!     Admitted, ClientError, LimitTracker, Oversize, Status, StreamLimits,
+//! };
+//!
+//! fn plan(job_id: &str, base: &str, timeout: f64) -> Result<(String, std::time::Duration), ClientError> {
+//!     let job = validate_resource_id(job_id, "job")?;
+//!     let timeout = validate_timeout(timeout)?;
+//!     let url = http_to_websocket_url(&format!("{base}/jobs/{job}/logs/"))?;
+//!     Ok((url, timeout))
+//! }
+//!
+//! let (url, timeout) = plan("job-12345", "http://ray-cluster:8265", 30.0)?;
+//! assert_eq!(url, "ws://ray-cluster:8265/jobs/job-12345/logs/");
+//! assert_eq!(timeout.as_secs(), 30);
+//! assert_eq!(plan("job/../x", "http://ray", 30.0).unwrap_err().status(), Status::InvalidInput);
+//!
+//! // Enforce limits on incoming lines; oversized lines are skipped and counted.
+//! let limits: StreamLimits = toml::from_str("max_lines = 3\nmax_message_size = 16")?;
+//! let mut tracker = LimitTracker::new(limits).with_oversize(Oversize::Skip);
+//! let mut delivered = Vec::new();
+//! let mut stopped = None;
+//! for line in ["a", "a very long line over sixteen bytes", "b", "c"] {
+//!     match tracker.admit_line(line.len()) {
+//!         Ok(Admitted::Accepted) => delivered.push(line),
+//!         Ok(Admitted::Skipped { .. }) => {}
+//!         Err(e) => {
+//!             stopped = Some(ClientError::from(e));
+//!             break;
+//!         }
+//!     }
+//! }
+//! assert_eq!(delivered, ["a", "b"]);
+//! assert_eq!(tracker.usage().skipped, 1);
+//! let err = stopped.expect("fourth line exceeds max_lines");
+//! assert_eq!(err.status_code(), 429);
+//! assert_eq!(err.to_string(), "429 limit exceeded: stream limit exceeded: max_lines is 3, attempted 4");
+//!
+//! // Never log a credential.
+//! let log = sanitize_error_message("handshake failed: Authorization: Bearer eyJ.x.y", "job job-12345");
+//! assert_eq!(log, "job job-12345: handshake failed: Authorization: Bearer [REDACTED]");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod limits;
+pub mod sanitize;
+pub mod url;
+pub mod validate;
+
+pub use error::{ClientError, Status};
+pub use limits::{
+    Admitted, Limit, LimitExceeded, LimitTracker, LimitsError, Oversize, StreamLimits,
+    StreamLimitsBuilder, Usage,
+};
+pub use sanitize::{sanitize, sanitize_error_message, REDACTED};
+pub use url::{http_to_websocket_url, websocket_to_http_url, UrlError};
+pub use validate::{validate_resource_id, validate_timeout, validate_timeout_max, ValidationError};
