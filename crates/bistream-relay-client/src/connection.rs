@@ -1,0 +1,235 @@
+//! The task that owns one registered WebSocket: it reads all the time (answering pings and
+//! watching for the relay's close), queues decoded messages for `recv` with backpressure,
+//! writes what `send` hands it, pings an idle relay, and closes cleanly when the client closes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bistream_relay_proto::RelayMessage;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Inner;
+use crate::RelayError;
+
+pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a clean close may take (our close frame out, the relay's back).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A message for the connection task to write, with where to report the outcome.
+pub(crate) struct Outgoing {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) done: oneshot::Sender<Result<(), RelayError>>,
+}
+
+type Item = Result<RelayMessage, RelayError>;
+
+/// Why the read/write loop ended.
+enum End {
+    /// The socket is gone: close code and reason as seen from here.
+    Lost(u16, String),
+    /// The client was closed (or every handle to this connection dropped).
+    Closed,
+}
+
+/// Runs one connection until it ends, then tells the client.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut ws: WsStream,
+    mut out_rx: mpsc::Receiver<Outgoing>,
+    ended: CancellationToken,
+) {
+    let mut pending: Option<Item> = None;
+    let end = drive(&inner, &mut ws, &mut out_rx, &mut pending).await;
+    match end {
+        End::Closed => {
+            close_cleanly(&mut ws).await;
+            if pending.take().is_some() {
+                inner.stats.dropped_on_close.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    "dropped one received message: the client closed before recv took it"
+                );
+            }
+            ended.cancel();
+        }
+        End::Lost(code, reason) => {
+            // Refuse further writes before announcing the loss, so a `send` racing with the
+            // reconnect goes to the next connection.
+            out_rx.close();
+            while let Ok(o) = out_rx.try_recv() {
+                drop(o); // its sender sees the dropped answer and retries on the next connection
+            }
+            inner.connection_ended(code, reason);
+            ended.cancel();
+            // A message read but not yet queued (queue full) is still handed over.
+            if let Some(item) = pending.take() {
+                tokio::select! {
+                    _ = inner.incoming_tx.send(item) => {}
+                    _ = inner.cancel.cancelled() => {
+                        inner.stats.dropped_on_close.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn drive(
+    inner: &Inner,
+    ws: &mut WsStream,
+    out_rx: &mut mpsc::Receiver<Outgoing>,
+    pending: &mut Option<Item>,
+) -> End {
+    let keepalive = inner.cfg.keepalive;
+    let period = keepalive.unwrap_or(Duration::from_secs(3600));
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Whether anything arrived since the last tick, and whether a ping is unanswered.
+    let mut heard = false;
+    let mut ping_outstanding = false;
+    let mut close_frame: Option<(u16, String)> = None;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = inner.cancel.cancelled() => return End::Closed,
+            permit = inner.incoming_tx.reserve(), if pending.is_some() => {
+                match (permit, pending.take()) {
+                    (Ok(p), Some(item)) => {
+                        p.send(item);
+                        tracing::debug!("incoming queue has room again; reading resumes");
+                    }
+                    (Err(_), _) => return End::Closed,
+                    (Ok(_), None) => {}
+                }
+            }
+            out = out_rx.recv() => {
+                let Some(out) = out else { return End::Closed };
+                match ws.send(Message::Text(out.text)).await {
+                    Ok(()) => {
+                        inner.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                        let _ = out.done.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let e = RelayError::from_ws(e);
+                        let _ = out.done.send(Err(RelayError::SendFailed(e.to_string())));
+                        return lost(close_frame, &e);
+                    }
+                }
+            }
+            _ = tick.tick(), if keepalive.is_some() && pending.is_none() => {
+                if heard {
+                    heard = false;
+                    ping_outstanding = false;
+                } else if ping_outstanding {
+                    tracing::warn!(
+                        relay = %inner.cfg.log_address,
+                        "no answer from the relay to a keepalive ping; dropping the connection"
+                    );
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        ws.close(Some(CloseFrame {
+                            code: WsCloseCode::Error,
+                            reason: "keepalive ping timeout".into(),
+                        })),
+                    )
+                    .await;
+                    return End::Lost(1011, "keepalive ping timeout".into());
+                } else {
+                    if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                        return lost(close_frame, &RelayError::from_ws(e));
+                    }
+                    ping_outstanding = true;
+                }
+            }
+            frame = ws.next(), if pending.is_none() => {
+                heard = true;
+                match frame {
+                    None => {
+                        return End::Lost(1006, "the connection dropped without a close frame".into())
+                            .or_close(close_frame)
+                    }
+                    Some(Err(e)) => return lost(close_frame, &RelayError::from_ws(e)),
+                    Some(Ok(Message::Text(text))) => {
+                        let item = match RelayMessage::decode(&text) {
+                            Ok(m) => {
+                                inner.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                                Ok(m)
+                            }
+                            Err(e) => {
+                                inner.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, bytes = text.len(), "undecodable message from the relay");
+                                Err(RelayError::Decode(e))
+                            }
+                        };
+                        match inner.incoming_tx.try_send(item) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(item)) => {
+                                tracing::debug!("incoming queue full; pausing reads until recv makes room");
+                                *pending = Some(item);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return End::Closed,
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        inner.stats.binary_frames_ignored.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(bytes = b.len(), "ignoring a binary frame from the relay (the protocol uses text frames)");
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite answers the close; keep reading until the socket ends.
+                        close_frame = Some(
+                            frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new())),
+                        );
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                }
+            }
+        }
+    }
+}
+
+impl End {
+    /// Prefer the relay's close frame, when one arrived, over the transport's view.
+    fn or_close(self, close_frame: Option<(u16, String)>) -> End {
+        match close_frame {
+            Some((code, reason)) => End::Lost(code, reason),
+            None => self,
+        }
+    }
+}
+
+fn lost(close_frame: Option<(u16, String)>, e: &RelayError) -> End {
+    let fallback = match e {
+        RelayError::Disconnected { code, reason } => End::Lost(*code, reason.clone()),
+        // An oversized incoming frame: tungstenite has already answered with 1009.
+        RelayError::WebSocket(m) if m.contains("Space limit") => End::Lost(1009, m.clone()),
+        other => End::Lost(1006, other.to_string()),
+    };
+    fallback.or_close(close_frame)
+}
+
+/// Sends our close frame and waits briefly for the relay's, then drops the socket.
+async fn close_cleanly(ws: &mut WsStream) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let frame = CloseFrame {
+            code: WsCloseCode::Normal,
+            reason: "".into(),
+        };
+        if ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
