@@ -837,7 +837,7 @@ async fn run_handler(
         }
         Ok(Err(e)) => {
             sh.stats.handler_errors.fetch_add(1, Relaxed);
-            tracing::info!(conn = %sh.cfg.name, channel, tag, rq_type, error = %e, "handler failed");
+            tracing::debug!(conn = %sh.cfg.name, channel, tag, rq_type, error = %e, "handler failed");
             Packet::failure(channel, tag, reasons::EXCEPTION)
         }
         Err(_) => {

@@ -9,6 +9,7 @@
 //!   [`RequestTypes`]), like Python's `BaseRequest` / `HasPacketConnection`.
 //! - [`Builder`], [`OnDemand`], [`serve`]: TCP, Unix sockets, stdio, child processes,
 //!   on-demand connections and an accept loop.
+//! - [`demo`]: the built-in test service of `bistream packet serve --demo`.
 //!
 //! ```
 //! use bistream_packet::{handler_fn, serve, Builder, Listener, ServeOptions};
@@ -60,14 +61,17 @@
 
 pub mod codec;
 pub mod connection;
+pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod transport;
 pub mod typed;
 pub mod varint;
 
+pub use bytes;
 pub use codec::{Decoder, Packet, DEFAULT_MAX_PACKET};
 pub use connection::{reasons, Config, PacketConnection, Response, ResponseFuture, Stats};
+pub use demo::demo_service;
 pub use error::{CloseReason, DecodeError, EncodeError, HandlerError, PacketError};
 pub use handler::{handler_fn, FnHandler, IncomingRequest, Reply, RequestHandler};
 pub use transport::{serve, Builder, Listener, OnDemand, ServeOptions};
