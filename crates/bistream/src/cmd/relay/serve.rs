@@ -1,14 +1,242 @@
-//! `bistream relay serve`: not yet implemented.
+//! `bistream relay serve`: the relay server, compatible with ProxyStore's `proxystore-relay`.
+//!
+//! Settings come from flags, then `BISTREAM_RELAY_*` environment variables, then the
+//! `--config` TOML file (ProxyStore's format plus bistream's keys), then defaults. The first
+//! stdout line is `relay listening on ws://HOST:PORT` (wss:// with TLS), then
+//! `metrics listening on http://HOST:PORT` when `--metrics-addr` is set; logs go to stderr.
+//! SIGINT/SIGTERM close every client with 1001 and exit 0; SIGHUP reloads the token file.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+use bistream_relay_server::{FileConfig, RelayConfig, RelayServer};
 
-pub async fn serve_default() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the relay server is not yet implemented")
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Relay server")]
+pub struct ServeArgs {
+    /// ProxyStore relay config file (TOML). Flags and environment variables override it.
+    #[arg(short = 'c', long, env = "BISTREAM_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to bind [default: 127.0.0.1].
+    #[arg(long, env = "BISTREAM_RELAY_HOST")]
+    pub host: Option<String>,
+    /// Port to bind; 0 picks a free port [default: 8700].
+    #[arg(long, env = "BISTREAM_RELAY_PORT")]
+    pub port: Option<u16>,
+    /// PEM certificate chain: serve wss:// (TLS).
+    #[arg(long, env = "BISTREAM_RELAY_CERTFILE")]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key (default: read from --certfile).
+    #[arg(long, env = "BISTREAM_RELAY_KEYFILE")]
+    pub keyfile: Option<PathBuf>,
+    /// Close 4003 when a message is longer than this many bytes [default: no limit].
+    #[arg(long, env = "BISTREAM_RELAY_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<u64>,
+    /// Close 1009 when a message or frame is longer than this [default: 1048576].
+    #[arg(long, env = "BISTREAM_RELAY_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<u64>,
+    /// Serve /health, /healthz and /metrics on HOST:PORT (port 0 allowed).
+    #[arg(long, env = "BISTREAM_RELAY_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Most open connections; more are closed 1013 [default: 50000].
+    #[arg(long, env = "BISTREAM_RELAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// Per-client send queue, in messages; a client that lets it fill is closed 1008 [default: 256].
+    #[arg(long, env = "BISTREAM_RELAY_SEND_QUEUE_MESSAGES")]
+    pub send_queue_messages: Option<u64>,
+    /// Per-client send queue, in bytes [default: 8388608].
+    #[arg(long, env = "BISTREAM_RELAY_SEND_QUEUE_BYTES")]
+    pub send_queue_bytes: Option<u64>,
+    /// Seconds without traffic before a keepalive ping; 0 disables [default: 20].
+    #[arg(long, env = "BISTREAM_RELAY_PING_INTERVAL")]
+    pub ping_interval: Option<f64>,
+    /// Seconds to wait for the pong before closing 1011 [default: 20].
+    #[arg(long, env = "BISTREAM_RELAY_PING_TIMEOUT")]
+    pub ping_timeout: Option<f64>,
+    /// Seconds allowed for the TLS + WebSocket opening handshake [default: 10].
+    #[arg(long, env = "BISTREAM_RELAY_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<f64>,
+    /// Seconds to wait for a client's reply to a close frame [default: 5].
+    #[arg(long, env = "BISTREAM_RELAY_CLOSE_TIMEOUT")]
+    pub close_timeout: Option<f64>,
+    /// Graceful shutdown deadline in seconds [default: 10].
+    #[arg(long, env = "BISTREAM_RELAY_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<f64>,
+    /// Initial read buffer per connection in bytes [default: 4096].
+    #[arg(long, env = "BISTREAM_RELAY_READ_BUFFER_BYTES")]
+    pub read_buffer_bytes: Option<u64>,
+    /// Seconds between "Connected clients" log lines; 0 disables [default: 60].
+    #[arg(long, env = "BISTREAM_RELAY_CLIENT_LOG_INTERVAL")]
+    pub client_log_interval: Option<u64>,
+    /// List each client in that line when there are fewer than this many [default: 32].
+    #[arg(long, env = "BISTREAM_RELAY_CLIENT_LOG_LIMIT")]
+    pub client_log_limit: Option<u64>,
+    /// Authentication: none, tokens, jwt, introspection or globus [default: none].
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_METHOD")]
+    pub auth_method: Option<String>,
+    /// tokens: TOML file of "token" = "user" entries under [tokens] (reloaded on SIGHUP).
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<String>,
+    /// jwt: HS256, RS256 or ES256 [default: HS256].
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_JWT_ALGORITHM")]
+    pub auth_jwt_algorithm: Option<String>,
+    /// jwt: HS256 shared secret (prefer the file or the environment variable).
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+    /// jwt: file holding the HS256 secret.
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_JWT_SECRET_FILE")]
+    pub auth_jwt_secret_file: Option<String>,
+    /// jwt: PEM public key for RS256/ES256.
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_JWT_PUBLIC_KEY_FILE")]
+    pub auth_jwt_public_key_file: Option<String>,
+    /// jwt/introspection/globus: required audience.
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// jwt: required issuer.
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// introspection: endpoint URL (globus: Globus Auth's).
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_ENDPOINT")]
+    pub auth_endpoint: Option<String>,
+    /// introspection/globus: client id.
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_CLIENT_ID")]
+    pub auth_client_id: Option<String>,
+    /// introspection/globus: client secret (prefer the environment variable).
+    #[arg(
+        long,
+        env = "BISTREAM_RELAY_AUTH_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub auth_client_secret: Option<String>,
+    /// introspection/globus: seconds an active token is cached [default: 30].
+    #[arg(long, env = "BISTREAM_RELAY_AUTH_CACHE_TTL")]
+    pub auth_cache_ttl: Option<f64>,
 }
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    serve_default().await
+pub async fn serve_default() -> anyhow::Result<ExitCode> {
+    run(ServeArgs::default()).await
+}
+
+/// Overlays the flags (and their environment variables) onto the file's settings.
+fn overlay(a: ServeArgs, mut f: FileConfig) -> FileConfig {
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { f.$field = Some(v); } )* };
+    }
+    set!(
+        host,
+        port,
+        certfile,
+        keyfile,
+        max_message_bytes,
+        max_frame_bytes,
+        metrics_addr,
+        max_connections,
+        send_queue_messages,
+        send_queue_bytes,
+        ping_interval,
+        ping_timeout,
+        handshake_timeout,
+        close_timeout,
+        shutdown_timeout,
+        read_buffer_bytes
+    );
+    if let Some(v) = a.client_log_interval {
+        f.logging.current_client_interval = Some(v);
+    }
+    if let Some(v) = a.client_log_limit {
+        f.logging.current_client_limit = Some(v);
+    }
+    if let Some(m) = a.auth_method {
+        if f.auth.method.as_deref() != Some(m.as_str()) {
+            // Another method: the file's kwargs were for the file's method.
+            f.auth.kwargs.clear();
+        }
+        f.auth.method = Some(m);
+    }
+    let kw = &mut f.auth.kwargs;
+    for (key, value) in [
+        ("tokens_file", a.auth_tokens_file),
+        ("algorithm", a.auth_jwt_algorithm),
+        ("secret", a.auth_jwt_secret),
+        ("secret_file", a.auth_jwt_secret_file),
+        ("public_key_file", a.auth_jwt_public_key_file),
+        ("audience", a.auth_audience),
+        ("issuer", a.auth_issuer),
+        ("endpoint", a.auth_endpoint),
+        ("client_id", a.auth_client_id),
+        ("client_secret", a.auth_client_secret),
+    ] {
+        if let Some(v) = value {
+            kw.insert(key.to_string(), toml::Value::String(v));
+        }
+    }
+    if let Some(ttl) = a.auth_cache_ttl {
+        kw.insert("cache_ttl_seconds".to_string(), toml::Value::Float(ttl));
+    }
+    f
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(f) => f,
+            Err(e) => return Ok(config_error(&e.to_string())),
+        },
+        None => FileConfig::default(),
+    };
+    let config = match RelayConfig::from_file_config(overlay(args, file)) {
+        Ok(c) => c,
+        Err(e) => return Ok(config_error(&e.to_string())),
+    };
+    let relay = match RelayServer::bind(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bistream relay serve: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "relay listening on {}", relay.url())?;
+        if let Some(m) = relay.metrics_addr() {
+            writeln!(out, "metrics listening on http://{m}")?;
+        }
+        out.flush()?;
+    }
+    wait_for_signals(&relay).await?;
+    let report = relay.shutdown().await;
+    if !report.drained {
+        tracing::warn!("some clients did not finish the close handshake before the deadline");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_error(msg: &str) -> ExitCode {
+    eprintln!("bistream relay serve: invalid configuration: {msg}");
+    ExitCode::from(2)
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(relay: &bistream_relay_server::RunningRelay) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
+            _ = hup.recv() => match relay.reload_auth() {
+                Ok(()) => tracing::info!("SIGHUP: authentication reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed, keeping the previous settings"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_relay: &bistream_relay_server::RunningRelay) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }

@@ -1,0 +1,579 @@
+//! Server configuration: the validated [`RelayConfig`] the server runs with, and
+//! [`FileConfig`], the TOML file format (a superset of ProxyStore's relay config).
+//!
+//! Precedence, applied by the `bistream relay serve` command: flags > `BISTREAM_RELAY_*`
+//! environment variables > the `--config` file > defaults. The command overlays flags onto a
+//! [`FileConfig`] and validates the result once with [`RelayConfig::from_file_config`].
+//!
+//! Unknown keys are an error naming the key (ProxyStore silently ignores unknown top-level and
+//! `[logging]` keys, which hides typos such as the wrong names in its own docstring example).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{IntrospectionConfig, JwtAlgorithm, JwtConfig};
+use crate::auth::{GLOBUS_INTROSPECT_URL, GLOBUS_RELAY_AUDIENCE};
+
+/// A configuration error, with a message naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// TLS files (PEM). As in ProxyStore, the key is read from the certificate file when no
+/// key file is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub certfile: PathBuf,
+    /// Private key (PEM), or `None` to read it from `certfile`.
+    pub keyfile: Option<PathBuf>,
+}
+
+/// The authentication method, with its settings.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// Everyone is the same user (ProxyStore's default).
+    None,
+    /// Static bearer tokens from a TOML file.
+    Tokens {
+        /// The token file.
+        file: PathBuf,
+    },
+    /// JSON Web Tokens.
+    Jwt(JwtConfig),
+    /// RFC 7662 token introspection (ProxyStore's `globus` method is this with Globus' defaults).
+    Introspection(IntrospectionConfig),
+}
+
+/// Everything the server needs to run. `Default` is `cargo run --release`: 127.0.0.1:8700,
+/// no TLS, no auth, no app-level size limit, 1 MiB frames.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Bind address (an IP address or a host name).
+    pub host: String,
+    /// Bind port (0: any free port).
+    pub port: u16,
+    /// Serve wss:// with these files.
+    pub tls: Option<TlsFiles>,
+    /// ProxyStore's `max_message_bytes`: a data frame whose payload is longer closes 4003.
+    pub max_message_bytes: Option<usize>,
+    /// Transport limit on a message or frame: longer closes 1009 (websockets' `max_size`).
+    pub max_frame_bytes: usize,
+    /// Address of the ops endpoint (`/health`, `/healthz`, `/metrics`), if any.
+    pub metrics_addr: Option<String>,
+    /// Most open WebSocket connections; further ones are closed 1013.
+    pub max_connections: usize,
+    /// Per-client send queue bound in messages.
+    pub send_queue_messages: usize,
+    /// Per-client send queue bound in bytes.
+    pub send_queue_bytes: usize,
+    /// Send a ping after this long without traffic (`None`: never).
+    pub ping_interval: Option<Duration>,
+    /// Close 1011 when a ping is not answered within this time.
+    pub ping_timeout: Duration,
+    /// Limit on the TLS + WebSocket opening handshake.
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's reply to a close frame (and for a blocked write).
+    pub close_timeout: Duration,
+    /// Graceful-shutdown deadline: connections still open after it are dropped.
+    pub shutdown_timeout: Duration,
+    /// Initial read buffer per connection.
+    pub read_buffer_bytes: usize,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Period of the "Connected clients" log line (`None`: off).
+    pub client_log_interval: Option<Duration>,
+    /// The periodic log also lists each client when there are fewer than this many.
+    pub client_log_limit: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            host: "127.0.0.1".to_string(),
+            port: 8700,
+            tls: None,
+            max_message_bytes: None,
+            max_frame_bytes: 1 << 20,
+            metrics_addr: None,
+            max_connections: 50_000,
+            send_queue_messages: 256,
+            send_queue_bytes: 8 << 20,
+            ping_interval: Some(Duration::from_secs(20)),
+            ping_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            read_buffer_bytes: 4096,
+            auth: AuthConfig::None,
+            client_log_interval: Some(Duration::from_secs(60)),
+            client_log_limit: 32,
+        }
+    }
+}
+
+/// ProxyStore's `[auth]` table: `method` plus `[auth.kwargs]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `none`, `tokens`, `jwt`, `introspection` or `globus` (absent: none).
+    pub method: Option<String>,
+    /// Method settings (see docs/relay.md).
+    #[serde(default)]
+    pub kwargs: toml::Table,
+}
+
+/// ProxyStore's `[logging]` table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSection {
+    /// ProxyStore writes `server.log` there; bistream logs to stderr only (accepted, warned).
+    pub log_dir: Option<String>,
+    /// ProxyStore's root level; bistream takes its level from `--log-level` (accepted, warned).
+    pub default_level: Option<toml::Value>,
+    /// Level of ProxyStore's websockets logger (accepted, no equivalent).
+    pub websockets_level: Option<toml::Value>,
+    /// Seconds between "Connected clients" log lines (0: off).
+    pub current_client_interval: Option<u64>,
+    /// List each client in that line when there are fewer than this many.
+    pub current_client_limit: Option<u64>,
+}
+
+/// The TOML file. ProxyStore's keys (`host`, `port`, `certfile`, `keyfile`,
+/// `max_message_bytes`, `[auth]`, `[logging]`) plus bistream's own. Durations are seconds.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub max_message_bytes: Option<u64>,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub logging: LoggingSection,
+    pub max_frame_bytes: Option<u64>,
+    pub metrics_addr: Option<String>,
+    pub max_connections: Option<u64>,
+    pub send_queue_messages: Option<u64>,
+    pub send_queue_bytes: Option<u64>,
+    pub ping_interval: Option<f64>,
+    pub ping_timeout: Option<f64>,
+    pub handshake_timeout: Option<f64>,
+    pub close_timeout: Option<f64>,
+    pub shutdown_timeout: Option<f64>,
+    pub read_buffer_bytes: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
+        FileConfig::parse(&text)
+            .map_err(|e| err(format!("config file {}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))
+    }
+}
+
+fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(7 * 24 * 3600))
+            .ok_or_else(|| {
+                err(format!(
+                    "{name} must be a number of seconds between 0 and 604800, got {s}"
+                ))
+            }),
+    }
+}
+
+fn size(
+    name: &str,
+    v: Option<u64>,
+    default: usize,
+    min: u64,
+    max: u64,
+) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (min..=max).contains(&n) => usize::try_from(n)
+            .map_err(|_| err(format!("{name} = {n} is too large for this machine"))),
+        Some(n) => Err(err(format!(
+            "{name} must be between {min} and {max}, got {n}"
+        ))),
+    }
+}
+
+impl RelayConfig {
+    /// Validates a file configuration (already overlaid with flags and environment).
+    pub fn from_file_config(f: FileConfig) -> Result<RelayConfig, ConfigError> {
+        let d = RelayConfig::default();
+        let host = match f.host {
+            Some(h) if h.trim().is_empty() => return Err(err("host must not be empty")),
+            Some(h) => h,
+            None => d.host,
+        };
+        let tls = match (f.certfile, f.keyfile) {
+            (Some(certfile), keyfile) => {
+                if !certfile.is_file() {
+                    return Err(err(format!(
+                        "certfile {} does not exist or is not a file",
+                        certfile.display()
+                    )));
+                }
+                if let Some(k) = &keyfile {
+                    if !k.is_file() {
+                        return Err(err(format!(
+                            "keyfile {} does not exist or is not a file",
+                            k.display()
+                        )));
+                    }
+                }
+                Some(TlsFiles { certfile, keyfile })
+            }
+            (None, Some(_)) => return Err(err("keyfile is set but certfile is not")),
+            (None, None) => None,
+        };
+        let max_message_bytes = match f.max_message_bytes {
+            None => None,
+            Some(0) => return Err(err("max_message_bytes must be at least 1")),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        let max_frame_bytes = size(
+            "max_frame_bytes",
+            f.max_frame_bytes,
+            d.max_frame_bytes,
+            1024,
+            1 << 30,
+        )?;
+        let ping = secs("ping_interval", f.ping_interval, Duration::from_secs(20))?;
+        let metrics_addr = match f.metrics_addr {
+            Some(a) if a.trim().is_empty() => None,
+            other => other,
+        };
+        let log = f.logging;
+        if log.log_dir.is_some() {
+            tracing::warn!("[logging] log_dir is accepted but ignored: bistream logs to stderr (redirect it to keep a file)");
+        }
+        if log.default_level.is_some() {
+            tracing::warn!("[logging] default_level is accepted but ignored: use --log-level or BISTREAM_LOG_LEVEL");
+        }
+        let interval = log.current_client_interval.unwrap_or(60);
+        Ok(RelayConfig {
+            host,
+            port: f.port.unwrap_or(d.port),
+            tls,
+            max_message_bytes,
+            max_frame_bytes,
+            metrics_addr,
+            max_connections: size(
+                "max_connections",
+                f.max_connections,
+                d.max_connections,
+                1,
+                10_000_000,
+            )?,
+            send_queue_messages: size(
+                "send_queue_messages",
+                f.send_queue_messages,
+                d.send_queue_messages,
+                1,
+                1 << 20,
+            )?,
+            send_queue_bytes: size(
+                "send_queue_bytes",
+                f.send_queue_bytes,
+                d.send_queue_bytes,
+                1024,
+                1 << 34,
+            )?,
+            ping_interval: if ping.is_zero() { None } else { Some(ping) },
+            ping_timeout: secs("ping_timeout", f.ping_timeout, d.ping_timeout)?
+                .max(Duration::from_millis(1)),
+            handshake_timeout: secs(
+                "handshake_timeout",
+                f.handshake_timeout,
+                d.handshake_timeout,
+            )?
+            .max(Duration::from_millis(1)),
+            close_timeout: secs("close_timeout", f.close_timeout, d.close_timeout)?,
+            shutdown_timeout: secs("shutdown_timeout", f.shutdown_timeout, d.shutdown_timeout)?,
+            read_buffer_bytes: size(
+                "read_buffer_bytes",
+                f.read_buffer_bytes,
+                d.read_buffer_bytes,
+                256,
+                1 << 20,
+            )?,
+            auth: auth_config(f.auth)?,
+            client_log_interval: if interval == 0 {
+                None
+            } else {
+                Some(Duration::from_secs(interval))
+            },
+            client_log_limit: usize::try_from(log.current_client_limit.unwrap_or(32))
+                .unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// Reads `[auth.kwargs]`, rejecting keys the method does not use.
+struct Kwargs {
+    method: String,
+    table: toml::Table,
+}
+
+impl Kwargs {
+    fn take_str(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(err(format!("[auth.kwargs] {key} must be a string"))),
+        }
+    }
+
+    fn take_secs(&mut self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let v =
+            match self.table.remove(key) {
+                None => None,
+                Some(toml::Value::Integer(i)) => Some(i as f64),
+                Some(toml::Value::Float(f)) => Some(f),
+                Some(toml::Value::String(s)) => Some(s.trim().parse::<f64>().map_err(|_| {
+                    err(format!("[auth.kwargs] {key} must be a number of seconds"))
+                })?),
+                Some(_) => {
+                    return Err(err(format!(
+                        "[auth.kwargs] {key} must be a number of seconds"
+                    )))
+                }
+            };
+        secs(&format!("[auth.kwargs] {key}"), v, default)
+    }
+
+    fn take_count(&mut self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(default),
+            Some(toml::Value::Integer(i)) if i >= 0 => Ok(usize::try_from(i).unwrap_or(usize::MAX)),
+            Some(toml::Value::String(s)) => s.trim().parse().map_err(|_| {
+                err(format!(
+                    "[auth.kwargs] {key} must be a non-negative integer"
+                ))
+            }),
+            Some(_) => Err(err(format!(
+                "[auth.kwargs] {key} must be a non-negative integer"
+            ))),
+        }
+    }
+
+    fn finish(self) -> Result<(), ConfigError> {
+        match self.table.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(err(format!(
+                "[auth.kwargs] {k} does not apply to auth method {:?} (see docs/relay.md for each method's settings)",
+                self.method
+            ))),
+        }
+    }
+}
+
+fn read_secret_file(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| err(format!("[auth.kwargs] {key}: cannot read {path}: {e}")))?;
+    Ok(bytes)
+}
+
+fn auth_config(section: AuthSection) -> Result<AuthConfig, ConfigError> {
+    let method = section
+        .method
+        .unwrap_or_else(|| "none".to_string())
+        .to_ascii_lowercase();
+    let mut kw = Kwargs {
+        method: method.clone(),
+        table: section.kwargs,
+    };
+    let cfg = match method.as_str() {
+        "none" | "null" => AuthConfig::None,
+        "tokens" => {
+            let file = kw
+                .take_str("tokens_file")?
+                .ok_or_else(|| err("auth method \"tokens\" needs [auth.kwargs] tokens_file (or --auth-tokens-file)"))?;
+            AuthConfig::Tokens {
+                file: PathBuf::from(file),
+            }
+        }
+        "jwt" => {
+            let algorithm: JwtAlgorithm = match kw.take_str("algorithm")? {
+                Some(a) => a.parse().map_err(err)?,
+                None => JwtAlgorithm::Hs256,
+            };
+            let secret = kw.take_str("secret")?;
+            let secret_file = kw.take_str("secret_file")?;
+            let public_key_file = kw.take_str("public_key_file")?;
+            let key = match (algorithm, secret, secret_file, public_key_file) {
+                (JwtAlgorithm::Hs256, Some(s), None, None) => s.into_bytes(),
+                (JwtAlgorithm::Hs256, None, Some(f), None) => {
+                    let mut b = read_secret_file("secret_file", &f)?;
+                    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                        b.pop();
+                    }
+                    b
+                }
+                (JwtAlgorithm::Hs256, _, _, _) => {
+                    return Err(err("JWT HS256 needs exactly one of secret (--auth-jwt-secret) or secret_file (--auth-jwt-secret-file)"))
+                }
+                (_, None, None, Some(f)) => read_secret_file("public_key_file", &f)?,
+                (_, _, _, _) => {
+                    return Err(err("JWT RS256/ES256 needs public_key_file (--auth-jwt-public-key-file) and no secret"))
+                }
+            };
+            AuthConfig::Jwt(JwtConfig {
+                algorithm,
+                key,
+                audience: kw.take_str("audience")?,
+                issuer: kw.take_str("issuer")?,
+                leeway: kw.take_secs("leeway_seconds", Duration::from_secs(30))?,
+            })
+        }
+        "introspection" | "globus" => {
+            let globus = method == "globus";
+            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+            let endpoint = match kw.take_str("endpoint")? {
+                Some(e) => e,
+                None if globus => GLOBUS_INTROSPECT_URL.to_string(),
+                None => return Err(err("auth method \"introspection\" needs [auth.kwargs] endpoint (or --auth-endpoint)")),
+            };
+            let client_id = kw.take_str("client_id")?.or_else(|| {
+                if globus {
+                    env("PROXYSTORE_GLOBUS_CLIENT_ID")
+                } else {
+                    None
+                }
+            });
+            let client_secret = kw.take_str("client_secret")?.or_else(|| {
+                if globus {
+                    env("PROXYSTORE_GLOBUS_CLIENT_SECRET")
+                } else {
+                    None
+                }
+            });
+            let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+                return Err(err(if globus {
+                    "auth method \"globus\" needs client_id and client_secret in [auth.kwargs] or in PROXYSTORE_GLOBUS_CLIENT_ID / PROXYSTORE_GLOBUS_CLIENT_SECRET"
+                } else {
+                    "auth method \"introspection\" needs client_id and client_secret ([auth.kwargs] or --auth-client-id / --auth-client-secret)"
+                }));
+            };
+            let audience = match kw.take_str("audience")? {
+                Some(a) if a.is_empty() => None,
+                Some(a) => Some(a),
+                None if globus => Some(GLOBUS_RELAY_AUDIENCE.to_string()),
+                None => None,
+            };
+            AuthConfig::Introspection(IntrospectionConfig {
+                endpoint,
+                client_id,
+                client_secret,
+                audience,
+                cache_ttl: kw.take_secs("cache_ttl_seconds", Duration::from_secs(30))?,
+                cache_entries: kw.take_count("cache_entries", 10_000)?,
+                timeout: kw
+                    .take_secs("timeout_seconds", Duration::from_secs(10))?
+                    .max(Duration::from_millis(1)),
+            })
+        }
+        other => return Err(err(format!(
+            "unknown auth method {other:?} (expected none, tokens, jwt, introspection or globus)"
+        ))),
+    };
+    kw.finish()?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxystore_config_parses() {
+        let f = FileConfig::parse(
+            "host = \"127.0.0.1\"\nport = 8765\nmax_message_bytes = 1024\n\n[logging]\ndefault_level = \"INFO\"\ncurrent_client_interval = 5\ncurrent_client_limit = 10\n",
+        )
+        .unwrap();
+        let c = RelayConfig::from_file_config(f).unwrap();
+        assert_eq!(c.port, 8765);
+        assert_eq!(c.max_message_bytes, Some(1024));
+        assert_eq!(c.client_log_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.client_log_limit, 10);
+        assert!(matches!(c.auth, AuthConfig::None));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = RelayConfig::from_file_config(FileConfig::default()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8700));
+        assert_eq!(c.max_frame_bytes, 1 << 20);
+        assert_eq!(c.max_message_bytes, None);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        for (text, needle) in [
+            ("prot = 1\n", "prot"),
+            ("port = \"8700\"\n", "port"),
+            ("port = 70000\n", "port"),
+            ("[serving]\nport = 1\n", "serving"),
+            (
+                "[logging]\ndefault_log_level = \"INFO\"\n",
+                "default_log_level",
+            ),
+            ("[auth]\nmethod = \"globus\"\nextra = 1\n", "extra"),
+        ] {
+            let e = FileConfig::parse(text).unwrap_err().0;
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        for (text, needle) in [
+            ("max_message_bytes = 0\n", "max_message_bytes"),
+            ("certfile = \"/nonexistent/cert.pem\"\n", "certfile"),
+            ("keyfile = \"/etc/hostname\"\n", "certfile is not"),
+            ("ping_interval = -1.0\n", "ping_interval"),
+            ("max_connections = 0\n", "max_connections"),
+            ("[auth]\nmethod = \"magic\"\n", "unknown auth method"),
+            ("[auth]\nmethod = \"tokens\"\n", "tokens_file"),
+            ("[auth]\nmethod = \"tokens\"\n[auth.kwargs]\ntokens_file = \"x\"\naudience = \"y\"\n", "audience"),
+            ("[auth]\nmethod = \"jwt\"\n", "HS256"),
+            ("[auth]\nmethod = \"jwt\"\n[auth.kwargs]\nalgorithm = \"none\"\nsecret = \"x\"\n", "unsupported JWT algorithm"),
+            ("[auth]\nmethod = \"introspection\"\n", "endpoint"),
+        ] {
+            let f = FileConfig::parse(text).unwrap();
+            let e = RelayConfig::from_file_config(f).unwrap_err().0;
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn globus_defaults() {
+        let f = FileConfig::parse("[auth]\nmethod = \"globus\"\n[auth.kwargs]\nclient_id = \"id\"\nclient_secret = \"s\"\n").unwrap();
+        match RelayConfig::from_file_config(f).unwrap().auth {
+            AuthConfig::Introspection(i) => {
+                assert_eq!(i.endpoint, GLOBUS_INTROSPECT_URL);
+                assert_eq!(i.audience.as_deref(), Some(GLOBUS_RELAY_AUDIENCE));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
