@@ -311,6 +311,10 @@ struct Shared {
     handlers_queued: Arc<Semaphore>,
     /// Local close requested (by `close`, by the last handle dropping, or by a transport end).
     close_req: watch::Sender<bool>,
+    /// Hard stop requested: skip the graceful steps.
+    abort_req: watch::Sender<bool>,
+    /// The reader and writer tasks, for `abort`.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Set by the driver once everything has stopped.
     done: watch::Sender<Option<CloseReason>>,
     pending_empty: Notify,
@@ -452,6 +456,8 @@ impl PacketConnection {
             handlers_running: Arc::new(Semaphore::new(cfg.max_handlers)),
             handlers_queued: Arc::new(Semaphore::new(cfg.max_queued_requests)),
             close_req: watch::channel(false).0,
+            abort_req: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
             done: watch::channel(None).0,
             pending_empty: Notify::new(),
             peer_erq: false.into(),
@@ -461,6 +467,7 @@ impl PacketConnection {
         });
         let reader_task = tokio::spawn(read_loop(shared.clone(), reader));
         let writer_task = tokio::spawn(write_loop(shared.clone(), rx, writer));
+        *lock(&shared.tasks) = vec![reader_task.abort_handle(), writer_task.abort_handle()];
         tokio::spawn(drive(shared.clone(), reader_task, writer_task));
         PacketConnection {
             handle: Arc::new(Handle { shared }),
@@ -591,6 +598,18 @@ impl PacketConnection {
         self.closed().await
     }
 
+    /// Hard stop: drops the transport now without ERQ/EOF; pending requests fail with
+    /// `Closed(Local)`, running handlers' responses are discarded. Returns at once; use
+    /// [`PacketConnection::closed`] to wait for the end.
+    pub fn abort(&self) {
+        let sh = self.shared();
+        sh.abort_req.send_replace(true);
+        for t in lock(&sh.tasks).iter() {
+            t.abort();
+        }
+        sh.fail_all(CloseReason::Local);
+    }
+
     /// Waits until the connection has fully stopped (after the peer's EOF and our own, or an
     /// error) without starting a shutdown. Servers use this as Python's `join_recv`.
     pub async fn closed(&self) -> CloseReason {
@@ -635,8 +654,10 @@ async fn drive(
     sh.queue(Packet::erq()).await;
     // Drain the accepted requests: their responses are queued before EOF.
     let all = sh.cfg.max_queued_requests as u32;
-    if let Ok(p) = sh.handlers_queued.acquire_many(all).await {
-        drop(p);
+    let mut abort_rx = sh.abort_req.subscribe();
+    tokio::select! {
+        p = sh.handlers_queued.acquire_many(all) => drop(p),
+        _ = abort_rx.wait_for(|a| *a) => {}
     }
     if sh.tx.send(Outgoing::Finish).await.is_err() {
         tracing::debug!(conn = %sh.cfg.name, "sender already finished");
@@ -933,12 +954,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
     mut w: W,
 ) -> std::io::Result<()> {
-    let res = write_packets(&sh, &mut rx, &mut w).await;
+    let mut finish = false;
+    let res = write_packets(&sh, &mut rx, &mut w, &mut finish).await;
     if let Err(e) = &res {
         tracing::warn!(conn = %sh.cfg.name, error = %e, "send side failed");
         sh.fail_all(CloseReason::Io(e.to_string()));
-        // Keep draining until Finish so nobody waits on a full queue.
-        while let Some(m) = rx.recv().await {
+        // Keep draining until Finish (unless already seen) so nobody waits on a full queue.
+        while let Some(m) = if finish { None } else { rx.recv().await } {
             if matches!(m, Outgoing::Finish) {
                 break;
             }
@@ -954,6 +976,7 @@ async fn write_packets<W: AsyncWrite + Unpin>(
     sh: &Shared,
     rx: &mut mpsc::Receiver<Outgoing>,
     w: &mut W,
+    finish: &mut bool,
 ) -> std::io::Result<()> {
     let mut out = OutBuf {
         head: BytesMut::with_capacity(64 * 1024),
@@ -962,7 +985,6 @@ async fn write_packets<W: AsyncWrite + Unpin>(
     };
     let max = sh.cfg.max_packet;
     let grace = sh.cfg.packet_grace;
-    let mut finish = false;
     let take = |m: Outgoing, out: &mut OutBuf, finish: &mut bool| match m {
         Outgoing::Packet(p) => {
             if let Err(e) = out.push(&p, max) {
@@ -973,19 +995,19 @@ async fn write_packets<W: AsyncWrite + Unpin>(
         }
         Outgoing::Finish => *finish = true,
     };
-    while !finish {
+    while !*finish {
         match rx.recv().await {
-            Some(m) => take(m, &mut out, &mut finish),
-            None => finish = true,
+            Some(m) => take(m, &mut out, finish),
+            None => *finish = true,
         }
         loop {
-            while !finish && out.len < WRITE_HIGH_WATER {
+            while !*finish && out.len < WRITE_HIGH_WATER {
                 match rx.try_recv() {
-                    Ok(m) => take(m, &mut out, &mut finish),
+                    Ok(m) => take(m, &mut out, finish),
                     Err(_) => break,
                 }
             }
-            if grace.is_zero() || finish || out.len >= WRITE_HIGH_WATER {
+            if grace.is_zero() || *finish || out.len >= WRITE_HIGH_WATER {
                 break;
             }
             // packet_grace: give more packets a moment to arrive before writing.

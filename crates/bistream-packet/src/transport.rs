@@ -310,8 +310,9 @@ pub async fn serve(
                     match tokio::time::timeout(timeout, conn.close()).await {
                         Ok(r) => r,
                         Err(_) => {
-                            tracing::warn!(conn = id, "graceful close timed out");
-                            CloseReason::Local
+                            tracing::warn!(conn = id, "graceful close timed out; dropping the connection");
+                            conn.abort();
+                            conn.closed().await
                         }
                     }
                 }

@@ -569,3 +569,21 @@ async fn on_demand_opens_on_first_use_and_reopens() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn abort_fails_pending_and_stops_at_once() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (c, s) = served(gate);
+    within(async {
+        let gated = c.submit(10, 0, Bytes::new(), 0).await.unwrap();
+        c.call(0, 0, Bytes::new(), 0).await.unwrap();
+        // the server is stuck in a handler; a graceful close could not finish, abort does
+        s.abort();
+        assert_eq!(s.closed().await, CloseReason::Local);
+        // the client sees the transport end and its pending request fails promptly
+        assert!(matches!(gated.await, Err(PacketError::Closed(_))));
+        c.closed().await;
+        assert!(!c.is_open());
+    })
+    .await;
+}

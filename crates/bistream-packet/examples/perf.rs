@@ -1,0 +1,131 @@
+//! A quick local throughput check (the formal measurement is `bistream bench`): a demo server
+//! and a client on loopback TCP in one process. `cargo run --release -p bistream-packet
+//! --example perf`.
+
+use std::time::{Duration, Instant};
+
+use bistream_packet::bytes::Bytes;
+use bistream_packet::{demo_service, serve, Builder, Listener, ServeOptions};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listener = Listener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr_string()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        listener,
+        Builder::new().handler(demo_service()),
+        ServeOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let c = Builder::new().connect_tcp(addr.as_str()).await?;
+    let small = Bytes::from_static(b"0123456789abcdef");
+
+    // baseline: raw TCP ping-pong of 16 bytes, one task per side
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let a = l.local_addr()?;
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = l.accept().await {
+                let _ = s.set_nodelay(true);
+                let mut b = [0u8; 16];
+                while s.read_exact(&mut b).await.is_ok() {
+                    if s.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut s = tokio::net::TcpStream::connect(a).await?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 16];
+        let mut lat = Vec::new();
+        for _ in 0..20_000 {
+            let t = Instant::now();
+            s.write_all(&b).await?;
+            s.read_exact(&mut b).await?;
+            lat.push(t.elapsed());
+        }
+        lat.sort();
+        println!(
+            "raw TCP ping-pong 16 B: p50 {:?} p99 {:?}",
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100]
+        );
+    }
+
+    // sequential small
+    let mut lat = Vec::new();
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        c.call(0, 0, small.clone(), 0).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!(
+        "sequential 16 B: p50 {:?} p99 {:?}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100]
+    );
+
+    // pipelined small: a window of 256 in flight
+    let n = 500_000u64;
+    let t = Instant::now();
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..n {
+        window.push_back(c.submit(0, i, small.clone(), 0).await?);
+        if window.len() >= 256 {
+            if let Some(f) = window.pop_front() {
+                f.await?;
+            }
+        }
+    }
+    for f in window {
+        f.await?;
+    }
+    let el = t.elapsed();
+    println!("pipelined 16 B: {:.0} req/s", n as f64 / el.as_secs_f64());
+
+    // 1 MiB echo, 4 in flight
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    let n = 2000u64;
+    let t = Instant::now();
+    let mut window = std::collections::VecDeque::new();
+    for _ in 0..n {
+        window.push_back(c.submit(0, 0, big.clone(), 0).await?);
+        if window.len() >= 4 {
+            if let Some(f) = window.pop_front() {
+                f.await?;
+            }
+        }
+    }
+    for f in window {
+        f.await?;
+    }
+    let el = t.elapsed();
+    println!(
+        "1 MiB echo: {:.0} req/s = {:.2} GB/s each way",
+        n as f64 / el.as_secs_f64(),
+        (n as f64 * (1 << 20) as f64) / el.as_secs_f64() / 1e9
+    );
+
+    // 1 MiB sequential
+    let n = 500u64;
+    let t = Instant::now();
+    for _ in 0..n {
+        c.call(0, 0, big.clone(), 0).await?;
+    }
+    let el = t.elapsed();
+    println!(
+        "1 MiB sequential: {:.2} GB/s each way",
+        (n as f64 * (1 << 20) as f64) / el.as_secs_f64() / 1e9
+    );
+
+    c.close().await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), server).await???;
+    Ok(())
+}
