@@ -6,7 +6,9 @@
     packet_server.py stdio [GRACE] serve one connection over stdin/stdout
 
 The service: 0 echo (flags, payload), 1 reverse (flags = len), 2 raises, 3 echo after
-200 ms, 4 returns a str, 5 returns an int, 10 waits for the gate (max 20 s) then returns
+200 ms, 4 returns a str, 5 returns an int, 6 calls back: sends the request (rq_type = the
+flags, payload, flags 9) to the peer over the same connection and returns (ok, payload) of
+that call as (flags, payload), 10 waits for the gate (max 20 s) then returns
 b"gated", 11 opens the gate, anything else raises. A watchdog ends the process after 120 s so
 a Python hang fails the test instead of hanging CI.
 """
@@ -22,6 +24,16 @@ faulthandler.dump_traceback_later(120, exit=True)
 from cs.packetstream import PacketConnection  # noqa: E402
 
 GATE = threading.Event()
+
+
+def make_handler(get_conn):
+    def h(rq_type, flags, payload):
+        if rq_type == 6:
+            ok, _, got = get_conn()(flags, bytes(payload), 9)
+            return (1 if ok else 0), bytes(got)
+        return handler(rq_type, flags, payload)
+
+    return h
 
 
 def handler(rq_type, flags, payload):
@@ -63,7 +75,9 @@ def main():
         # on a private dup of fd 1 and point fd 1 at stderr.
         send_fd = os.dup(1)
         os.dup2(2, 1)
-        conn = PacketConnection((0, send_fd), "stdio", request_handler=handler, packet_grace=grace)
+        conn = PacketConnection(
+            (0, send_fd), "stdio", request_handler=make_handler(lambda: conn), packet_grace=grace
+        )
         with conn:
             conn.join_recv()
         os.close(send_fd)
@@ -82,7 +96,10 @@ def main():
         def serve(sock=sock, n=n):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = PacketConnection(
-                (sock.fileno(), sock.fileno()), "srv%d" % n, request_handler=handler, packet_grace=grace
+                (sock.fileno(), sock.fileno()),
+                "srv%d" % n,
+                request_handler=make_handler(lambda: conn),
+                packet_grace=grace,
             )
             with conn:
                 conn.join_recv()

@@ -133,6 +133,66 @@ async fn rust_client_against_python_tcp_server() {
 }
 
 #[tokio::test]
+async fn python_calls_back_into_a_rust_handler_on_the_same_connection() {
+    let (_peer, addr) = python_tcp_server().await;
+    within(async {
+        // our side serves too: 0 echoes with flags + 1, anything else fails
+        let h = bistream_packet::handler_fn(|rq_type, flags, payload: Bytes| async move {
+            match rq_type {
+                0 => Ok((flags + 1, payload)),
+                _ => Err("nope"),
+            }
+        });
+        let c = Builder::new()
+            .handler(h)
+            .connect_tcp(addr.as_str())
+            .await
+            .unwrap();
+        // Python's handler for rq 6 calls us back with (rq_type = our flags, payload, flags 9)
+        assert_eq!(
+            c.call(6, 0, &b"ping"[..], 0).await.unwrap(),
+            (1, Bytes::from_static(b"ping"))
+        );
+        assert_eq!(
+            c.call(6, 3, &b"x"[..], 0).await.unwrap(),
+            (0, Bytes::from_static(b"exception during handler"))
+        );
+        // both directions at once, with overlapping tag numbers (tag spaces are per direction)
+        let mut futs = Vec::new();
+        for i in 0..20u64 {
+            futs.push(
+                c.submit(6, 0, Bytes::from(format!("cb{i}")), 0)
+                    .await
+                    .unwrap(),
+            );
+            futs.push(
+                c.submit(0, i, Bytes::from(format!("e{i}")), 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for f in futs {
+            assert!(f.await.unwrap().ok);
+        }
+        assert!(
+            c.stats()
+                .requests_received
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 22
+        );
+        assert_eq!(c.close().await, CloseReason::PeerEof);
+        // without a handler, Python gets our "no request handler"
+        let c = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
+        assert_eq!(
+            c.call(6, 0, &b"ping"[..], 0).await.unwrap(),
+            (0, Bytes::from_static(b"no request handler"))
+        );
+        assert_eq!(c.close().await, CloseReason::PeerEof);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn rust_client_drives_python_over_child_stdio() {
     let mut cmd = python("packet_server.py");
     cmd.arg("stdio")
