@@ -4,11 +4,12 @@
 //! Steps, in order:
 //! 1. **Bound the work**: input beyond 64 KiB is cut (at a token boundary, so no half secret
 //!    survives the cut).
-//! 2. **Neutralise control characters**: every control character (C0, DEL, C1) and every
+//! 2. **Redact** (step 4) once on the raw text, where a newline separates words.
+//! 3. **Neutralise control characters**: every control character (C0, DEL, C1) and every
 //!    invisible formatting character that can spoof a log line (bidi overrides, zero-width
 //!    characters, U+2028/U+2029, BOM) is replaced by a visible escape: `\n`, `\r`, `\t`,
 //!    `\u{1b}`, ... Backslashes themselves are not escaped (so sanitizing is idempotent).
-//! 3. **Redact** with the marker [`REDACTED`] (`[REDACTED]`):
+//! 4. **Redact** again, on the escaped text, with the marker [`REDACTED`] (`[REDACTED]`):
 //!    - URL userinfo: `https://user:pass@host` → `https://[REDACTED]@host` (also a bare
 //!      `user@`, since tokens are often sent as the user name);
 //!    - `Authorization` / `Proxy-Authorization` header values, any scheme: the scheme word is
@@ -30,7 +31,7 @@
 //!      URLs without credentials, timestamps and ordinary words). A UUID used as a secret is
 //!      still redacted when it appears as a key–value, header or bearer value. Git commit
 //!      hashes (40 hex) are redacted: they cannot be told from hex tokens.
-//! 4. **Bound the output**: at most [`MAX_SANITIZED_LEN`] bytes; a longer result is cut and
+//! 5. **Bound the output**: at most [`MAX_SANITIZED_LEN`] bytes; a longer result is cut and
 //!    ends with [`TRUNCATED`] (`" [truncated]"`).
 //!
 //! `sanitize(sanitize(x)) == sanitize(x)` for every `x` (property-tested). Redaction is a
@@ -101,7 +102,11 @@ pub fn sanitize(text: &str) -> String {
 
 fn sanitize_bounded(text: &str, max: usize) -> String {
     let (capped, mut truncated) = cap_input(text);
-    let escaped = escape_controls(capped);
+    // Redact before escaping (a newline is a word boundary there; its escape `\n` would glue
+    // an `n` to the next word), and again after (the escapes are what the output contains, so
+    // this makes `sanitize` idempotent).
+    let first = redact(capped);
+    let escaped = escape_controls(&first);
     let mut out = redact(&escaped).into_owned();
     if out.len() > max {
         truncated = true;
@@ -273,9 +278,11 @@ const BEARER_WORDS: &[&str] = &[
     "expected",
 ];
 
+type Replacer = fn(&Captures<'_>) -> String;
+
 fn redact(text: &str) -> Cow<'_, str> {
     let mut text = Cow::Borrowed(text);
-    let rules: [(&LazyLock<Regex>, fn(&Captures<'_>) -> String); 8] = [
+    let rules: [(&LazyLock<Regex>, Replacer); 8] = [
         (&USERINFO, |c| redact_group(c, 1)),
         (&AUTH_HEADER, |c| redact_group(c, 1)),
         (&KEY_VALUE, redact_key_value),

@@ -247,7 +247,8 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let cases: &[(&str, fn(&UrlError) -> bool)] = &[
+        type Check = fn(&UrlError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, UrlError::Empty)),
             ("ftp://h/x", |e| {
                 matches!(e, UrlError::UnsupportedScheme { .. })
