@@ -341,3 +341,26 @@ async fn accept(listener: &Listener, builder: &Builder) -> std::io::Result<Packe
         }
     }
 }
+
+/// Shortcuts with default settings and no handler (a pure client); use [`Builder`] for more.
+impl PacketConnection {
+    /// A client connection over a connected TCP stream (sets TCP_NODELAY).
+    pub fn from_tcp(stream: TcpStream) -> PacketConnection {
+        Builder::new().tcp(stream)
+    }
+
+    /// A client connection over a connected Unix stream socket.
+    #[cfg(unix)]
+    pub fn from_unix(stream: tokio::net::UnixStream) -> PacketConnection {
+        Builder::new().unix(stream)
+    }
+
+    /// A client connection over any reader/writer pair.
+    pub fn from_pair<R, W>(reader: R, writer: W) -> PacketConnection
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        Builder::new().start(reader, writer)
+    }
+}
