@@ -496,9 +496,11 @@ fn auth_config(section: AuthSection) -> Result<AuthConfig, ConfigError> {
                     .max(Duration::from_millis(1)),
             })
         }
-        other => return Err(err(format!(
+        other => {
+            return Err(err(format!(
             "unknown auth method {other:?} (expected none, tokens, jwt, introspection or globus)"
-        ))),
+        )))
+        }
     };
     kw.finish()?;
     Ok(cfg)

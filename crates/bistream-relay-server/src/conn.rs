@@ -99,6 +99,30 @@ async fn bounded<T>(
     }
 }
 
+/// How a write to the client ended.
+enum WriteResult {
+    Done(Result<(), WsError>),
+    /// Took longer than the limit, or the hard stop fired.
+    TimedOut,
+    /// Another part of the server asked this connection to close (full queue, takeover)
+    /// while the write was blocked on a client that does not read.
+    CloseRequested,
+}
+
+/// Runs a write, bounded by `limit`, the hard stop and close requests.
+async fn guarded_write(
+    fut: impl Future<Output = Result<(), WsError>>,
+    limit: Duration,
+    hard: &CancellationToken,
+    ctl: &Control,
+) -> WriteResult {
+    tokio::select! {
+        r = tokio::time::timeout(limit, fut) => r.map_or(WriteResult::TimedOut, WriteResult::Done),
+        _ = hard.cancelled() => WriteResult::TimedOut,
+        _ = ctl.closed() => WriteResult::CloseRequested,
+    }
+}
+
 async fn next_queued(
     q: &mut Option<(mpsc::Sender<Utf8Bytes>, mpsc::Receiver<Utf8Bytes>)>,
 ) -> Option<Utf8Bytes> {
@@ -183,14 +207,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 biased;
                 _ = shared.shutdown.cancelled() => return End::Close(1001, Cow::Borrowed("")),
                 _ = ctl.closed() => {
-                    if let Some((code, reason)) = ctl.close_request() {
-                        if code == 1008 {
-                            Metrics::inc(&shared.metrics.send_queue_drops);
-                            tracing::warn!(conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
-                        } else if code == 4004 {
-                            tracing::info!(conn = self.id, "same client UUID registered on a new socket: closing this one 4004");
-                        }
-                        return End::Close(code, Cow::Borrowed(reason));
+                    if ctl.close_request().is_some() {
+                        return self.requested_close();
                     }
                 }
                 Some(first) = next_queued(&mut self.queue) => {
@@ -237,7 +255,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         ctl.queued_bytes.fetch_sub(bytes, Relaxed);
         let ws = &mut self.ws;
-        let res = bounded(
+        let res = guarded_write(
             async move {
                 for m in batch {
                     ws.feed(Message::Text(m)).await?;
@@ -246,6 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             },
             limit,
             &hard,
+            &ctl,
         )
         .await;
         self.check_write(res)
@@ -254,19 +273,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     async fn send_direct(&mut self, text: Utf8Bytes) -> Result<(), End> {
         let limit = self.shared.config.ping_timeout;
         let hard = self.shared.hard_stop.clone();
-        let res = bounded(self.ws.send(Message::Text(text)), limit, &hard).await;
+        let ctl = self.ctl.clone();
+        let res = guarded_write(self.ws.send(Message::Text(text)), limit, &hard, &ctl).await;
         self.check_write(res)
     }
 
-    fn check_write(&self, res: Option<Result<(), WsError>>) -> Result<(), End> {
+    /// The close another part of the server asked for (first request wins).
+    fn requested_close(&self) -> End {
+        match self.ctl.close_request() {
+            Some((code, reason)) => {
+                if code == 1008 {
+                    Metrics::inc(&self.shared.metrics.send_queue_drops);
+                    tracing::warn!(conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
+                } else if code == 4004 {
+                    tracing::info!(
+                        conn = self.id,
+                        "same client UUID registered on a new socket: closing this one 4004"
+                    );
+                }
+                End::Close(code, Cow::Borrowed(reason))
+            }
+            None => End::Dropped,
+        }
+    }
+
+    fn check_write(&self, res: WriteResult) -> Result<(), End> {
         match res {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => {
+            WriteResult::Done(Ok(())) => Ok(()),
+            WriteResult::CloseRequested => Err(self.requested_close()),
+            WriteResult::Done(Err(e)) => {
                 tracing::debug!(conn = self.id, error = %e, "write failed");
                 Metrics::inc(&self.shared.metrics.io_errors);
                 Err(End::Dropped)
             }
-            None => {
+            WriteResult::TimedOut => {
                 tracing::warn!(conn = self.id, addr = %self.addr, "write timed out: dropping the connection");
                 Metrics::inc(&self.shared.metrics.io_errors);
                 Err(End::Dropped)
@@ -289,10 +329,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             None if now >= self.last_rx + interval => {
                 let limit = self.shared.config.ping_timeout;
                 let hard = self.shared.hard_stop.clone();
-                let res = bounded(
+                let ctl = self.ctl.clone();
+                let res = guarded_write(
                     self.ws.send(Message::Ping(Default::default())),
                     limit,
                     &hard,
+                    &ctl,
                 )
                 .await;
                 self.check_write(res)?;
