@@ -44,6 +44,17 @@ impl Relay {
 
     /// Starts on `port` (0 = any, ours only), optionally with a TOML config file.
     pub async fn start_on(kind: Kind, port: u16, config: Option<&Path>) -> Relay {
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(cfg) = config {
+            extra.push("--config".into());
+            extra.push(cfg.display().to_string());
+        }
+        let scheme = if config.is_some() { "wss" } else { "ws" };
+        Relay::start_with(kind, port, &extra, scheme).await
+    }
+
+    /// Starts with extra command-line arguments; `scheme` is ws or wss.
+    pub async fn start_with(kind: Kind, port: u16, extra: &[String], scheme: &str) -> Relay {
         let mut cmd = match kind {
             Kind::Python => {
                 let mut c = Command::new(relay_python());
@@ -65,9 +76,7 @@ impl Relay {
                 c
             }
         };
-        if let Some(cfg) = config {
-            cmd.arg("--config").arg(cfg);
-        }
+        cmd.args(extra);
         let mut peer = Peer::spawn(cmd).expect("spawn relay server");
         let port = match kind {
             Kind::Python => {
@@ -87,7 +96,6 @@ impl Relay {
             }
         };
         peer.drain_stderr();
-        let scheme = if config.is_some() { "wss" } else { "ws" };
         Relay {
             kind,
             port,
