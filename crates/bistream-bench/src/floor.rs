@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -73,14 +73,22 @@ pub async fn run_floor_server(kind: FloorKind, addr: SocketAddr) -> anyhow::Resu
 
 async fn ws_echo(sock: TcpStream) -> anyhow::Result<()> {
     let mut ws = tokio_tungstenite::accept_async(sock).await?;
+    // Echo everything already received, then flush once (the batching any good server does).
     while let Some(msg) = ws.next().await {
-        match msg? {
-            m @ (Message::Text(_) | Message::Binary(_)) => {
-                ws.send(m).await?;
+        let mut next = Some(msg);
+        let mut n = 0;
+        while let Some(msg) = next.take() {
+            match msg? {
+                m @ (Message::Text(_) | Message::Binary(_)) => ws.feed(m).await?,
+                Message::Close(_) => return Ok(()),
+                _ => {}
             }
-            Message::Close(_) => break,
-            _ => {}
+            n += 1;
+            if n < 64 {
+                next = ws.next().now_or_never().flatten();
+            }
         }
+        ws.flush().await?;
     }
     Ok(())
 }

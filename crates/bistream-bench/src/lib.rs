@@ -209,6 +209,21 @@ pub fn raise_fd_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
 }
 
+impl Report {
+    /// "suite / metric / column: reason" for every figure that could not be measured.
+    pub fn unavailable(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for r in &self.rows {
+            for (col, c) in [("ours", &r.ours), ("peer", &r.peer), ("floor", &r.floor)] {
+                if let Cell::NotAvailable(why) = c {
+                    v.push(format!("{} / {} / {col}: {why}", r.suite, r.metric));
+                }
+            }
+        }
+        v
+    }
+}
+
 /// The plain-text table and notes for stdout.
 pub fn render_text(r: &Report) -> String {
     let mut s = report::text_table(&r.rows);

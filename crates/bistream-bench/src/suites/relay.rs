@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -279,9 +279,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
 /// Opens a WebSocket to `addr` with TCP_NODELAY and the given read buffer size.
 async fn ws_connect(addr: &str, read_buf: usize) -> anyhow::Result<Ws> {
     let tcp = load::connect(addr).await?;
+    // Writes are batched until flush (idle clients use small buffers: 10,000 of them).
     let cfg = WebSocketConfig::default()
         .read_buffer_size(read_buf)
-        .write_buffer_size(0)
+        .write_buffer_size(read_buf)
         .max_write_buffer_size(16 << 20);
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(20),
@@ -333,16 +334,63 @@ async fn client(
     Ok(ws)
 }
 
-fn message(me: Uuid, name: &str, to: Uuid, pad: &str) -> Message {
-    let m = RelayMessage::PeerConnection(PeerConnectionRequest {
-        source_uuid: me,
-        source_name: name.to_string(),
-        peer_uuid: to,
-        description_type: DescriptionType::Offer,
-        description: format!("{:020}{pad}", now_ns()),
-        error: None,
-    });
-    Message::text(m.encode())
+/// A `peer_connection` message from `me` to `to`, encoded once by the protocol crate with a
+/// placeholder timestamp; each send only writes the current time into a copy (the load
+/// generator must cost as little CPU as possible: it shares the machine with the server).
+struct Template {
+    head: String,
+    tail: String,
+}
+
+const STAMP_MARK: &str = "00000000000000000000";
+
+impl Template {
+    fn new(me: Uuid, to: Uuid) -> Template {
+        let m = RelayMessage::PeerConnection(PeerConnectionRequest {
+            source_uuid: me,
+            source_name: format!("bench-{}", &me.to_string()[..8]),
+            peer_uuid: to,
+            description_type: DescriptionType::Offer,
+            description: format!("{STAMP_MARK}{}", "x".repeat(PAD)),
+            error: None,
+        })
+        .encode();
+        let at = m.find(STAMP_MARK).unwrap_or(m.len());
+        Template {
+            head: m[..at].to_string(),
+            tail: m[at..].get(STAMP_MARK.len()..).unwrap_or("").to_string(),
+        }
+    }
+
+    fn now(&self) -> Message {
+        let mut s = String::with_capacity(self.head.len() + 20 + self.tail.len());
+        s.push_str(&self.head);
+        s.push_str(&format!("{:020}", now_ns()));
+        s.push_str(&self.tail);
+        Message::text(s)
+    }
+}
+
+/// The send timestamp of a relayed message, checking it is an undamaged, un-bounced
+/// `peer_connection` (a scan, not a full decode: either server's spacing is accepted).
+fn stamp_of(t: &str) -> anyhow::Result<u64> {
+    let field = |key: &str| -> Option<&str> {
+        let i = t.find(key)? + key.len();
+        Some(t[i..].trim_start().trim_start_matches(':').trim_start())
+    };
+    if !t.contains("\"peer_connection\"") {
+        bail!("unexpected message from the server: {t}");
+    }
+    match field("\"error\"") {
+        Some(rest) if rest.starts_with("null") => {}
+        None => {}
+        Some(_) => bail!("the relay bounced a message: {t}"),
+    }
+    field("\"description\"")
+        .and_then(|r| r.strip_prefix('"'))
+        .and_then(|r| r.get(..20))
+        .and_then(|d| d.parse().ok())
+        .ok_or_else(|| anyhow!("description lost its timestamp: {t}"))
 }
 
 /// One client of a pair (or of the echo floor): sends `initial` messages, then answers each
@@ -354,11 +402,10 @@ async fn bouncer(
     initial: usize,
     mut phase: Phase,
 ) -> anyhow::Result<WorkerOut> {
-    let name = format!("bench-{}", &me.to_string()[..8]);
-    let pad = "x".repeat(PAD);
+    let template = Template::new(me, to);
     let mut out = WorkerOut::default();
     for _ in 0..initial {
-        ws.feed(message(me, &name, to, &pad)).await?;
+        ws.feed(template.now()).await?;
     }
     ws.flush().await?;
     loop {
@@ -366,29 +413,37 @@ async fn bouncer(
             m = ws.next() => m,
             _ = phase.until_stop() => break,
         };
-        match m.ok_or_else(|| anyhow!("the server closed the connection"))?? {
-            Message::Text(t) => {
-                let RelayMessage::PeerConnection(p) = RelayMessage::decode(&t)
-                    .with_context(|| format!("undecodable message from the server: {t}"))?
-                else {
-                    bail!("unexpected message from the server: {t}");
-                };
-                if let Some(e) = p.error {
-                    bail!("the relay bounced a message: {e}");
-                }
-                let sent: u64 = p
-                    .description
-                    .get(..20)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| anyhow!("description lost its timestamp"))?;
-                out.complete(&phase, sent, 0);
-                ws.send(message(me, &name, to, &pad)).await?;
+        let mut replies = usize::from(received(&mut out, &phase, m)?);
+        // Answer everything already received with one flush (a batching client, as a
+        // WebSocket client library would be), bounded so one connection cannot hog the task.
+        while replies < 64 {
+            match ws.next().now_or_never() {
+                Some(m) => replies += usize::from(received(&mut out, &phase, m)?),
+                None => break,
             }
-            Message::Close(f) => bail!("the server closed the connection: {f:?}"),
-            _ => {}
         }
+        for _ in 0..replies {
+            ws.feed(template.now()).await?;
+        }
+        ws.flush().await?;
     }
     Ok(out)
+}
+
+/// Checks one received frame; true when it was a relayed message (to be answered).
+fn received(
+    out: &mut WorkerOut,
+    phase: &Phase,
+    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> anyhow::Result<bool> {
+    match m.ok_or_else(|| anyhow!("the server closed the connection"))?? {
+        Message::Text(t) => {
+            out.complete(phase, stamp_of(&t)?, 0);
+            Ok(true)
+        }
+        Message::Close(f) => bail!("the server closed the connection: {f:?}"),
+        _ => Ok(false),
+    }
 }
 
 /// Connects and registers `pairs` pairs (or 2×pairs echo clients) and runs the bouncers.
@@ -544,4 +599,33 @@ async fn idle_rss(ctx: &Ctx, side: Side, pb: &indicatif::ProgressBar) -> RssResu
     drop(held);
     server.stop().await;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_survive_either_servers_encoding() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let Message::Text(t) = Template::new(a, b).now() else {
+            panic!("not text")
+        };
+        let ours = stamp_of(&t).unwrap();
+        // Python re-encodes with ", " / ": " separators.
+        let py = t.replace("\":\"", "\": \"").replace("\":null", "\": null");
+        assert_eq!(stamp_of(&py).unwrap(), ours);
+        let decoded = RelayMessage::decode(&t).unwrap();
+        assert!(
+            matches!(decoded, RelayMessage::PeerConnection(p) if p.peer_uuid == b && p.source_uuid == a)
+        );
+        let bounced = t.replace("\"error\":null", "\"error\":\"Cannot forward\"");
+        assert!(stamp_of(&bounced)
+            .unwrap_err()
+            .to_string()
+            .contains("bounced"));
+        assert!(stamp_of("{\"message_type\":\"relay_response\"}").is_err());
+        let cut = t.replace(&format!("{ours:020}"), "12");
+        assert!(stamp_of(&cut).is_err());
+    }
 }

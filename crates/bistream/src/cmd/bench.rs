@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// workspace, or of the current folder outside a checkout].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Exit with failure when any figure could not be measured (for the smoke test).
+    #[arg(long)]
+    strict: bool,
     /// Print the table only; write no files.
     #[arg(long, conflicts_with = "out")]
     no_write: bool,
@@ -130,6 +133,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         for p in bistream_bench::write_outputs(&report)? {
             eprintln!("wrote {}", p.display());
         }
+    }
+    let missing = report.unavailable();
+    if args.strict && !missing.is_empty() {
+        eprintln!("bistream bench: {} figure(s) not measured:", missing.len());
+        for m in &missing {
+            eprintln!("  {m}");
+        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
