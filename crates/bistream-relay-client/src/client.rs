@@ -977,7 +977,12 @@ impl RelayClient {
             tokio::select! {
                 biased;
                 _ = inner.cancel.cancelled() => return Err(RelayError::Closed),
-                r = conn.out_tx.send(out) => if r.is_err() { continue },
+                r = conn.out_tx.send(out) => if r.is_err() {
+                    // The connection is ending (its task refuses new writes just before it
+                    // marks itself ended): let that finish, then go to the next connection.
+                    tokio::task::yield_now().await;
+                    continue;
+                },
             }
             // The task answers every message it takes; a dropped answer means the connection
             // ended before taking it, so nothing was written and it is safe to try again.

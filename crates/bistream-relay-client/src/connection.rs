@@ -97,11 +97,17 @@ async fn drive(
     let mut heard = false;
     let mut ping_outstanding = false;
     let mut close_frame: Option<(u16, String)> = None;
+    // After the relay's close frame, how long to wait for it to end the TCP connection.
+    let close_deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(close_deadline);
 
     loop {
         tokio::select! {
             biased;
             _ = inner.cancel.cancelled() => return End::Closed,
+            _ = &mut close_deadline, if close_frame.is_some() => {
+                return End::Lost(1006, String::new()).or_close(close_frame);
+            }
             permit = inner.incoming_tx.reserve(), if pending.is_some() => {
                 match (permit, pending.take()) {
                     (Ok(p), Some(item)) => {
@@ -191,6 +197,7 @@ async fn drive(
                                 .map(|f| (u16::from(f.code), f.reason.to_string()))
                                 .unwrap_or((1005, String::new())),
                         );
+                        close_deadline.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 }

@@ -1,0 +1,369 @@
+//! The client against scripted relays that misbehave in ways the real servers do not (or only
+//! rarely): rejected registrations, garbage, HTTP refusals, a close frame without the TCP
+//! close, oversized frames, unanswered pings. Each scripted relay is a tokio-tungstenite
+//! server on 127.0.0.1:0 running one closure per connection.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bistream_relay_client::{
+    Backoff, ConnectionEvent, Events, RelayClient, RelayClientBuilder, RelayError, RelayMessage,
+    RelayResponse,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const STEP: Duration = Duration::from_secs(20);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Serves each WebSocket connection with `script(ws, n)` (n counts connections from 0).
+async fn scripted<F, Fut>(script: F) -> String
+where
+    F: Fn(Ws, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Arc::new(script);
+    let count = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let script = script.clone();
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+                if let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+                {
+                    script(ws, n).await;
+                }
+            });
+        }
+    });
+    format!("ws://127.0.0.1:{port}")
+}
+
+/// Reads the registration and answers success.
+async fn register(ws: &mut Ws) {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                assert!(matches!(
+                    RelayMessage::decode(&t),
+                    Ok(RelayMessage::Registration(_))
+                ));
+                let ok = RelayMessage::Response(RelayResponse::success()).encode();
+                ws.send(Message::text(ok)).await.unwrap();
+                return;
+            }
+            Some(Ok(_)) => {}
+            _ => panic!("no registration"),
+        }
+    }
+}
+
+/// Holds the connection open, reading (so control frames are handled) until it ends.
+async fn idle(ws: &mut Ws) {
+    while let Some(Ok(_)) = ws.next().await {}
+}
+
+fn fast(url: &str) -> RelayClientBuilder {
+    RelayClient::builder(url)
+        .backoff(Backoff {
+            initial: Duration::from_millis(20),
+            factor: 2.0,
+            max: Duration::from_millis(100),
+            jitter: 0.0,
+        })
+        .stable_after(Duration::from_millis(50))
+        .registration_timeout(Duration::from_secs(5))
+}
+
+async fn wait_event(
+    events: &mut Events,
+    pred: impl Fn(&ConnectionEvent) -> bool,
+) -> ConnectionEvent {
+    loop {
+        let e = tokio::time::timeout(STEP, events.next())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("event stream ended");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn rejected_or_garbled_registration_replies_are_not_retried() {
+    let replies: Vec<Message> = vec![
+        Message::text(
+            RelayMessage::Response(RelayResponse::failure("BadRequestError: no")).encode(),
+        ),
+        Message::text("not json"),
+        Message::binary(vec![1u8, 2, 3]),
+    ];
+    for reply in replies {
+        let reply2 = reply.clone();
+        let url = scripted(move |mut ws, _| {
+            let reply = reply2.clone();
+            async move {
+                let _ = ws.next().await;
+                let _ = ws.send(reply).await;
+                idle(&mut ws).await;
+            }
+        })
+        .await;
+        let client = fast(&url).build().unwrap();
+        let err = tokio::time::timeout(STEP, client.connect(true))
+            .await
+            .expect("not retried")
+            .unwrap_err();
+        assert!(
+            matches!(err, RelayError::RegistrationRejected(_)),
+            "{reply:?}: {err:?}"
+        );
+        if let RelayError::RegistrationRejected(text) = &err {
+            if matches!(reply, Message::Text(ref t) if t.contains("BadRequestError")) {
+                assert_eq!(text, "BadRequestError: no");
+            }
+        }
+        // A foreground rejection does not poison the client: the application may retry.
+        assert!(!client.state().is_terminal(), "{:?}", client.state());
+    }
+}
+
+#[tokio::test]
+async fn http_refusals_4xx_fail_and_5xx_retry() {
+    for (status, retried) in [(403u16, false), (503, true)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let seen = attempts.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
+                        let mut r = ErrorResponse::new(Some("no".into()));
+                        *r.status_mut() =
+                            tokio_tungstenite::tungstenite::http::StatusCode::from_u16(status)
+                                .unwrap();
+                        Err(r)
+                    };
+                    let _ = tokio_tungstenite::accept_hdr_async(tcp, refuse).await;
+                });
+            }
+        });
+        let client = fast(&url).build().unwrap();
+        let mut events = client.events();
+        if retried {
+            let task = tokio::spawn(async move {
+                let r = client.connect(true).await;
+                (client, r)
+            });
+            let e = wait_event(&mut events, |e| {
+                matches!(e, ConnectionEvent::Retrying { .. })
+            })
+            .await;
+            match e {
+                ConnectionEvent::Retrying { error, .. } => {
+                    assert_eq!(error, RelayError::HttpStatus { status })
+                }
+                other => panic!("{other:?}"),
+            }
+            task.abort();
+        } else {
+            let err = tokio::time::timeout(STEP, client.connect(true))
+                .await
+                .expect("a 403 is not retried")
+                .unwrap_err();
+            assert_eq!(err, RelayError::HttpStatus { status });
+            assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn undecodable_and_binary_frames_do_not_break_the_connection() {
+    let url = scripted(|mut ws, _| async move {
+        register(&mut ws).await;
+        for m in [
+            Message::text("{\"message_type\": \"bogus\"}"),
+            Message::binary(vec![0u8; 10]),
+            Message::text(
+                RelayMessage::Response(RelayResponse::failure("InternalServerError: x")).encode(),
+            ),
+        ] {
+            ws.send(m).await.unwrap();
+        }
+        idle(&mut ws).await;
+    })
+    .await;
+    let client = fast(&url).build().unwrap();
+    let first = tokio::time::timeout(STEP, client.recv()).await.unwrap();
+    assert!(matches!(first, Err(RelayError::Decode(_))), "{first:?}");
+    let second = tokio::time::timeout(STEP, client.recv()).await.unwrap();
+    assert_eq!(
+        second,
+        Ok(RelayMessage::Response(RelayResponse::failure(
+            "InternalServerError: x"
+        )))
+    );
+    let stats = client.stats();
+    assert_eq!(stats.decode_errors, 1);
+    assert_eq!(stats.binary_frames_ignored, 1);
+    assert_eq!(stats.registrations, 1);
+    assert!(client.is_connected());
+}
+
+#[tokio::test]
+async fn close_frame_without_tcp_close_still_reconnects() {
+    let url = scripted(|mut ws, n| async move {
+        register(&mut ws).await;
+        if n == 0 {
+            // Send 4000 but never finish the close: no reply read, TCP left open.
+            let frame = CloseFrame {
+                code: CloseCode::from(4000),
+                reason: "Unknown message type.".into(),
+            };
+            let _ = ws.send(Message::Close(Some(frame))).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        } else {
+            idle(&mut ws).await;
+        }
+    })
+    .await;
+    let client = fast(&url).build().unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ConnectionEvent::Disconnected {
+            code: 4000,
+            reason: "Unknown message type.".into()
+        }
+    );
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Connected { .. })
+    })
+    .await;
+    assert_eq!(e, ConnectionEvent::Connected { registrations: 2 });
+}
+
+#[tokio::test]
+async fn oversized_incoming_message_drops_the_connection_and_reconnects() {
+    let url = scripted(|mut ws, n| async move {
+        register(&mut ws).await;
+        if n == 0 {
+            let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
+        }
+        idle(&mut ws).await;
+    })
+    .await;
+    let client = fast(&url).build().unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(e, ConnectionEvent::Disconnected { code: 1009, .. }),
+        "{e:?}"
+    );
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Connected { .. })
+    })
+    .await;
+    assert_eq!(e, ConnectionEvent::Connected { registrations: 2 });
+}
+
+#[tokio::test]
+async fn unanswered_pings_drop_the_connection() {
+    let url = scripted(|mut ws, n| async move {
+        register(&mut ws).await;
+        if n == 0 {
+            // Stop reading: our pings are never answered.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        } else {
+            idle(&mut ws).await;
+        }
+    })
+    .await;
+    let client = fast(&url)
+        .keepalive(Some(Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        ConnectionEvent::Disconnected {
+            code: 1011,
+            reason: "keepalive ping timeout".into()
+        }
+    );
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Connected { .. })
+    })
+    .await;
+    assert_eq!(e, ConnectionEvent::Connected { registrations: 2 });
+    // The second relay answers pings (it reads): the connection stays up across many periods.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(client.is_connected());
+    assert_eq!(client.stats().registrations, 2);
+}
+
+#[tokio::test]
+async fn registration_timeout_is_retried_and_reported() {
+    let url = scripted(|mut ws, n| async move {
+        if n == 0 {
+            // Never answer the first registration.
+            idle(&mut ws).await;
+        } else {
+            register(&mut ws).await;
+            idle(&mut ws).await;
+        }
+    })
+    .await;
+    let client = fast(&url)
+        .registration_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    let e = wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Retrying { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            e,
+            ConnectionEvent::Retrying {
+                attempt: 1,
+                error: RelayError::Timeout { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(client.stats().registrations, 1);
+}
