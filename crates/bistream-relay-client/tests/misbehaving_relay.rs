@@ -151,6 +151,8 @@ async fn http_refusals_4xx_fail_and_5xx_retry() {
             while let Ok((tcp, _)) = listener.accept().await {
                 seen.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    // The callback type is tungstenite's; its error is an HTTP response.
+                    #[allow(clippy::result_large_err)]
                     let refuse = |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
                         let mut r = ErrorResponse::new(Some("no".into()));
                         *r.status_mut() =
