@@ -7,8 +7,24 @@ use std::time::{Duration, Instant};
 use bistream_packet::bytes::Bytes;
 use bistream_packet::{demo_service, serve, Builder, Listener, ServeOptions};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // PERF_RT=current_thread runs everything on one thread (to separate scheduling costs).
+    let rt = match std::env::var("PERF_RT").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    rt.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        // `perf raw-server`: a raw 16-byte TCP echo server (prints its address)
+        Some("raw-server") => return raw_server().await,
+        // `perf remote PACKET_ADDR RAW_ADDR`: latency against servers in other processes
+        Some("remote") if args.len() == 3 => return remote(&args[1], &args[2]).await,
+        _ => {}
+    }
     let listener = Listener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr_string()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -127,5 +143,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.close().await;
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), server).await???;
+    Ok(())
+}
+
+async fn raw_server() -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", l.local_addr()?);
+    loop {
+        let (mut s, _) = l.accept().await?;
+        s.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let mut b = [0u8; 16];
+            while s.read_exact(&mut b).await.is_ok() {
+                if s.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn remote(packet_addr: &str, raw_addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 20_000;
+    let mut s = tokio::net::TcpStream::connect(raw_addr).await?;
+    s.set_nodelay(true)?;
+    let mut b = [0u8; 16];
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(&b).await?;
+        s.read_exact(&mut b).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("raw TCP ping-pong 16 B: p50 {:?}", lat[n / 2]);
+    let c = Builder::new().connect_tcp(packet_addr).await?;
+    let small = Bytes::from_static(b"0123456789abcdef");
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        c.call(0, 0, small.clone(), 0).await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("packet echo 16 B: p50 {:?}", lat[n / 2]);
+    c.close().await;
     Ok(())
 }

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::{Decoder, Packet, DEFAULT_MAX_PACKET};
 use crate::error::{CloseReason, EncodeError, HandlerError, PacketError};
-use crate::handler::{IncomingRequest, RequestHandler};
+use crate::handler::{IncomingRequest, Reply, RequestHandler};
 
 /// Failure reasons sent to the peer: the exact texts of cs.packetstream 20240630.
 pub mod reasons {
@@ -821,7 +822,36 @@ async fn on_request(sh: &Arc<Shared>, p: Packet, rq_type: u64) {
         channel,
         tag,
     };
-    tokio::spawn(run_handler(sh.clone(), handler, rq, queued));
+    // Start the handler here: a handler that completes at its first poll (echo-like
+    // services) is answered without a task switch; otherwise it continues in its own task.
+    let (channel, tag, rq_type) = (rq.channel, rq.tag, rq.rq_type);
+    let Ok(running) = sh.handlers_running.clone().try_acquire_owned() else {
+        tokio::spawn(run_handler(sh.clone(), handler, rq, queued));
+        return;
+    };
+    let mut fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(rq))) {
+        Ok(f) => AssertUnwindSafe(f).catch_unwind(),
+        Err(_) => {
+            let p = response_packet(sh, channel, tag, rq_type, Err(()));
+            return finish_request(sh, channel, tag, p).await;
+        }
+    };
+    match futures_util::poll!(&mut fut) {
+        Poll::Ready(res) => {
+            let p = response_packet(sh, channel, tag, rq_type, res.map_err(|_| ()));
+            finish_request(sh, channel, tag, p).await;
+            drop((queued, running));
+        }
+        Poll::Pending => {
+            let sh = sh.clone();
+            tokio::spawn(async move {
+                let res = fut.await;
+                let p = response_packet(&sh, channel, tag, rq_type, res.map_err(|_| ()));
+                finish_request(&sh, channel, tag, p).await;
+                drop((queued, running));
+            });
+        }
+    }
 }
 
 async fn run_handler(
@@ -832,10 +862,23 @@ async fn run_handler(
 ) {
     let _running = sh.handlers_running.clone().acquire_owned().await.ok();
     let (channel, tag, rq_type) = (rq.channel, rq.tag, rq.rq_type);
-    let result = std::panic::AssertUnwindSafe(handler.handle(rq))
-        .catch_unwind()
-        .await;
-    let packet = match result {
+    let result = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(rq))) {
+        Ok(f) => AssertUnwindSafe(f).catch_unwind().await.map_err(|_| ()),
+        Err(_) => Err(()),
+    };
+    let packet = response_packet(&sh, channel, tag, rq_type, result);
+    finish_request(&sh, channel, tag, packet).await;
+}
+
+/// The response packet for a handler outcome (`Err(())`: the handler panicked).
+fn response_packet(
+    sh: &Shared,
+    channel: u64,
+    tag: u64,
+    rq_type: u64,
+    result: Result<Result<Reply, HandlerError>, ()>,
+) -> Packet {
+    match result {
         Ok(Ok(reply)) => {
             let (flags, payload) = reply.into_parts();
             match Packet::response(channel, tag, true, flags, payload) {
@@ -861,12 +904,16 @@ async fn run_handler(
             tracing::debug!(conn = %sh.cfg.name, channel, tag, rq_type, error = %e, "handler failed");
             Packet::failure(channel, tag, reasons::EXCEPTION)
         }
-        Err(_) => {
+        Err(()) => {
             sh.stats.handler_errors.fetch_add(1, Relaxed);
             tracing::error!(conn = %sh.cfg.name, channel, tag, rq_type, "handler panicked");
             Packet::failure(channel, tag, reasons::EXCEPTION)
         }
-    };
+    }
+}
+
+/// Ends a request: queues its response unless a duplicate tag poisoned it.
+async fn finish_request(sh: &Shared, channel: u64, tag: u64, packet: Packet) {
     let poisoned = lock(&sh.rx_tags).finish(channel, tag);
     if poisoned {
         // A duplicate of this tag was already answered with "tag already in use"; exactly one

@@ -587,3 +587,36 @@ async fn abort_fails_pending_and_stops_at_once() {
     })
     .await;
 }
+
+/// A handler that panics before returning its future (not inside it).
+struct PanicsEagerly;
+
+impl bistream_packet::RequestHandler for PanicsEagerly {
+    fn handle(
+        &self,
+        rq: bistream_packet::IncomingRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<Reply, HandlerError>> {
+        if rq.rq_type == 1 {
+            panic!("eager handler panic (expected by the test)");
+        }
+        Box::pin(async move { Ok(Reply::Payload(rq.payload)) })
+    }
+}
+
+#[tokio::test]
+async fn a_handler_panicking_outside_its_future_still_gets_a_failure_response() {
+    let (c, _s) = pair(Builder::new().handler(PanicsEagerly), Builder::new());
+    within(async {
+        let e = c.call(1, 0, Bytes::new(), 0).await.unwrap_err();
+        assert_eq!(
+            e.failure_reason().as_deref(),
+            Some("exception during handler")
+        );
+        assert_eq!(
+            c.call(0, 0, &b"still here"[..], 0).await.unwrap().1,
+            Bytes::from_static(b"still here")
+        );
+        c.close().await;
+    })
+    .await;
+}
