@@ -35,6 +35,18 @@ async fn full_incoming_queue_pauses_without_dropping_on_our_relay() {
 }
 
 #[tokio::test]
+async fn concurrent_senders_share_one_client_on_our_relay() {
+    let relay = Relay::start(Kind::Ours).await;
+    concurrent_senders_share_one_client(&relay).await;
+}
+
+#[tokio::test]
+async fn dropping_the_client_closes_its_connection_on_our_relay() {
+    let relay = Relay::start(Kind::Ours).await;
+    drop_closes_the_connection(&relay).await;
+}
+
+#[tokio::test]
 async fn duplicate_registration_4004_is_fatal_on_our_relay() {
     let relay = Relay::start(Kind::Ours).await;
     duplicate_uuid_is_fatal(&relay).await;

@@ -37,6 +37,18 @@ async fn full_incoming_queue_pauses_without_dropping() {
 }
 
 #[tokio::test]
+async fn concurrent_senders_share_one_python_relayed_client() {
+    let relay = Relay::start(Kind::Python).await;
+    concurrent_senders_share_one_client(&relay).await;
+}
+
+#[tokio::test]
+async fn dropping_the_client_closes_its_python_relay_connection() {
+    let relay = Relay::start(Kind::Python).await;
+    drop_closes_the_connection(&relay).await;
+}
+
+#[tokio::test]
 async fn duplicate_registration_4004_is_fatal() {
     let relay = Relay::start(Kind::Python).await;
     duplicate_uuid_is_fatal(&relay).await;

@@ -95,7 +95,7 @@ impl Relay {
                 port
             }
         };
-        peer.drain_stderr();
+        drain_output(&mut peer);
         Relay {
             kind,
             port,
@@ -107,6 +107,16 @@ impl Relay {
     /// Stops the server gracefully (SIGTERM: clients get 1001).
     pub async fn stop(mut self) {
         self.peer.terminate(Duration::from_secs(10)).await;
+    }
+}
+
+/// Keeps reading a server's stdout and stderr after its readiness line. The Python relay
+/// logs one INFO line per forwarded message to stdout: with nobody reading, the pipe fills
+/// after ~64 KiB and the whole server (its event loop blocked in a log write) stops.
+pub fn drain_output(peer: &mut Peer) {
+    peer.drain_stderr();
+    if let Some(mut out) = peer.take_stdout() {
+        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
     }
 }
 
@@ -122,7 +132,7 @@ pub async fn start_fake_auth_relay() -> Relay {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("bad line {line:?}"));
-    peer.drain_stderr();
+    drain_output(&mut peer);
     Relay {
         kind: Kind::Python,
         port,
@@ -481,4 +491,76 @@ async fn wait_end(events: &mut Events) -> ((), Vec<ConnectionEvent>) {
             None => return ((), seen),
         }
     }
+}
+
+/// Eight tasks share one client and send 50 messages each to it through the relay while
+/// the main task receives: every message arrives exactly once, over one registration.
+pub async fn concurrent_senders_share_one_client(relay: &Relay) {
+    let client = std::sync::Arc::new(fast(&relay.url).build().unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let m = c.peer_connection(c.uuid(), DescriptionType::Offer, format!("{t}/{i}"));
+                c.send(m).await.unwrap();
+            }
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..400 {
+        let m = peer_msg(recv(&client).await);
+        assert!(
+            seen.insert(m.description.clone()),
+            "duplicate {}",
+            m.description
+        );
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(seen.len(), 400);
+    // Exactly one registration although eight tasks raced to connect lazily.
+    assert_eq!(client.stats().registrations, 1);
+    assert_eq!(client.stats().messages_sent, 400);
+}
+
+/// Dropping a client closes its connection cleanly: the relay unregisters it, so a message
+/// to its UUID bounces as unknown.
+pub async fn drop_closes_the_connection(relay: &Relay) {
+    let gone = fast(&relay.url).build().unwrap();
+    gone.connect(true).await.unwrap();
+    let gone_uuid = gone.uuid();
+    let other = fast(&relay.url).build().unwrap();
+    drop(gone);
+    // Poll until the relay has processed the close (bounded by the timeout).
+    tokio::time::timeout(STEP, async {
+        loop {
+            other
+                .send(other.peer_connection(gone_uuid, DescriptionType::Offer, "anyone?"))
+                .await
+                .unwrap();
+            // A message to ourselves marks the point where the relay has handled the first.
+            other
+                .send(other.peer_connection(other.uuid(), DescriptionType::Offer, "marker"))
+                .await
+                .unwrap();
+            let mut bounced = false;
+            loop {
+                let m = peer_msg(recv(&other).await);
+                if m.description == "marker" {
+                    break;
+                }
+                if m.peer_uuid == gone_uuid && m.error == Some(unknown_peer_error(&gone_uuid)) {
+                    bounced = true;
+                }
+            }
+            if bounced {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the relay should unregister a dropped client");
 }
