@@ -10,8 +10,12 @@ use bistream_packet::{demo_service, serve, Builder, Listener, ServeOptions};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // PERF_RT=current_thread runs everything on one thread (to separate scheduling costs).
     let rt = match std::env::var("PERF_RT").as_deref() {
-        Ok("current_thread") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
     };
     rt.block_on(run())
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -314,6 +314,11 @@ struct Shared {
     close_req: watch::Sender<bool>,
     /// Hard stop requested: skip the graceful steps.
     abort_req: watch::Sender<bool>,
+    /// The reader holds more received bytes than the packet it is handling.
+    rx_more: std::sync::atomic::AtomicBool,
+    /// The send side (see [`WriteState`]) and the writer task's wake-up for direct writes.
+    wstate: Mutex<WriteState>,
+    kick: Notify,
     /// The reader and writer tasks, for `abort`.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Set by the driver once everything has stopped.
@@ -458,6 +463,16 @@ impl PacketConnection {
             handlers_queued: Arc::new(Semaphore::new(cfg.max_queued_requests)),
             close_req: watch::channel(false).0,
             abort_req: watch::channel(false).0,
+            wstate: Mutex::new(WriteState {
+                w: Box::pin(writer),
+                out: OutBuf::new(),
+                need_flush: false,
+                closed: false,
+                error: None,
+                draining: false,
+            }),
+            kick: Notify::new(),
+            rx_more: false.into(),
             tasks: Mutex::new(Vec::new()),
             done: watch::channel(None).0,
             pending_empty: Notify::new(),
@@ -467,7 +482,7 @@ impl PacketConnection {
             cfg,
         });
         let reader_task = tokio::spawn(read_loop(shared.clone(), reader));
-        let writer_task = tokio::spawn(write_loop(shared.clone(), rx, writer));
+        let writer_task = tokio::spawn(write_loop(shared.clone(), rx));
         *lock(&shared.tasks) = vec![reader_task.abort_handle(), writer_task.abort_handle()];
         tokio::spawn(drive(shared.clone(), reader_task, writer_task));
         PacketConnection {
@@ -526,7 +541,7 @@ impl PacketConnection {
         // Reserve the queue slot first so that tag order and queue order agree.
         let slot = sh.tx.reserve().await.map_err(|_| closed())?;
         let (tx, rx) = oneshot::channel();
-        {
+        let solo = {
             let mut st = lock(&sh.state);
             if let Some(r) = &st.dead {
                 return Err(PacketError::Closed(r.clone()));
@@ -550,8 +565,17 @@ impl PacketConnection {
                     _permit: permit,
                 },
             );
-        }
+            st.pending.len() == 1
+        };
         sh.stats.requests_sent.fetch_add(1, Relaxed);
+        // A lone request (nothing else in flight) is written right here; under load requests
+        // go through the queue so the writer coalesces them.
+        if solo {
+            match sh.try_direct(packet) {
+                Ok(()) => return Ok(ResponseFuture { rx }),
+                Err(p) => packet = p,
+            }
+        }
         slot.send(Outgoing::Packet(packet));
         Ok(ResponseFuture { rx })
     }
@@ -608,6 +632,7 @@ impl PacketConnection {
         for t in lock(&sh.tasks).iter() {
             t.abort();
         }
+        sh.drop_transport();
         sh.fail_all(CloseReason::Local);
     }
 
@@ -680,6 +705,7 @@ async fn drive(
         let _ = (&mut reader).await;
     }
     sh.fail_all(CloseReason::Local);
+    sh.drop_transport();
     let reason = lock(&sh.state).dead.clone().unwrap_or(CloseReason::Local);
     tracing::debug!(conn = %sh.cfg.name, %reason, "connection closed");
     sh.done.send_replace(Some(reason));
@@ -709,6 +735,7 @@ async fn read_packets<R: AsyncRead + Unpin>(sh: &Arc<Shared>, rd: &mut R) -> Clo
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(p)) => {
+                    sh.rx_more.store(!buf.is_empty(), Relaxed);
                     if let Step::Stop(r) = on_packet(sh, p).await {
                         return r;
                     }
@@ -922,7 +949,10 @@ async fn finish_request(sh: &Shared, channel: u64, tag: u64, packet: Packet) {
         return;
     }
     sh.stats.responses_sent.fetch_add(1, Relaxed);
-    sh.queue(packet).await;
+    // Only request in progress and nothing more received: answer directly.
+    let solo = !sh.rx_more.load(Relaxed)
+        && sh.handlers_queued.available_permits() + 1 >= sh.cfg.max_queued_requests;
+    sh.send_now_or_queue(packet, solo).await;
 }
 
 /// Encoded packets waiting to be written: small packets are copied into `head`; a large
@@ -939,6 +969,18 @@ const COPY_LIMIT: usize = 16 * 1024;
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
 impl OutBuf {
+    fn new() -> OutBuf {
+        OutBuf {
+            head: BytesMut::with_capacity(64 * 1024),
+            chunks: VecDeque::new(),
+            len: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0 && self.head.is_empty() && self.chunks.is_empty()
+    }
+
     fn push(&mut self, p: &Packet, max_packet: usize) -> Result<(), EncodeError> {
         let before = self.head.len();
         p.encode_header(&mut self.head, max_packet)?;
@@ -951,60 +993,168 @@ impl OutBuf {
         }
         Ok(())
     }
+}
 
-    async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        if !self.head.is_empty() {
-            self.chunks.push_back(self.head.split().freeze());
-        }
-        while !self.chunks.is_empty() {
-            let n = if self.chunks.len() > 1 && w.is_write_vectored() {
+/// The send side, shared by the writer task and the direct-write fast path (a request or
+/// response sent while the connection is otherwise idle is written by the task that makes
+/// it, saving a task switch). Only polled under the mutex, never awaited while locked; a
+/// partial write leaves the rest in `out` for the writer task, so nothing is ever cut.
+struct WriteState {
+    w: Pin<Box<dyn AsyncWrite + Send>>,
+    out: OutBuf,
+    need_flush: bool,
+    /// EOF queued: nothing more may be added.
+    closed: bool,
+    /// A write failed (the writer task reports it).
+    error: Option<std::io::Error>,
+    /// The writer task is waiting on the transport: its waker is registered there, and a
+    /// direct write (polling with a no-op waker) would replace it.
+    draining: bool,
+}
+
+impl WriteState {
+    /// Writes `out` until it is empty and flushed, or until the writer is not ready
+    /// (`Pending`, progress kept).
+    fn poll_drain(&mut self, cx: &mut Context<'_>, stats: &Stats) -> Poll<std::io::Result<()>> {
+        loop {
+            if !self.out.head.is_empty() {
+                let h = self.out.head.split().freeze();
+                self.out.chunks.push_back(h);
+            }
+            if self.out.chunks.is_empty() {
+                break;
+            }
+            let res = if self.out.chunks.len() > 1 && self.w.is_write_vectored() {
                 let mut iov = [IoSlice::new(&[]); 64];
                 let mut k = 0;
-                for (slot, c) in iov.iter_mut().zip(self.chunks.iter()) {
+                for (slot, c) in iov.iter_mut().zip(self.out.chunks.iter()) {
                     *slot = IoSlice::new(c);
                     k += 1;
                 }
-                w.write_vectored(&iov[..k]).await?
+                self.w.as_mut().poll_write_vectored(cx, &iov[..k])
             } else {
-                match self.chunks.front() {
-                    Some(c) => w.write(c).await?,
-                    None => 0,
+                match self.out.chunks.front() {
+                    Some(c) => self.w.as_mut().poll_write(cx, c),
+                    None => Poll::Ready(Ok(0)),
                 }
             };
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
+            let n = match res {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => n,
+            };
+            stats.bytes_sent.fetch_add(n as u64, Relaxed);
             let mut left = n;
             while left > 0 {
-                let Some(front) = self.chunks.front_mut() else {
+                let Some(front) = self.out.chunks.front_mut() else {
                     break;
                 };
                 if front.len() <= left {
                     left -= front.len();
-                    self.chunks.pop_front();
+                    self.out.chunks.pop_front();
                 } else {
                     front.advance(left);
                     left = 0;
                 }
             }
         }
-        self.len = 0;
-        if self.head.capacity() > 4 * WRITE_HIGH_WATER {
-            self.head = BytesMut::new();
+        self.out.len = 0;
+        if self.out.head.capacity() > 4 * WRITE_HIGH_WATER {
+            self.out.head = BytesMut::new();
         }
-        Ok(())
+        if self.need_flush {
+            match self.w.as_mut().poll_flush(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => self.need_flush = false,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    sh: Arc<Shared>,
-    mut rx: mpsc::Receiver<Outgoing>,
-    mut w: W,
-) -> std::io::Result<()> {
+impl Shared {
+    /// Closes our write half now (tasks still holding `Shared` must not keep it open).
+    fn drop_transport(&self) {
+        let mut st = lock(&self.wstate);
+        st.closed = true;
+        st.out = OutBuf::new();
+        st.w = Box::pin(tokio::io::sink());
+    }
+
+    /// Writes `p` from the calling task when nothing else is queued or being written; gives
+    /// the packet back otherwise (the caller queues it).
+    fn try_direct(&self, p: Packet) -> Result<(), Packet> {
+        if self.tx.capacity() != self.tx.max_capacity() {
+            return Err(p);
+        }
+        let Ok(mut st) = self.wstate.try_lock() else {
+            return Err(p);
+        };
+        if st.closed || st.error.is_some() || st.draining || st.need_flush || !st.out.is_empty() {
+            return Err(p);
+        }
+        if st.out.push(&p, self.cfg.max_packet).is_err() {
+            return Err(p);
+        }
+        st.need_flush = true;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match st.poll_drain(&mut cx, &self.stats) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => {
+                drop(st);
+                self.kick.notify_one();
+            }
+            Poll::Ready(Err(e)) => {
+                st.error = Some(e);
+                drop(st);
+                self.kick.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `p` directly when `solo` (nothing else in flight) and possible, else queues it.
+    async fn send_now_or_queue(&self, p: Packet, solo: bool) {
+        let p = if solo {
+            match self.try_direct(p) {
+                Ok(()) => return,
+                Err(p) => p,
+            }
+        } else {
+            p
+        };
+        self.queue(p).await;
+    }
+}
+
+async fn drain_out(sh: &Shared) -> std::io::Result<()> {
+    std::future::poll_fn(|cx| {
+        let mut st = lock(&sh.wstate);
+        if let Some(e) = st.error.take() {
+            st.draining = false;
+            return Poll::Ready(Err(e));
+        }
+        let r = st.poll_drain(cx, &sh.stats);
+        st.draining = r.is_pending();
+        r
+    })
+    .await
+}
+
+async fn write_loop(sh: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) -> std::io::Result<()> {
     let mut finish = false;
-    let res = write_packets(&sh, &mut rx, &mut w, &mut finish).await;
+    let res = write_packets(&sh, &mut rx, &mut finish).await;
     if let Err(e) = &res {
         tracing::warn!(conn = %sh.cfg.name, error = %e, "send side failed");
+        {
+            let mut st = lock(&sh.wstate);
+            st.closed = true;
+            st.error = None;
+        }
         sh.fail_all(CloseReason::Io(e.to_string()));
         // Keep draining until Finish (unless already seen) so nobody waits on a full queue.
         while let Some(m) = if finish { None } else { rx.recv().await } {
@@ -1015,21 +1165,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         return res;
     }
-    let _ = w.shutdown().await;
+    let _ = std::future::poll_fn(|cx| lock(&sh.wstate).w.as_mut().poll_shutdown(cx)).await;
     res
 }
 
-async fn write_packets<W: AsyncWrite + Unpin>(
+async fn write_packets(
     sh: &Shared,
     rx: &mut mpsc::Receiver<Outgoing>,
-    w: &mut W,
     finish: &mut bool,
 ) -> std::io::Result<()> {
-    let mut out = OutBuf {
-        head: BytesMut::with_capacity(64 * 1024),
-        chunks: VecDeque::new(),
-        len: 0,
-    };
     let max = sh.cfg.max_packet;
     let grace = sh.cfg.packet_grace;
     let take = |m: Outgoing, out: &mut OutBuf, finish: &mut bool| match m {
@@ -1042,19 +1186,31 @@ async fn write_packets<W: AsyncWrite + Unpin>(
         }
         Outgoing::Finish => *finish = true,
     };
-    while !*finish {
-        match rx.recv().await {
-            Some(m) => take(m, &mut out, finish),
-            None => *finish = true,
+    let collect = |rx: &mut mpsc::Receiver<Outgoing>, finish: &mut bool| {
+        let mut st = lock(&sh.wstate);
+        while !*finish && st.out.len < WRITE_HIGH_WATER {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut st.out, finish),
+                Err(_) => break,
+            }
         }
-        loop {
-            while !*finish && out.len < WRITE_HIGH_WATER {
-                match rx.try_recv() {
-                    Ok(m) => take(m, &mut out, finish),
-                    Err(_) => break,
+        st.need_flush = true;
+    };
+    while !*finish {
+        tokio::select! {
+            biased;
+            m = rx.recv() => {
+                match m {
+                    Some(m) => take(m, &mut lock(&sh.wstate).out, finish),
+                    None => *finish = true,
                 }
             }
-            if grace.is_zero() || *finish || out.len >= WRITE_HIGH_WATER {
+            // the direct path left a partial write (or an error) for us
+            _ = sh.kick.notified() => {}
+        }
+        loop {
+            collect(rx, finish);
+            if grace.is_zero() || *finish || lock(&sh.wstate).out.len >= WRITE_HIGH_WATER {
                 break;
             }
             // packet_grace: give more packets a moment to arrive before writing.
@@ -1063,15 +1219,16 @@ async fn write_packets<W: AsyncWrite + Unpin>(
                 break;
             }
         }
-        let n = out.len;
-        out.write_to(w).await?;
-        w.flush().await?;
-        sh.stats.bytes_sent.fetch_add(n as u64, Relaxed);
+        drain_out(sh).await?;
     }
-    Packet::eof()
-        .encode_header(&mut out.head, max)
-        .map_err(std::io::Error::other)?;
-    out.write_to(w).await?;
-    w.flush().await?;
-    Ok(())
+    {
+        let mut st = lock(&sh.wstate);
+        st.closed = true;
+        Packet::eof()
+            .encode_header(&mut st.out.head, max)
+            .map_err(std::io::Error::other)?;
+        st.out.len += 4;
+        st.need_flush = true;
+    }
+    drain_out(sh).await
 }

@@ -620,3 +620,57 @@ async fn a_handler_panicking_outside_its_future_still_gets_a_failure_response() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_transport_buffers_with_mixed_sequential_and_concurrent_calls() {
+    // 61-byte pipes force partial writes and Pending on both the direct-write path and the
+    // writer task; every response must still arrive intact.
+    let (a, b) = tokio::io::duplex(61);
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let c = Builder::new().start(ar, aw);
+    let _s = Builder::new()
+        .handler(service(Arc::new(tokio::sync::Notify::new())))
+        .start(br, bw);
+    within(async {
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150u64 {
+                    let len = ((i * 37 + t) % 300) as usize;
+                    let payload: Bytes = (0..len)
+                        .map(|k| (k as u64 + i + t) as u8)
+                        .collect::<Vec<_>>()
+                        .into();
+                    if i % 3 == 0 {
+                        // a burst of pipelined requests
+                        let f1 = c.submit(0, i, payload.clone(), t).await.unwrap();
+                        let f2 = c.submit(1, 0, payload.clone(), 0).await.unwrap();
+                        assert_eq!(f1.await.unwrap().payload, payload);
+                        let r = f2.await.unwrap();
+                        assert_eq!(r.flags, len as u64);
+                        assert_eq!(
+                            r.payload.iter().rev().copied().collect::<Vec<_>>(),
+                            &payload[..]
+                        );
+                    } else {
+                        assert_eq!(
+                            c.call(0, i, payload.clone(), t).await.unwrap(),
+                            (i, payload)
+                        );
+                    }
+                }
+            }));
+            if t == 0 {
+                // one task alone for a while: exercises the direct path
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(c.close().await, CloseReason::PeerEof);
+    })
+    .await;
+}
