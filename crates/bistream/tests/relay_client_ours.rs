@@ -198,3 +198,45 @@ async fn tls_to_our_relay_with_ca_file() {
     );
     assert!(stdout.contains("\"description\":\"loop\""), "{stdout}");
 }
+
+/// `bistream relay listen` keeps listening across a relay restart: it reconnects and
+/// re-registers by itself, and a message sent after the restart is printed.
+#[tokio::test]
+async fn cli_listen_survives_a_relay_restart() {
+    let relay = Relay::start(Kind::Ours).await;
+    let port = relay.port;
+    let url = relay.url.clone();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bistream"));
+    cmd.env("BISTREAM_LOG_LEVEL", "info")
+        .args(["relay", "listen", &url, "--count", "1"]);
+    let mut listener = bistream_testkit::Peer::spawn(cmd).unwrap();
+    let me = listener.next_stdout_line(STEP).await.expect("uuid line");
+    relay.stop().await;
+    let relay = Relay::start_on(Kind::Ours, port, None).await;
+    // Wait for the second registration (logged on stderr), then send.
+    for _ in 0..2 {
+        listener
+            .wait_for_line("registered with the relay", STEP)
+            .await;
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bistream"))
+        .args(["relay", "send", &relay.url, "--to", me.trim()])
+        .args(["--description", "after restart", "--wait", "0.2"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = listener.next_stdout_line(STEP).await.expect("message line");
+    assert!(line.contains("\"description\":\"after restart\""), "{line}");
+    let status = tokio::time::timeout(STEP, listener.child.wait())
+        .await
+        .expect("listen exits after --count 1")
+        .unwrap();
+    assert!(status.success());
+}
