@@ -369,3 +369,81 @@ async fn registration_timeout_is_retried_and_reported() {
     );
     assert_eq!(client.stats().registrations, 1);
 }
+
+#[tokio::test]
+async fn a_relay_that_drops_every_connection_is_not_hammered() {
+    // Registers, then closes at once (1000): each short-lived connection counts as a failed
+    // attempt, so the delays grow instead of reconnecting in a tight loop.
+    let url = scripted(|mut ws, _| async move {
+        register(&mut ws).await;
+        let _ = ws.close(None).await;
+        idle(&mut ws).await;
+    })
+    .await;
+    let client = fast(&url)
+        .stable_after(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    let mut delays = Vec::new();
+    while delays.len() < 5 {
+        if let ConnectionEvent::Retrying { delay, .. } = wait_event(&mut events, |e| {
+            matches!(e, ConnectionEvent::Retrying { .. })
+        })
+        .await
+        {
+            delays.push(delay.as_millis());
+        }
+    }
+    assert_eq!(delays, [20, 40, 80, 100, 100]);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn without_background_reconnect_recv_reconnects_itself() {
+    let url = scripted(|mut ws, n| async move {
+        register(&mut ws).await;
+        if n == 0 {
+            let _ = ws
+                .close(Some(CloseFrame {
+                    code: CloseCode::Away,
+                    reason: "".into(),
+                }))
+                .await;
+            idle(&mut ws).await;
+        } else {
+            let hello = bistream_relay_client::PeerConnectionRequest {
+                source_uuid: uuid::Uuid::nil(),
+                source_name: "relay".into(),
+                peer_uuid: uuid::Uuid::nil(),
+                description_type: bistream_relay_client::DescriptionType::Offer,
+                description: format!("connection {n}"),
+                error: None,
+            };
+            let _ = ws
+                .send(Message::text(RelayMessage::PeerConnection(hello).encode()))
+                .await;
+            idle(&mut ws).await;
+        }
+    })
+    .await;
+    let client = fast(&url).reconnect(false).build().unwrap();
+    let mut events = client.events();
+    client.connect(true).await.unwrap();
+    wait_event(&mut events, |e| {
+        matches!(e, ConnectionEvent::Disconnected { code: 1001, .. })
+    })
+    .await;
+    // No background task: nothing happens until the application calls recv/send/connect.
+    assert!(!client.is_connected());
+    let got = tokio::time::timeout(STEP, client.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match got {
+        RelayMessage::PeerConnection(m) => assert_eq!(m.description, "connection 1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.stats().registrations, 2);
+}
