@@ -34,13 +34,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,
-        Builder::new().handler(demo_service()),
+        Builder::new()
+            .handler(demo_service())
+            .configure(|c| c.with_direct_writes(std::env::var_os("PERF_NO_DIRECT").is_none())),
         ServeOptions::default(),
         async move {
             let _ = stopped.await;
         },
     ));
-    let c = Builder::new().connect_tcp(addr.as_str()).await?;
+    let c = Builder::new()
+        .configure(|c| c.with_direct_writes(std::env::var_os("PERF_NO_DIRECT").is_none()))
+        .connect_tcp(addr.as_str())
+        .await?;
     let small = Bytes::from_static(b"0123456789abcdef");
 
     // baseline: raw TCP ping-pong of 16 bytes, one task per side
