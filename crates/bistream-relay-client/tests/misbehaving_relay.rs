@@ -447,3 +447,50 @@ async fn without_background_reconnect_recv_reconnects_itself() {
     }
     assert_eq!(client.stats().registrations, 2);
 }
+
+#[tokio::test]
+async fn a_slow_event_reader_is_told_it_lagged() {
+    // Nothing listens here; zero delays make well over 64 Retrying events quickly.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Arc::new(
+        RelayClient::builder(format!("ws://127.0.0.1:{port}"))
+            .backoff(Backoff {
+                initial: Duration::ZERO,
+                factor: 1.0,
+                max: Duration::ZERO,
+                jitter: 0.0,
+            })
+            .build()
+            .unwrap(),
+    );
+    let mut slow = client.events();
+    let mut fast_reader = client.events();
+    let task = tokio::spawn({
+        let c = client.clone();
+        async move { c.connect(true).await }
+    });
+    let mut retries = 0;
+    while retries < 200 {
+        if let Some(ConnectionEvent::Retrying { .. }) = fast_reader.next().await {
+            retries += 1;
+        }
+    }
+    client.close().await;
+    assert_eq!(task.await.unwrap(), Err(RelayError::Closed));
+    let first = slow.next().await.unwrap();
+    assert!(
+        matches!(first, ConnectionEvent::Lagged(n) if n > 0),
+        "{first:?}"
+    );
+    // Then the newest events follow, ending with Closed.
+    let mut last = first;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(200), slow.next()).await {
+        last = e;
+    }
+    assert_eq!(last, ConnectionEvent::Closed);
+}
