@@ -314,3 +314,19 @@ async fn bad_arguments_are_clear_errors() {
         assert!(d.stdout.is_empty(), "{args:?}: {}", d.stdout);
     }
 }
+
+#[tokio::test]
+async fn listen_exits_3_when_its_uuid_is_taken_over() {
+    let relay = Relay::start(Kind::Python).await;
+    let id = Uuid::new_v4().to_string();
+    let (mut first, _) = listen(&relay.url, &["--uuid", &id]).await;
+    let (_second, _) = listen(&relay.url, &["--uuid", &id]).await;
+    let status = tokio::time::timeout(STEP, first.child.wait())
+        .await
+        .expect("the first listener exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    let line = first.wait_for_line("refused us", STEP).await;
+    assert!(line.contains("4004"), "{line}");
+    assert!(line.contains("registered again elsewhere"), "{line}");
+}
