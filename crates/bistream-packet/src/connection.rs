@@ -172,6 +172,8 @@ pub struct Stats {
     pub dropped_packets: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// Packets written by the task that made them (see [`Config::direct_writes`]).
+    pub direct_writes: AtomicU64,
 }
 
 /// A cheap hasher for `(channel, tag)` keys; the maps it serves are bounded, so hash flooding
@@ -526,8 +528,8 @@ impl PacketConnection {
         channel: u64,
     ) -> Result<ResponseFuture, PacketError> {
         let sh = self.shared();
-        // Validate with a placeholder tag (a larger tag only adds header bytes; re-checked by
-        // the writer's encode bound below).
+        // Validate with the largest possible tag: the real header can only be shorter, so the
+        // writer never meets a packet it cannot encode.
         let mut packet = Packet::request(channel, u64::MAX, rq_type, flags, payload.into())?;
         let (body, _) = packet.encoded_len()?;
         if body > sh.cfg.max_packet {
@@ -580,7 +582,7 @@ impl PacketConnection {
         // A lone request (nothing else in flight) is written right here; under load requests
         // go through the queue so the writer coalesces them.
         if solo {
-            match sh.try_direct(packet) {
+            match sh.try_direct(packet, 1) {
                 Ok(()) => return Ok(ResponseFuture { rx }),
                 Err(p) => packet = p,
             }
@@ -1096,8 +1098,9 @@ impl Shared {
 
     /// Writes `p` from the calling task when nothing else is queued or being written; gives
     /// the packet back otherwise (the caller queues it).
-    fn try_direct(&self, p: Packet) -> Result<(), Packet> {
-        if !self.cfg.direct_writes || self.tx.capacity() != self.tx.max_capacity() {
+    /// `held` is the number of queue slots the caller itself has reserved.
+    fn try_direct(&self, p: Packet, held: usize) -> Result<(), Packet> {
+        if !self.cfg.direct_writes || self.tx.capacity() + held != self.tx.max_capacity() {
             return Err(p);
         }
         let Ok(mut st) = self.wstate.try_lock() else {
@@ -1110,6 +1113,7 @@ impl Shared {
             return Err(p);
         }
         st.need_flush = true;
+        self.stats.direct_writes.fetch_add(1, Relaxed);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match st.poll_drain(&mut cx, &self.stats) {
             Poll::Ready(Ok(())) => {}
@@ -1129,7 +1133,7 @@ impl Shared {
     /// Sends `p` directly when `solo` (nothing else in flight) and possible, else queues it.
     async fn send_now_or_queue(&self, p: Packet, solo: bool) {
         let p = if solo {
-            match self.try_direct(p) {
+            match self.try_direct(p, 0) {
                 Ok(()) => return,
                 Err(p) => p,
             }

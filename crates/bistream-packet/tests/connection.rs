@@ -142,6 +142,9 @@ async fn echo_reverse_and_failures() {
             .await
             .unwrap_err();
         assert!(matches!(e, PacketError::DecodeResponse(_)));
+        // sequential calls on an idle connection skip the writer task on both sides
+        assert!(c.stats().direct_writes.load(Ordering::Relaxed) >= 5);
+        assert!(s.stats().direct_writes.load(Ordering::Relaxed) >= 5);
         assert_eq!(c.close().await, CloseReason::PeerEof);
         assert_eq!(s.closed().await, CloseReason::PeerEof);
         assert_eq!(s.stats().handler_errors.load(Ordering::Relaxed), 2);
