@@ -330,3 +330,37 @@ async fn listen_exits_3_when_its_uuid_is_taken_over() {
     assert!(line.contains("4004"), "{line}");
     assert!(line.contains("registered again elsewhere"), "{line}");
 }
+
+#[tokio::test]
+async fn listen_stops_cleanly_on_sigterm() {
+    let relay = Relay::start(Kind::Python).await;
+    let (mut listener, uuid) = listen(&relay.url, &[]).await;
+    let status = listener
+        .terminate(STEP)
+        .await
+        .expect("listen exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // It closed its connection: the relay soon no longer knows the UUID (polled, since the
+    // relay unregisters after the close handshake, concurrently with our next connection).
+    let to = uuid.to_string();
+    let mut last = None;
+    for _ in 0..50 {
+        let d = run(&[
+            "relay",
+            "send",
+            &relay.url,
+            "--to",
+            &to,
+            "--description",
+            "x",
+            "--wait",
+            "0.3",
+        ])
+        .await;
+        if d.code == Some(5) {
+            return;
+        }
+        last = Some((d.code, d.stderr));
+    }
+    panic!("the relay still knows the listener: {last:?}");
+}
