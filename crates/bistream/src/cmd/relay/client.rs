@@ -194,35 +194,66 @@ fn print_line(line: &str) -> bool {
     writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// Ctrl-C / SIGTERM, installed up front: a signal that arrives before the first wait is
+/// still seen (instead of killing the process with the default action).
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(i), Ok(t)) => Some((i, t)),
+                _ => None,
+            };
+            Shutdown { signals }
+        }
+        #[cfg(not(unix))]
+        Shutdown {}
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signals {
+            Some((int, term)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(_) => {
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    let mut shutdown = Shutdown::install();
     let client = builder(&args.common)
         .build()
         .context("invalid relay client settings")?;
-    if let Err(code) = register(&client, args.common.connect_timeout).await {
-        return Ok(code);
+    tokio::select! {
+        r = register(&client, args.common.connect_timeout) => {
+            if let Err(code) = r {
+                return Ok(code);
+            }
+        }
+        _ = shutdown.wait() => {
+            client.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     if !print_line(&client.uuid().to_string()) {
         client.close().await;
@@ -233,12 +264,10 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut printed = 0u64;
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     let code = loop {
         let msg = tokio::select! {
             m = client.recv() => m,
-            _ = &mut signal => break ExitCode::SUCCESS,
+            _ = shutdown.wait() => break ExitCode::SUCCESS,
         };
         match msg {
             Ok(RelayMessage::PeerConnection(m)) => {
