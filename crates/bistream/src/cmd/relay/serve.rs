@@ -12,9 +12,16 @@ use std::process::ExitCode;
 
 use bistream_relay_server::{FileConfig, RelayConfig, RelayServer};
 
+/// `bistream relay serve` arguments (boxed: the options are many, the other subcommands small).
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    opts: Box<ServeOptions>,
+}
+
 #[derive(Debug, Default, clap::Args)]
 #[command(next_help_heading = "Relay server")]
-pub struct ServeArgs {
+pub struct ServeOptions {
     /// ProxyStore relay config file (TOML). Flags and environment variables override it.
     #[arg(short = 'c', long, env = "BISTREAM_RELAY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -119,7 +126,7 @@ pub async fn serve_default() -> anyhow::Result<ExitCode> {
 }
 
 /// Overlays the flags (and their environment variables) onto the file's settings.
-fn overlay(a: ServeArgs, mut f: FileConfig) -> FileConfig {
+fn overlay(a: ServeOptions, mut f: FileConfig) -> FileConfig {
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { f.$field = Some(v); } )* };
     }
@@ -178,6 +185,7 @@ fn overlay(a: ServeArgs, mut f: FileConfig) -> FileConfig {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let args = *args.opts;
     let file = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(f) => f,
@@ -189,6 +197,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(config_error(&e.to_string())),
     };
+    let mut signals = Signals::install()?;
     let relay = match RelayServer::bind(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -204,7 +213,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         out.flush()?;
     }
-    wait_for_signals(&relay).await?;
+    signals.wait(&relay).await;
     let report = relay.shutdown().await;
     if !report.drained {
         tracing::warn!("some clients did not finish the close handshake before the deadline");
@@ -217,26 +226,50 @@ fn config_error(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-#[cfg(unix)]
-async fn wait_for_signals(relay: &bistream_relay_server::RunningRelay) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return Ok(()) }
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return Ok(()) }
-            _ = hup.recv() => match relay.reload_auth() {
-                Ok(()) => tracing::info!("SIGHUP: authentication reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed, keeping the previous settings"),
-            },
-        }
-    }
+/// The signals the server reacts to, registered BEFORE the address line is printed so a
+/// supervisor that signals right after reading it is never met by the default action.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signals(_relay: &bistream_relay_server::RunningRelay) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    /// Returns on SIGINT/SIGTERM; reloads authentication on SIGHUP.
+    #[cfg(unix)]
+    async fn wait(&mut self, relay: &bistream_relay_server::RunningRelay) {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => { tracing::info!("SIGINT: shutting down"); return }
+                _ = self.term.recv() => { tracing::info!("SIGTERM: shutting down"); return }
+                _ = self.hup.recv() => match relay.reload_auth() {
+                    Ok(()) => tracing::info!("SIGHUP: authentication reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed, keeping the previous settings"),
+                },
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn wait(&mut self, _relay: &bistream_relay_server::RunningRelay) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,144 @@
+//! Shared by the `relay_server_*` tests: start `bistream relay serve` as a process and read
+//! its address lines, run the Python interop scenarios (the real proxystore RelayClient /
+//! PeerManager from `.venv/relay`), and tiny HTTP GETs for the ops endpoint.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bistream_testkit::{python_scripts_dir, relay_python, Peer};
+use tokio::process::Command;
+
+pub const T: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    pub peer: Peer,
+    /// `ws://127.0.0.1:PORT` (or wss://).
+    pub url: String,
+    /// `HOST:PORT` of the ops endpoint when `--metrics-addr` was given.
+    pub metrics: Option<String>,
+}
+
+pub fn bistream() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bistream"));
+    c.env("NO_COLOR", "1");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BISTREAM_RELAY_") && k != "BISTREAM_RELAY_PYTHON" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// `bistream relay serve --host 127.0.0.1 --port 0 ARGS...`, waiting for the address lines.
+pub async fn serve(args: &[&str]) -> Server {
+    serve_with(args, &[]).await
+}
+
+pub async fn serve_with(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = bistream();
+    cmd.args(["relay", "serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut peer = Peer::spawn(cmd).expect("spawn bistream");
+    let first = peer
+        .next_stdout_line(T)
+        .await
+        .unwrap_or_else(|| panic!("no address line; output:\n{}", peer.transcript.join("\n")));
+    let url = first
+        .strip_prefix("relay listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    assert!(
+        url.starts_with("ws://127.0.0.1:") || url.starts_with("wss://127.0.0.1:"),
+        "{url}"
+    );
+    let metrics = if args.contains(&"--metrics-addr") {
+        let second = peer.next_stdout_line(T).await.expect("metrics line");
+        Some(
+            second
+                .strip_prefix("metrics listening on http://")
+                .unwrap_or_else(|| panic!("unexpected second line {second:?}"))
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    Server { peer, url, metrics }
+}
+
+/// Runs a scenario of tests/python/relay_server_interop.py; returns its stdout lines after
+/// checking it printed `PASS <scenario>`.
+pub async fn python(scenario: &str, url: &str, args: &[&str]) -> Vec<String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        Command::new(relay_python())
+            .arg(python_scripts_dir().join("relay_server_interop.py"))
+            .arg(scenario)
+            .arg(url)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("python scenario {scenario} timed out"))
+    .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == format!("PASS {scenario}")),
+        "scenario {scenario} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
+/// GET over plain HTTP/1.1: (status, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `HUP`) to the child.
+pub fn signal(peer: &Peer, name: &str) {
+    let pid = peer.child.id().expect("child running");
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// Waits for the child to exit; returns its exit code.
+pub async fn exit_code(peer: &mut Peer) -> Option<i32> {
+    tokio::time::timeout(T, peer.child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait")
+        .code()
+}

@@ -1,0 +1,239 @@
+"""Drives the REAL proxystore 1.1.0 RelayClient / PeerManager against a relay server.
+
+Usage: relay_server_interop.py SCENARIO ADDRESS [ARGS...]
+
+Each scenario prints result lines ("OK <what>") and finally "PASS <scenario>"; any mismatch
+raises (non-zero exit, traceback on stderr). Used by crates/bistream/tests/relay_server_*.rs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import uuid
+
+import websockets
+from proxystore.p2p.relay.client import RelayClient
+from proxystore.p2p.relay.exceptions import RelayRegistrationError
+from proxystore.p2p.relay.messages import PeerConnectionRequest
+
+T = 10
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def offer(src: RelayClient, peer: uuid.UUID, description: str = 'd') -> PeerConnectionRequest:
+    return PeerConnectionRequest(
+        source_uuid=src.uuid,
+        source_name=src.name,
+        peer_uuid=peer,
+        description_type='offer',
+        description=description,
+    )
+
+
+async def recv(client: RelayClient):
+    return await asyncio.wait_for(client.recv(), T)
+
+
+async def basic(address: str) -> None:
+    async with RelayClient(address, client_name='a', reconnect_task=False) as a, RelayClient(
+        address, client_name='b', reconnect_task=False
+    ) as b:
+        say('OK registered', a.uuid, b.uuid)
+        # Spoofed source fields are replaced by the relay.
+        spoof = PeerConnectionRequest(
+            source_uuid=uuid.uuid4(), source_name='mallory', peer_uuid=b.uuid,
+            description_type='offer', description='{"sdp": "v=0", "type": "offer"}',
+        )
+        await a.send(spoof)
+        got = await recv(b)
+        assert isinstance(got, PeerConnectionRequest), got
+        assert got.source_uuid == a.uuid and got.source_name == 'a', got
+        assert got.peer_uuid == b.uuid and got.error is None, got
+        assert got.description == '{"sdp": "v=0", "type": "offer"}', got
+        say('OK forwarded')
+        # Non-ASCII round trip.
+        await b.send(offer(b, a.uuid, 'ñé😀' * 10))
+        got = await recv(a)
+        assert got.description == 'ñé😀' * 10 and got.source_uuid == b.uuid, got
+        say('OK unicode')
+        nobody = uuid.uuid4()
+        await a.send(offer(a, nobody))
+        got = await recv(a)
+        assert got.error == (
+            f'Cannot forward peer connection message to peer {nobody} because this peer '
+            'is not registered this relay server.'
+        ), got.error
+        say('OK unknown peer bounced')
+        # Messages to self are delivered.
+        await a.send(offer(a, a.uuid, 'self'))
+        assert (await recv(a)).description == 'self'
+        say('OK self')
+    say('PASS basic')
+
+
+async def takeover(address: str) -> None:
+    u = uuid.uuid4()
+    old = RelayClient(address, client_uuid=u, client_name='old', reconnect_task=False)
+    await old.connect()
+    new = RelayClient(address, client_uuid=u, client_name='new', reconnect_task=False)
+    await new.connect()
+    old_ws = old._websocket  # the public property raises once the socket is closed
+    await asyncio.wait_for(old_ws.wait_closed(), T)
+    assert old_ws.close_code == 4004, old_ws.close_code
+    say('OK old socket closed 4004', old_ws.close_reason)
+    try:
+        await old.connect()
+    except RelayRegistrationError as e:
+        assert 'same ID' in str(e), e
+        say('OK old client refuses to reconnect')
+    else:
+        raise AssertionError('connect after 4004 should raise')
+    await new.close()
+    await old.close()
+    say('PASS takeover')
+
+
+async def auth(address: str, good: str, other_user: str) -> None:
+    # No header: 4001, not retried.
+    c = RelayClient(address, reconnect_task=False)
+    try:
+        await asyncio.wait_for(c.connect(), T)
+    except websockets.exceptions.ConnectionClosedError as e:
+        assert e.rcvd is not None and e.rcvd.code == 4001, e
+        say('OK missing header 4001', e.rcvd.reason)
+    else:
+        raise AssertionError('expected 4001')
+    # Bad token: 4002, not retried.
+    c = RelayClient(address, reconnect_task=False, extra_headers={'Authorization': 'Bearer wrong'})
+    try:
+        await asyncio.wait_for(c.connect(), T)
+    except websockets.exceptions.ConnectionClosedError as e:
+        assert e.rcvd is not None and e.rcvd.code == 4002, e
+        say('OK bad token 4002', e.rcvd.reason)
+    else:
+        raise AssertionError('expected 4002')
+    h = {'Authorization': f'Bearer {good}'}
+    async with RelayClient(address, client_name='a', reconnect_task=False, extra_headers=h) as a, RelayClient(
+        address, client_name='b', reconnect_task=False, extra_headers=h
+    ) as b, RelayClient(
+        address, client_name='e', reconnect_task=False, extra_headers={'Authorization': f'Bearer {other_user}'}
+    ) as e:
+        await a.send(offer(a, b.uuid, 'same-user'))
+        assert (await recv(b)).description == 'same-user'
+        say('OK same user forwarded')
+        await e.send(offer(e, a.uuid))
+        got = await recv(e)
+        assert got.error == f'The requested peer {a.uuid} is owned by a different user.', got.error
+        say('OK other user bounced')
+        thief = RelayClient(
+            address, client_uuid=a.uuid, reconnect_task=False,
+            extra_headers={'Authorization': f'Bearer {other_user}'},
+        )
+        try:
+            await asyncio.wait_for(thief.connect(), T)
+        except websockets.exceptions.ConnectionClosedError as err:
+            assert err.rcvd is not None and err.rcvd.code == 4002, err
+            assert err.rcvd.reason == f'ForbiddenError: The client UUID {a.uuid} is already registered to another user.'
+            say('OK uuid of another user 4002')
+        else:
+            raise AssertionError('expected 4002')
+    say('PASS auth')
+
+
+async def oversize(address: str, limit: str) -> None:
+    """max_message_bytes: the offender is closed 4003, reconnects by itself and re-registers."""
+    n = int(limit)
+    async with RelayClient(address, client_name='a') as a, RelayClient(address, client_name='b') as b:
+        first_ws = a._websocket  # the public property raises while reconnecting
+        await a.send(offer(a, b.uuid, 'x' * n))
+        await asyncio.wait_for(first_ws.wait_closed(), T)
+        assert first_ws.close_code == 4003, first_ws.close_code
+        assert first_ws.close_reason == 'Message length exceeds limit.'
+        say('OK closed 4003')
+        # The reconnect task re-registers the same uuid; a message then gets through.
+        for _ in range(100):
+            ws = a._websocket
+            if ws is not None and ws is not first_ws and ws.state == websockets.protocol.State.OPEN:
+                break
+            await asyncio.sleep(0.05)
+        await a.send(offer(a, b.uuid, 'small'))
+        assert (await recv(b)).description == 'small'
+        say('OK reconnected and forwarded')
+    say('PASS oversize')
+
+
+async def frame_limit(address: str) -> None:
+    async with RelayClient(address, client_name='a', reconnect_task=False) as a, RelayClient(
+        address, client_name='b', reconnect_task=False
+    ) as b:
+        base = len('{"source_uuid": "%s", "source_name": "a", "peer_uuid": "%s", "description_type": "offer", "description": "", "error": null, "message_type": "peer_connection"}' % (a.uuid, b.uuid))
+        await a.send(offer(a, b.uuid, 'x' * (2**20 - base)))
+        got = await recv(b)
+        assert len(got.description) == 2**20 - base
+        say('OK 1 MiB message forwarded')
+        ws = a.websocket
+        await a.send(offer(a, b.uuid, 'x' * 2**20))
+        await asyncio.wait_for(ws.wait_closed(), T)
+        assert ws.close_code == 1009, ws.close_code
+        say('OK closed 1009', ws.close_reason)
+    say('PASS frame_limit')
+
+
+async def wait_shutdown(address: str) -> None:
+    """Registers, says READY, and reports the close code the relay sends at shutdown."""
+    c = RelayClient(address, client_name='s', reconnect_task=False)
+    await c.connect()
+    ws = c.websocket
+    say('READY')
+    await asyncio.wait_for(ws.wait_closed(), 30)
+    say('CLOSED', ws.close_code)
+
+
+async def peers(address: str) -> None:
+    """Two PeerManagers connect over WebRTC through the relay and exchange data."""
+    from proxystore.p2p.manager import PeerManager
+
+    r1 = RelayClient(address, client_name='pm1')
+    r2 = RelayClient(address, client_name='pm2')
+    async with PeerManager(r1, ice_servers=[]) as pm1, PeerManager(r2, ice_servers=[]) as pm2:
+        await asyncio.wait_for(pm1.send(pm2.uuid, 'hello over webrtc'), 30)
+        src, msg = await asyncio.wait_for(pm2.recv(), 30)
+        assert src == pm1.uuid and msg == 'hello over webrtc', (src, msg)
+        say('OK webrtc data')
+        await asyncio.wait_for(pm2.send(pm1.uuid, b'bytes back'), 30)
+        src, msg = await asyncio.wait_for(pm1.recv(), 30)
+        assert src == pm2.uuid and msg == b'bytes back', (src, msg)
+        say('OK webrtc data back')
+    say('PASS peers')
+
+
+async def tls(address: str) -> None:
+    async with RelayClient(address, client_name='a', reconnect_task=False, verify_certificate=False) as a, RelayClient(
+        address, client_name='b', reconnect_task=False, verify_certificate=False
+    ) as b:
+        await a.send(offer(a, b.uuid, 'over tls'))
+        assert (await recv(b)).description == 'over tls'
+        say('OK wss forwarded')
+    say('PASS tls')
+
+
+SCENARIOS = {
+    'basic': basic,
+    'takeover': takeover,
+    'auth': auth,
+    'oversize': oversize,
+    'frame_limit': frame_limit,
+    'wait_shutdown': wait_shutdown,
+    'peers': peers,
+    'tls': tls,
+}
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    name, address, *args = sys.argv[1:]
+    asyncio.run(SCENARIOS[name](address, *args))
