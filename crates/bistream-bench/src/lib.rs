@@ -62,9 +62,11 @@ pub struct Config {
     pub quick: bool,
     /// Runs per measurement (the median and spread are reported).
     pub runs: usize,
-    /// Measured time of one throughput or latency run.
+    /// Measured time of one throughput or latency run (seconds in JSON).
+    #[serde(serialize_with = "secs")]
     pub duration: Duration,
-    /// Unmeasured warm-up before each run.
+    /// Unmeasured warm-up before each run (seconds in JSON).
+    #[serde(serialize_with = "secs")]
     pub warmup: Duration,
     /// Idle client counts of the relay memory measurement.
     pub idle_clients: Vec<usize>,
@@ -78,6 +80,10 @@ pub struct Config {
     pub exe: PathBuf,
     /// The command line, for the report.
     pub command_line: String,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Config {

@@ -386,8 +386,11 @@ async fn pump(
     let mut q = VecDeque::with_capacity(in_flight);
     while !phase.stopped() {
         while q.len() < in_flight {
+            // Time from before submit: submit may wait (queue space, or a yield) and the
+            // response can arrive before it returns.
+            let t = now_ns();
             let f = conn.submit(0, 0, payload.clone(), 0).await?;
-            q.push_back((now_ns(), f));
+            q.push_back((t, f));
         }
         let Some((t, f)) = q.pop_front() else { break };
         let r = tokio::select! {

@@ -127,6 +127,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     cfg.command_line = std::env::args()
         .skip(1)
         .fold("bistream".to_string(), |acc, a| acc + " " + &a);
+    if !args.no_write {
+        // Fail now rather than after minutes of measuring.
+        std::fs::create_dir_all(&cfg.out_dir)
+            .with_context(|| format!("cannot create {}", cfg.out_dir.display()))?;
+    }
     let report = bistream_bench::run(cfg).await?;
     print!("{}", bistream_bench::render_text(&report));
     if !args.no_write {
