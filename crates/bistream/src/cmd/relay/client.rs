@@ -51,7 +51,8 @@ pub struct CommonArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 ok (after --count messages, or on Ctrl-C), 1 error, \
+    after_help = "Stdout: this client's UUID, then one JSON line per received peer message. \
+Reconnects (same UUID) when the relay restarts.\n\nExit codes: 0 ok (after --count messages, or on Ctrl-C), 1 error, \
 2 bad arguments, 3 refused by the relay (4001/4002/4004), 4 relay unreachable."
 )]
 pub struct ListenArgs {
@@ -64,7 +65,8 @@ pub struct ListenArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit codes: 0 sent (no error reply within --wait), 1 error, \
+    after_help = "Stdout: this client's UUID, then any message received during --wait as a \
+JSON line.\n\nExit codes: 0 sent (no error reply within --wait), 1 error, \
 2 bad arguments, 3 refused by the relay (4001/4002/4004), 4 relay unreachable, \
 5 the relay answered with an error (printed on stderr)."
 )]
