@@ -149,6 +149,20 @@ impl Peer {
         }
     }
 
+    /// Keeps draining stdout in the background. The Python relay logs a line per forwarded
+    /// message to stdout: undrained, the pipe fills after ~64 KiB and the server freezes.
+    pub fn drain_stdout(&mut self) {
+        if let Some(mut s) = self.stdout.take() {
+            tokio::spawn(async move { while let Ok(Some(_)) = s.next_line().await {} });
+        }
+    }
+
+    /// Drains both stdout and stderr in the background (call once the peer is ready).
+    pub fn drain_output(&mut self) {
+        self.drain_stdout();
+        self.drain_stderr();
+    }
+
     /// Sends SIGTERM (via `kill`) and waits for exit up to `timeout`; kills it after that.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         if let Some(pid) = self.child.id() {

@@ -38,8 +38,11 @@ pub fn init(args: &LogArgs) -> anyhow::Result<()> {
             args.log_level.escape_debug().to_string()
         )
     })?;
+    // Colour only on a terminal: logs piped to files or to tests stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let res = match args.log_format {
         LogFormat::Text => builder.try_init(),
