@@ -976,6 +976,8 @@ struct OutBuf {
 
 /// Payloads up to this size are copied into the coalescing buffer.
 const COPY_LIMIT: usize = 16 * 1024;
+/// Largest payload written by the direct-write path.
+const DIRECT_LIMIT: usize = 64 * 1024;
 /// Stop collecting packets for one write beyond this many bytes.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
 
@@ -1100,7 +1102,11 @@ impl Shared {
     /// the packet back otherwise (the caller queues it).
     /// `held` is the number of queue slots the caller itself has reserved.
     fn try_direct(&self, p: Packet, held: usize) -> Result<(), Packet> {
-        if !self.cfg.direct_writes || self.tx.capacity() + held != self.tx.max_capacity() {
+        // Large payloads are bandwidth-bound: the writer task handles them.
+        if !self.cfg.direct_writes
+            || p.payload.len() > DIRECT_LIMIT
+            || self.tx.capacity() + held != self.tx.max_capacity()
+        {
             return Err(p);
         }
         let Ok(mut st) = self.wstate.try_lock() else {
