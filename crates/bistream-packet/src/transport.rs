@@ -150,6 +150,19 @@ type OpenFn = Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<PacketConnectio
 /// Python's "on demand" `recv_send` callable: the streams are opened by `connect` on first
 /// use, and closed by [`OnDemand::close`]. A later use after the connection ended opens a new
 /// one.
+///
+/// ```no_run
+/// use bistream_packet::Builder;
+/// # async fn demo() -> Result<(), bistream_packet::PacketError> {
+/// let conn = Builder::new().on_demand(|| async {
+///     let s = tokio::net::TcpStream::connect("127.0.0.1:9000").await?;
+///     s.set_nodelay(true)?;
+///     Ok(s.into_split())
+/// });
+/// let (flags, payload) = conn.call(0, 0, &b"hi"[..], 0).await?; // connects here
+/// conn.close().await; // ERQ, EOF, closes the socket
+/// # Ok(()) }
+/// ```
 pub struct OnDemand {
     open: OpenFn,
     conn: tokio::sync::Mutex<Option<PacketConnection>>,

@@ -2,6 +2,45 @@
 //! encode and decode themselves, registered by rq_type in a [`RequestTypes`] table (which is a
 //! [`RequestHandler`]) and fulfilled against a shared context; [`PacketConnection::do_remote`]
 //! runs one remotely and decodes its response.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use bistream_packet::{bytes::Bytes, BaseRequest, Builder, Fulfil, HandlerError, Reply, RequestTypes};
+//!
+//! struct Store { items: Mutex<Vec<Bytes>> }
+//!
+//! /// Adds an item; the response is the number of items.
+//! struct Add(Bytes);
+//!
+//! impl BaseRequest for Add {
+//!     const RQ_TYPE: u64 = 0;
+//!     type Response = u64;
+//!     fn to_payload(&self) -> Bytes { self.0.clone() }
+//!     fn from_request(_flags: u64, payload: Bytes) -> Result<Self, HandlerError> { Ok(Add(payload)) }
+//!     fn decode_response(flags: u64, _payload: Bytes) -> Result<u64, HandlerError> { Ok(flags) }
+//! }
+//!
+//! impl Fulfil<Store> for Add {
+//!     async fn fulfil(self, store: Arc<Store>) -> Result<Reply, HandlerError> {
+//!         let mut items = store.items.lock().map_err(|_| "poisoned")?;
+//!         items.push(self.0);
+//!         Ok(Reply::Flags(items.len() as u64))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = Arc::new(Store { items: Mutex::new(Vec::new()) });
+//! let (a, b) = tokio::io::duplex(1 << 16);
+//! let (ar, aw) = tokio::io::split(a);
+//! let (br, bw) = tokio::io::split(b);
+//! let _server = Builder::new().handler(RequestTypes::new(store).register::<Add>()).start(br, bw);
+//! let client = Builder::new().start(ar, aw);
+//! assert_eq!(client.do_remote(&Add(Bytes::from_static(b"x"))).await.unwrap(), 1);
+//! assert_eq!(client.do_remote(&Add(Bytes::from_static(b"y"))).await.unwrap(), 2);
+//! client.close().await;
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::future::Future;
