@@ -116,3 +116,33 @@ async fn connection_limit_and_graceful_shutdown_of_idle_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn many_concurrent_connections() {
+    let (addr, stop, task) = start(ServeOptions::default()).await;
+    within(async {
+        let mut clients = Vec::new();
+        for k in 0..24u64 {
+            let addr = addr.clone();
+            clients.push(tokio::spawn(async move {
+                let c = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
+                let mut futs = Vec::new();
+                for i in 0..40u64 {
+                    let p = Bytes::from(format!("{k}:{i}"));
+                    futs.push((p.clone(), c.submit(0, k * 1000 + i, p, 0).await.unwrap()));
+                }
+                for (i, (p, f)) in futs.into_iter().enumerate() {
+                    let r = f.await.unwrap();
+                    assert_eq!((r.ok, r.flags, r.payload), (true, k * 1000 + i as u64, p));
+                }
+                assert_eq!(c.close().await, CloseReason::PeerEof);
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
