@@ -25,8 +25,12 @@ fn python(script: &str) -> Command {
 }
 
 async fn python_tcp_server() -> (Peer, String) {
+    python_tcp_server_with_grace("0").await
+}
+
+async fn python_tcp_server_with_grace(grace: &str) -> (Peer, String) {
     let mut cmd = python("packet_server.py");
-    cmd.arg("tcp");
+    cmd.arg("tcp").arg(grace);
     let mut peer = Peer::spawn(cmd).expect("spawn the Python server");
     let line = peer.wait_for_line("PORT ", T).await;
     let port = line.trim().trim_start_matches("PORT ").to_string();
@@ -187,6 +191,36 @@ async fn python_calls_back_into_a_rust_handler_on_the_same_connection() {
             c.call(6, 0, &b"ping"[..], 0).await.unwrap(),
             (0, Bytes::from_static(b"no request handler"))
         );
+        assert_eq!(c.close().await, CloseReason::PeerEof);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn python_server_with_its_default_packet_grace() {
+    // Python's default 10 ms grace batches packets into fewer, later flushes.
+    let (_peer, addr) = python_tcp_server_with_grace("0.01").await;
+    within(async {
+        let c = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
+        assert_eq!(
+            c.call(1, 0, &b"abc"[..], 0).await.unwrap(),
+            (3, Bytes::from_static(b"cba"))
+        );
+        let mut futs = Vec::new();
+        for i in 0..100u64 {
+            futs.push(
+                c.submit(0, i, Bytes::from(format!("g{i}")), 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (i, f) in futs.into_iter().enumerate() {
+            let r = f.await.unwrap();
+            assert_eq!(
+                (r.ok, r.flags, r.payload),
+                (true, i as u64, Bytes::from(format!("g{i}")))
+            );
+        }
         assert_eq!(c.close().await, CloseReason::PeerEof);
     })
     .await;
