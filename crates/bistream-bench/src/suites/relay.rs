@@ -410,15 +410,28 @@ async fn bouncer(
     ws.flush().await?;
     loop {
         let m = tokio::select! {
-            m = ws.next() => m,
+            biased;
             _ = phase.until_stop() => break,
+            m = ws.next() => m,
         };
-        let mut replies = usize::from(received(&mut out, &phase, m)?);
+        // After the stop, the peer of a pair may already be gone: the relay then bounces the
+        // last messages back, which is the end of the run, not a failure.
+        let checked = |out: &mut WorkerOut, m| match received(out, &phase, m) {
+            Err(_) if phase.stopped() => None,
+            r => Some(r),
+        };
+        let Some(first) = checked(&mut out, m) else {
+            break;
+        };
+        let mut replies = usize::from(first?);
         // Answer everything already received with one flush (a batching client, as a
         // WebSocket client library would be), bounded so one connection cannot hog the task.
         while replies < 64 {
             match ws.next().now_or_never() {
-                Some(m) => replies += usize::from(received(&mut out, &phase, m)?),
+                Some(m) => match checked(&mut out, m) {
+                    Some(r) => replies += usize::from(r?),
+                    None => return Ok(out),
+                },
                 None => break,
             }
         }
