@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, RequestCredentials, User};
 use crate::config::RelayConfig;
+use crate::fastpath::{json_string, RawPeerMessage};
 use crate::metrics::{BounceReason, Metrics};
 use crate::registry::{Control, ForwardOutcome, PeerHandle, RegisterOutcome, Registry};
 
@@ -71,6 +72,8 @@ enum End {
 struct Registration {
     uuid: Uuid,
     name: Arc<str>,
+    /// `name` as a JSON string literal, written into every forwarded message.
+    name_json: Box<str>,
     user: User,
 }
 
@@ -420,6 +423,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        // Fast path for the common case: a registered client forwarding a message.
+        if self.reg.is_some() {
+            if let Some(raw) = RawPeerMessage::decode(&text) {
+                return match self.forward_raw(&raw) {
+                    None => Ok(()),
+                    Some(bounce) => {
+                        drop(text);
+                        self.send_direct(bounce.into()).await
+                    }
+                };
+            }
+        }
         let msg = match RelayMessage::decode(&text) {
             Ok(m) => m,
             Err(e) => {
@@ -489,6 +504,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 let previous = self.reg.replace(Registration {
                     uuid: req.uuid,
                     name: name.clone(),
+                    name_json: json_string(&name).into_boxed_str(),
                     user: user.clone(),
                 });
                 // Re-registering under a new UUID on the same socket drops the old UUID
@@ -517,6 +533,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let target = req.peer_uuid;
         let msg = RelayMessage::PeerConnection(req);
         let text: Utf8Bytes = msg.encode().into();
+        let Some(error) = self.deliver(target, text) else {
+            return Ok(());
+        };
+        let RelayMessage::PeerConnection(mut req) = msg else {
+            return Ok(());
+        };
+        req.error = Some(error);
+        let text: Utf8Bytes = RelayMessage::PeerConnection(req).encode().into();
+        self.send_direct(text).await
+    }
+
+    /// Forwards a fast-path message; returns the bounce to send back, if any.
+    fn forward_raw(&self, raw: &RawPeerMessage<'_>) -> Option<String> {
+        let reg = self.reg.as_ref()?;
+        let text = raw.encode(&reg.uuid, &reg.name_json, None);
+        let error = self.deliver(raw.peer_uuid, text.into())?;
+        Some(raw.encode(&reg.uuid, &reg.name_json, Some(&error)))
+    }
+
+    /// Queues `text` for `target`; returns the error text to bounce when it cannot.
+    fn deliver(&self, target: Uuid, text: Utf8Bytes) -> Option<String> {
+        let reg = self.reg.as_ref()?;
         let len = text.len();
         let shared = &self.shared;
         let outcome =
@@ -531,7 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     .bytes_forwarded
                     .fetch_add(len as u64, Relaxed);
                 tracing::debug!(from = %reg.uuid, to = %target, bytes = len, "forwarded");
-                return Ok(());
+                return None;
             }
             ForwardOutcome::UnknownPeer => {
                 tracing::info!(from = %reg.uuid, to = %target, "message to an unknown peer bounced");
@@ -549,12 +587,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             ),
         };
         shared.metrics.bounce(reason);
-        let RelayMessage::PeerConnection(mut req) = msg else {
-            return Ok(());
-        };
-        req.error = Some(error);
-        let text: Utf8Bytes = RelayMessage::PeerConnection(req).encode().into();
-        self.send_direct(text).await
+        Some(error)
     }
 
     /// Sends the close frame that `end` calls for and waits (bounded) for the peer.
@@ -578,7 +611,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             let raw = self.ws.get_mut();
             let _ = bounded(
                 async move {
-                    let mut buf = [0u8; 4096];
+                    let mut buf = vec![0u8; 4096];
                     while matches!(raw.read(&mut buf).await, Ok(n) if n > 0) {}
                 },
                 close_timeout,

@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod config;
 mod conn;
+mod fastpath;
 pub mod metrics;
 mod ops;
 mod registry;

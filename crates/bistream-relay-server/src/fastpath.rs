@@ -1,0 +1,182 @@
+//! The forwarding fast path: decode a `peer_connection` without copying its strings, and
+//! write the forwarded message in one pass.
+//!
+//! The checks match `RelayMessage::decode` (every field's JSON type, `description_type`
+//! offer/answer, UUIDs in any spelling `uuid` accepts, no unknown or duplicate fields), but
+//! `description` and `error` are kept as their raw JSON string tokens and written back as they
+//! came: no allocation per field, no unescape/re-escape of an SDP. A message this path does not
+//! accept goes through `RelayMessage::decode`, which accepts or classifies it.
+
+use std::fmt::Write as _;
+
+use bistream_relay_proto::DescriptionType;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+enum PeerType {
+    #[serde(rename = "peer_connection")]
+    PeerConnection,
+}
+
+/// A `peer_connection` borrowed from the received text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeerMessage<'a> {
+    #[allow(dead_code)]
+    message_type: PeerType,
+    #[allow(dead_code)]
+    source_uuid: Uuid,
+    #[serde(borrow)]
+    source_name: &'a RawValue,
+    pub(crate) peer_uuid: Uuid,
+    description_type: DescriptionType,
+    #[serde(borrow)]
+    description: &'a RawValue,
+    #[serde(default, borrow)]
+    error: Option<&'a RawValue>,
+}
+
+fn is_json_string(raw: &RawValue) -> bool {
+    raw.get().starts_with('"')
+}
+
+impl<'a> RawPeerMessage<'a> {
+    /// Decodes `text` if it is a well-formed `peer_connection`; `None` otherwise (the caller
+    /// then uses the full decoder).
+    pub(crate) fn decode(text: &'a str) -> Option<RawPeerMessage<'a>> {
+        let m: RawPeerMessage<'a> = serde_json::from_str(text).ok()?;
+        let error_ok = m
+            .error
+            .is_none_or(|e| is_json_string(e) || e.get() == "null");
+        (is_json_string(m.source_name) && is_json_string(m.description) && error_ok).then_some(m)
+    }
+
+    /// Writes the message as sent by `source` (`source_name_json` is its name as a JSON
+    /// string), with `error` replaced when given. Same layout as `RelayMessage::encode`.
+    pub(crate) fn encode(
+        &self,
+        source: &Uuid,
+        source_name_json: &str,
+        error: Option<&str>,
+    ) -> String {
+        let desc = self.description.get();
+        let mut out = String::with_capacity(
+            200 + source_name_json.len() + desc.len() + error.map_or(0, |e| e.len() + 8),
+        );
+        let dt = match self.description_type {
+            DescriptionType::Offer => "offer",
+            DescriptionType::Answer => "answer",
+        };
+        let _ = write!(
+            out,
+            r#"{{"message_type":"peer_connection","source_uuid":"{source}","source_name":{source_name_json},"peer_uuid":"{}","description_type":"{dt}","description":{desc},"error":"#,
+            self.peer_uuid
+        );
+        match (error, self.error) {
+            (Some(e), _) => out.push_str(&json_string(e)),
+            (None, Some(raw)) => out.push_str(raw.get()),
+            (None, None) => out.push_str("null"),
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `s` as a JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bistream_relay_proto::{PeerConnectionRequest, RelayMessage};
+
+    const A: &str = "11111111-2222-4333-8444-555555555555";
+    const B: &str = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+
+    fn py(desc_json: &str, error_json: &str) -> String {
+        format!(
+            r#"{{"source_uuid": "{A}", "source_name": "client-a", "peer_uuid": "{}", "description_type": "offer", "description": {desc_json}, "error": {error_json}, "message_type": "peer_connection"}}"#,
+            B.to_uppercase()
+        )
+    }
+
+    /// What the fast path writes decodes to exactly what the full path would build.
+    #[test]
+    fn agrees_with_the_full_decoder() {
+        let src = Uuid::new_v4();
+        for (desc, err) in [
+            (r#""{\"sdp\": \"v=0\\r\\n\", \"type\": \"offer\"}""#, "null"),
+            (r#""\u00e9\ud83d\ude00 raw é😀""#, r#""boom""#),
+            (r#""""#, "null"),
+        ] {
+            let text = py(desc, err);
+            let fast = RawPeerMessage::decode(&text).expect("fast path accepts");
+            for new_error in [None, Some("Cannot forward \"x\" é")] {
+                let out = fast.encode(&src, &json_string("ñame"), new_error);
+                let RelayMessage::PeerConnection(full) = RelayMessage::decode(&text).unwrap()
+                else {
+                    panic!()
+                };
+                let expected = PeerConnectionRequest {
+                    source_uuid: src,
+                    source_name: "ñame".into(),
+                    error: new_error.map(str::to_string).or(full.error.clone()),
+                    ..full
+                };
+                assert_eq!(
+                    RelayMessage::decode(&out).unwrap(),
+                    RelayMessage::PeerConnection(expected),
+                    "{out}"
+                );
+                assert!(
+                    out.contains(&format!("\"peer_uuid\":\"{B}\"")),
+                    "canonical uuid: {out}"
+                );
+            }
+        }
+    }
+
+    /// Everything the full decoder refuses, the fast path refuses too (and the full decoder
+    /// then reports it).
+    #[test]
+    fn refuses_what_the_full_decoder_refuses() {
+        let ok = py("\"d\"", "null");
+        assert!(RawPeerMessage::decode(&ok).is_some());
+        for bad in [
+            ok.replace("\"description\": \"d\"", "\"description\": {\"k\": 1}"),
+            ok.replace("\"description\": \"d\"", "\"description\": 7"),
+            ok.replace("\"error\": null", "\"error\": 1"),
+            ok.replace("\"error\": null", "\"error\": []"),
+            ok.replace("\"source_name\": \"client-a\"", "\"source_name\": 7"),
+            ok.replace("\"offer\"", "\"weird\""),
+            ok.replace(A, "not-a-uuid"),
+            ok.replace(
+                "\"message_type\": \"peer_connection\"",
+                "\"message_type\": \"relay_registration\"",
+            ),
+            ok.replace("\"error\": null,", "\"error\": null, \"extra\": 1,"),
+            ok.replace(
+                "\"error\": null,",
+                "\"error\": null, \"description\": \"again\",",
+            ),
+            ok.replace("\"source_name\": \"client-a\", ", ""),
+            format!("{ok} trailing"),
+            "[]".to_string(),
+        ] {
+            assert!(
+                RawPeerMessage::decode(&bad).is_none(),
+                "fast path accepted {bad}"
+            );
+            assert!(
+                RelayMessage::decode(&bad).is_err(),
+                "full path accepted {bad}"
+            );
+        }
+        // `error` may be absent (defaults to null).
+        assert!(RawPeerMessage::decode(&ok.replace("\"error\": null, ", "")).is_some());
+    }
+}
