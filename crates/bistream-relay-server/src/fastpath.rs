@@ -179,4 +179,89 @@ mod tests {
         // `error` may be absent (defaults to null).
         assert!(RawPeerMessage::decode(&ok.replace("\"error\": null, ", "")).is_some());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        fn any_value() -> impl Strategy<Value = Value> {
+            let uuid = any::<u128>().prop_map(|v| {
+                let u = Uuid::from_u128(v);
+                Value::String(match v % 4 {
+                    0 => u.to_string(),
+                    1 => u.to_string().to_uppercase(),
+                    2 => format!("{{{u}}}"),
+                    _ => u.simple().to_string(),
+                })
+            });
+            prop_oneof![
+                4 => uuid,
+                4 => any::<String>().prop_map(Value::String),
+                2 => prop_oneof![Just("offer"), Just("answer"), Just("peer_connection"), Just("Offer")]
+                    .prop_map(|s| Value::String(s.into())),
+                1 => Just(Value::Null),
+                1 => any::<i64>().prop_map(|n| json!(n)),
+                1 => any::<bool>().prop_map(Value::Bool),
+                1 => Just(json!([1, "x"])),
+                1 => Just(json!({"k": "v"})),
+            ]
+        }
+
+        const KEYS: [&str; 8] = [
+            "message_type",
+            "source_uuid",
+            "source_name",
+            "peer_uuid",
+            "description_type",
+            "description",
+            "error",
+            "extra",
+        ];
+
+        /// A mostly-valid peer_connection with random fields dropped, retyped or added.
+        fn any_message() -> impl Strategy<Value = String> {
+            (
+                any::<String>(),
+                any::<String>(),
+                proptest::option::of(any::<String>()),
+                proptest::collection::vec((0..KEYS.len(), proptest::option::of(any_value())), 0..4),
+            )
+                .prop_map(|(name, desc, err, edits)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert("message_type".into(), json!("peer_connection"));
+                    m.insert("source_uuid".into(), json!(Uuid::new_v4().to_string()));
+                    m.insert("source_name".into(), json!(name));
+                    m.insert("peer_uuid".into(), json!(Uuid::new_v4().to_string()));
+                    m.insert("description_type".into(), json!("offer"));
+                    m.insert("description".into(), json!(desc));
+                    m.insert("error".into(), json!(err));
+                    for (k, v) in edits {
+                        match v {
+                            Some(v) => m.insert(KEYS[k].into(), v),
+                            None => m.remove(KEYS[k]),
+                        };
+                    }
+                    Value::Object(m).to_string()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn fast_and_full_paths_agree(text in any_message(), src in any::<u128>()) {
+                let fast = RawPeerMessage::decode(&text);
+                let full = RelayMessage::decode(&text);
+                match (&fast, &full) {
+                    (Some(f), Ok(RelayMessage::PeerConnection(p))) => {
+                        let src = Uuid::from_u128(src);
+                        let out = f.encode(&src, &json_string("me"), None);
+                        let expected = PeerConnectionRequest { source_uuid: src, source_name: "me".into(), ..p.clone() };
+                        prop_assert_eq!(RelayMessage::decode(&out).unwrap(), RelayMessage::PeerConnection(expected));
+                    }
+                    (None, Err(_)) | (None, Ok(RelayMessage::Registration(_) | RelayMessage::Response(_))) => {}
+                    _ => prop_assert!(false, "paths disagree on {}: fast {} full {:?}", text, fast.is_some(), full),
+                }
+            }
+        }
+    }
 }
