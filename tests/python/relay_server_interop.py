@@ -222,7 +222,43 @@ async def tls(address: str) -> None:
     say('PASS tls')
 
 
+async def bad_input(address: str) -> None:
+    """4000 for undecodable input (where ProxyStore crashes with 1011), 4002 for forwarding
+    before registering; a RelayClient closed 4000 reconnects and is usable again."""
+    from websockets.asyncio.client import connect
+
+    for raw in ['hello', '[]', 'null', '{"success": true, "message": null, "error": false, "message_type": "relay_response"}', b'binary']:
+        async with connect(address) as ws:
+            await ws.send(raw)
+            await asyncio.wait_for(ws.wait_closed(), T)
+            assert ws.close_code == 4000 and ws.close_reason == 'Unknown message type.', (raw, ws.close_code)
+    say('OK undecodable input closed 4000')
+    async with connect(address) as ws:
+        await ws.send(
+            '{"source_uuid": "%s", "source_name": "x", "peer_uuid": "%s", "description_type": "offer", '
+            '"description": "d", "error": null, "message_type": "peer_connection"}' % (uuid.uuid4(), uuid.uuid4())
+        )
+        await asyncio.wait_for(ws.wait_closed(), T)
+        assert ws.close_code == 4002, ws.close_code
+        say('OK forward before registration closed 4002', ws.close_reason)
+    async with RelayClient(address, client_name='a') as a, RelayClient(address, client_name='b') as b:
+        first_ws = a._websocket
+        await first_ws.send('[]')
+        await asyncio.wait_for(first_ws.wait_closed(), T)
+        assert first_ws.close_code == 4000, first_ws.close_code
+        for _ in range(100):
+            ws = a._websocket
+            if ws is not None and ws is not first_ws and ws.state == websockets.protocol.State.OPEN:
+                break
+            await asyncio.sleep(0.05)
+        await b.send(offer(b, a.uuid, 'after-4000'))
+        assert (await recv(a)).description == 'after-4000'
+        say('OK client reconnected after 4000')
+    say('PASS bad_input')
+
+
 SCENARIOS = {
+    'bad_input': bad_input,
     'basic': basic,
     'takeover': takeover,
     'auth': auth,

@@ -161,3 +161,41 @@ async fn no_arguments_serves_on_127_0_0_1_8700() {
         assert_eq!(exit_code(&mut p).await, Some(0));
     }
 }
+
+#[tokio::test]
+async fn logs_never_contain_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[tokens]\n\"alice-token\" = \"alice\"\n\"eve-token\" = \"eve\"\n",
+    )
+    .unwrap();
+    let mut s = serve(&[
+        "--log-level",
+        "debug",
+        "--auth-method",
+        "tokens",
+        "--auth-tokens-file",
+        tokens.to_str().unwrap(),
+    ])
+    .await;
+    // Registrations with good and bad tokens (the scenario also sends "Bearer wrong").
+    let lines = tokio::join!(
+        python("auth", &s.url, &["alice-token", "eve-token"]),
+        async {
+            // Read the server's log while the scenario runs, so its pipe never fills.
+            s.peer
+                .wait_for_line("ForbiddenError: The client UUID", T)
+                .await
+        }
+    );
+    drop(lines);
+    signal(&s.peer, "TERM");
+    s.peer.wait_for_line("relay server shutdown", T).await;
+    let log = s.peer.transcript.join("\n");
+    assert!(log.contains("authentication failed"), "{log}");
+    for secret in ["alice-token", "eve-token", "Bearer wrong"] {
+        assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
+    }
+}

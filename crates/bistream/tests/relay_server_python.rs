@@ -18,6 +18,14 @@ async fn relay_client_registers_forwards_and_gets_bounces() {
 }
 
 #[tokio::test]
+async fn bad_input_closes_4000_or_4002_and_client_recovers() {
+    let mut s = serve(&[]).await;
+    s.peer.drain_stderr();
+    let out = python("bad_input", &s.url, &[]).await;
+    assert!(out.iter().any(|l| l == "OK forward before registration closed 4002 ForbiddenError: Client has not registered and authenticated with the relay server."), "{out:?}");
+}
+
+#[tokio::test]
 async fn same_uuid_elsewhere_closes_old_client_4004() {
     let mut s = serve(&[]).await;
     s.peer.drain_stderr();
