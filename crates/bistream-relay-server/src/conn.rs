@@ -53,6 +53,9 @@ pub(crate) struct Shared {
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// Longest client name accepted at registration (bytes); longer closes 4000.
+pub const MAX_NAME_BYTES: usize = 4096;
+
 /// Close reason (1011) of a keepalive timeout, as in websockets.
 pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive ping timeout";
 
@@ -456,6 +459,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     }
 
     async fn register(&mut self, req: RelayRegistrationRequest) -> Result<(), End> {
+        if req.name.len() > MAX_NAME_BYTES {
+            // The name is stored and copied into every forwarded message: keep it bounded.
+            Metrics::inc(&self.shared.metrics.decode_errors);
+            tracing::warn!(conn = self.id, addr = %self.addr, bytes = req.name.len(), "client name longer than {MAX_NAME_BYTES} bytes: closing 4000");
+            return Err(End::Close(4000, Cow::Borrowed(UNKNOWN_MESSAGE_REASON)));
+        }
         let shared = self.shared.clone();
         let auth = tokio::select! {
             r = shared.auth.authenticate(&self.creds) => r,

@@ -31,7 +31,7 @@ mod server;
 mod tls;
 
 pub use config::{AuthConfig, ConfigError, FileConfig, RelayConfig, TlsFiles};
-pub use conn::KEEPALIVE_TIMEOUT_REASON;
+pub use conn::{KEEPALIVE_TIMEOUT_REASON, MAX_NAME_BYTES};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use registry::SEND_QUEUE_FULL;
 pub use server::{

@@ -121,3 +121,27 @@ async fn invalid_utf8_text_frame_closes_1007() {
     assert_eq!(expect_close(&mut ws).await.0, 1007);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn overlong_client_name_closes_4000() {
+    let relay = start(config()).await;
+    let mut ok = connect(&relay).await;
+    register(
+        &mut ok,
+        &"n".repeat(bistream_relay_server::MAX_NAME_BYTES),
+        Uuid::new_v4(),
+    )
+    .await;
+    let mut ws = connect(&relay).await;
+    send(
+        &mut ws,
+        registration(
+            &"n".repeat(bistream_relay_server::MAX_NAME_BYTES + 1),
+            Uuid::new_v4(),
+        ),
+    )
+    .await;
+    assert_eq!(expect_close(&mut ws).await.0, 4000);
+    assert_eq!(relay.registered_clients(), 1);
+    relay.shutdown().await;
+}
