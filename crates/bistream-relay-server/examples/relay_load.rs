@@ -6,6 +6,8 @@
 //! relay_load throughput URL PAIRS SECS # PAIRS sender→receiver pairs, each with a window of
 //!                                      # 32 in-flight messages; prints forwarded messages/s
 //! relay_load latency URL N             # one pair, N sequential round trips a→b→a; prints p50/p99 µs
+//! relay_load echo-server               # a raw tokio-tungstenite echo server; prints its URL
+//! relay_load echo URL N                # N sequential echo round trips; prints p50/p99 µs
 //! ```
 #![forbid(unsafe_code)]
 
@@ -153,6 +155,36 @@ async fn main() {
                 lat[n * 99 / 100]
             );
         }
-        _ => eprintln!("usage: relay_load idle URL N | throughput URL PAIRS SECS | latency URL N"),
+        "echo-server" => {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            println!("ws://{}", l.local_addr().unwrap());
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_text() && ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        "echo" => {
+            let n: usize = args[3].parse().unwrap();
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("connect");
+            let body = msg(Uuid::new_v4(), Uuid::new_v4(), "ping");
+            let mut lat = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                ws.send(body.clone()).await.unwrap();
+                assert!(next_text(&mut ws).await);
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            lat.sort_unstable();
+            println!("raw echo round trip over {n}: p50 {} us, p99 {} us", lat[n / 2], lat[n * 99 / 100]);
+        }
+        _ => eprintln!("usage: relay_load idle URL N | throughput URL PAIRS SECS | latency URL N | echo-server | echo URL N"),
     }
 }
