@@ -2,6 +2,7 @@
 
 mod common;
 use bistream_relay_server::RelayConfig;
+use bistream_testkit::http_get;
 use common::*;
 use uuid::Uuid;
 

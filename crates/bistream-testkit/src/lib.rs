@@ -59,6 +59,37 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// GET `path` over plain HTTP/1.1 (`Connection: close`) with a 10 s timeout on each step;
+/// returns (status, body). Enough for ops endpoints such as `/health` and `/metrics`.
+pub async fn http_get<A: tokio::net::ToSocketAddrs>(addr: A, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const T: Duration = Duration::from_secs(10);
+    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("http_get: connect timed out")
+        .expect("http_get: connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .await
+        .expect("http_get: write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut buf))
+        .await
+        .expect("http_get: read timed out")
+        .expect("http_get: read");
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// A child process killed on drop, with line access to its stdout and stderr.
 pub struct Peer {
     pub child: Child,

@@ -3,6 +3,7 @@
 //! the no-argument default (127.0.0.1:8700).
 
 mod relay_server_support;
+use bistream_testkit::http_get;
 use relay_server_support::*;
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! auth (4001/4002, per-user isolation), 4003 + automatic reconnect, 1009, TLS, shutdown 1001.
 
 mod relay_server_support;
+use bistream_testkit::http_get;
 use relay_server_support::*;
 
 #[tokio::test]
