@@ -27,6 +27,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some("raw-server") => return raw_server().await,
         // `perf remote PACKET_ADDR RAW_ADDR`: latency against servers in other processes
         Some("remote") if args.len() == 3 => return remote(&args[1], &args[2]).await,
+        // `perf big ADDR [IN_FLIGHT] [SECS]`: 1 MiB echo throughput against a server in another
+        // process (`bistream packet serve --demo`), the bench's bulk workload
+        Some("big") if args.len() >= 2 => {
+            let in_flight = args.get(2).map_or(Ok(8), |a| a.parse())?;
+            let secs = args.get(3).map_or(Ok(5.0), |a| a.parse())?;
+            return big(&args[1], in_flight, Duration::from_secs_f64(secs)).await;
+        }
+        Some("--help" | "-h") => {
+            println!(
+                "perf                        in-process latency and throughput figures\n\
+                 perf raw-server             a raw 16 B TCP echo server (prints its address)\n\
+                 perf remote PACKET RAW      16 B latency against servers in other processes\n\
+                 perf big ADDR [N] [SECS]    1 MiB echo, N in flight (8), for SECS (5)"
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let listener = Listener::bind("127.0.0.1:0").await?;
@@ -198,6 +214,40 @@ async fn remote(packet_addr: &str, raw_addr: &str) -> Result<(), Box<dyn std::er
     }
     lat.sort();
     println!("packet echo 16 B: p50 {:?}", lat[n / 2]);
+    c.close().await;
+    Ok(())
+}
+
+async fn big(
+    addr: &str,
+    in_flight: usize,
+    dur: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let c = Builder::new().connect_tcp(addr).await?;
+    let big = Bytes::from(vec![7u8; 1 << 20]);
+    let mut window = std::collections::VecDeque::new();
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed() < dur {
+        while window.len() < in_flight {
+            window.push_back(c.submit(0, 0, big.clone(), 0).await?);
+        }
+        if let Some(f) = window.pop_front() {
+            let r = f.await?;
+            if r.payload.len() != big.len() {
+                return Err("bad echo".into());
+            }
+            n += 1;
+        }
+    }
+    let el = t.elapsed();
+    for f in window {
+        f.await?;
+    }
+    println!(
+        "1 MiB echo, {in_flight} in flight: {:.0} MB/s each way",
+        (n as f64 * (1 << 20) as f64) / el.as_secs_f64() / 1e6
+    );
     c.close().await;
     Ok(())
 }

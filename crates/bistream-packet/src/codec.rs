@@ -277,10 +277,18 @@ impl Decoder {
         self.max_packet
     }
 
-    /// Takes one packet off the front of `buf`. `Ok(None)` means more bytes are needed (and
-    /// `buf` has been given the capacity for the rest of the packet). The payload is split off
-    /// `buf` without copying.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+    /// Reads the length prefix at the front of `buf` without consuming anything: `Ok(Some((hdr,
+    /// len)))` is the prefix size and the body length `L` (checked against `max_packet`),
+    /// `Ok(None)` means the prefix itself is incomplete.
+    ///
+    /// ```
+    /// use bistream_packet::Decoder;
+    /// let dec = Decoder::new(1 << 20);
+    /// assert_eq!(dec.peek_len(&[0x05, 0x02]).unwrap(), Some((1, 5))); // body of 5 bytes
+    /// assert_eq!(dec.peek_len(&[0x81]).unwrap(), None); // prefix cut short
+    /// assert!(dec.peek_len(&[0xc0, 0x80, 0x01]).is_err()); // 1 MiB + 1 > max_packet
+    /// ```
+    pub fn peek_len(&self, buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
         let Some((len, hdr)) = varint::decode(buf)? else {
             return Ok(None);
         };
@@ -291,7 +299,17 @@ impl Decoder {
             });
         }
         // len <= max_packet <= usize::MAX, so this cannot truncate.
-        let total = hdr + len as usize;
+        Ok(Some((hdr, len as usize)))
+    }
+
+    /// Takes one packet off the front of `buf`. `Ok(None)` means more bytes are needed (and
+    /// `buf` has been given the capacity for the rest of the packet). The payload is split off
+    /// `buf` without copying.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        let Some((hdr, len)) = self.peek_len(buf)? else {
+            return Ok(None);
+        };
+        let total = hdr + len;
         if buf.len() < total {
             buf.reserve(total - buf.len());
             return Ok(None);

@@ -64,6 +64,7 @@ pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod handler;
+mod pool;
 pub mod transport;
 pub mod typed;
 pub mod varint;

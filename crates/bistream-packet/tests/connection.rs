@@ -288,11 +288,96 @@ async fn wire_bytes_tags_channels_and_shutdown_sequence() {
 }
 
 #[tokio::test]
+async fn large_bodies_arrive_intact_in_any_pieces_and_back_to_back() {
+    // Bodies from 64 KiB up are read straight into pooled buffers of their exact length; mix
+    // them with small packets in one byte stream cut at awkward places, and check each
+    // request's fields and payload through the echo handler.
+    let (_c, peer) = raw(Builder::new().handler(service(Arc::new(tokio::sync::Notify::new()))));
+    let sizes = [
+        64 * 1024 - 8,
+        64 * 1024,
+        200_000,
+        3,
+        1 << 20,
+        0,
+        70_000,
+        65_536 + 1,
+    ];
+    let mut stream = Vec::new();
+    let mut want = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let payload: Bytes = (0..n).map(|k| (k * 7 + i) as u8).collect::<Vec<_>>().into();
+        let (channel, tag, flags) = (i as u64 % 3, 100 + i as u64, 1000 + i as u64);
+        let p = Packet::request(channel, tag, 0, flags, payload.clone()).unwrap();
+        stream.extend_from_slice(&p.to_bytes().unwrap());
+        want.push((channel, tag, flags, payload));
+    }
+    within(async {
+        let (mut rd, mut wr) = tokio::io::split(peer.io);
+        let n = sizes.len();
+        let reader = async move {
+            let (dec, mut buf, mut got) = (Decoder::default(), BytesMut::new(), Vec::new());
+            while got.len() < n {
+                match dec.decode(&mut buf).unwrap() {
+                    Some(r) => {
+                        assert!(!r.is_request && r.ok(), "{r:?}");
+                        got.push((r.channel, r.tag, r.response_flags(), r.payload));
+                    }
+                    None => assert_ne!(rd.read_buf(&mut buf).await.unwrap(), 0, "early EOF"),
+                }
+            }
+            got
+        };
+        // the stream in pieces of 1, 5, 4093, 65537, 17 and 300001 bytes, in turn
+        let writer = async move {
+            let mut cuts = [1usize, 5, 4093, 65_537, 17, 300_001].into_iter().cycle();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let k = cuts.next().unwrap_or(1).min(rest.len());
+                wr.write_all(&rest[..k]).await.unwrap();
+                wr.flush().await.unwrap();
+                rest = &rest[k..];
+            }
+        };
+        let (got, ()) = tokio::join!(reader, writer);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2));
+            assert!(g.3 == w.3, "payload of tag {} differs", w.1);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_large_body_is_a_protocol_error() {
+    // L = 100000 whose tag varint never ends: found once the whole body is in.
+    let (c, mut peer) = raw(Builder::new().configure(|c| c.with_close_timeout(T)));
+    within(async {
+        let f = c.submit(0, 0, &b"x"[..], 0).await.unwrap();
+        peer.recv().await.unwrap();
+        let mut bad = vec![0x86, 0x8d, 0x20];
+        bad.resize(3 + 100_000, 0x80);
+        peer.send_bytes(&bad).await;
+        match f.await {
+            Err(PacketError::Closed(CloseReason::Protocol(m))) => {
+                assert!(m.contains("varint"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pending_requests_fail_promptly_on_every_receive_side_end() {
     // (what the peer does after reading our request, expected close reason)
     let cases: Vec<(&[u8], CloseReason)> = vec![
         (b"", CloseReason::TransportEof),
         (b"\x05\x02\x2c", CloseReason::TruncatedPacket),
+        // a large body (L = 100000, read into a pooled buffer) cut short, and its length cut
+        (b"\x86\x8d\x20\x02\x2c", CloseReason::TruncatedPacket),
+        (b"\x86\x8d", CloseReason::TruncatedPacket),
         (b"\x03\x00\x02\x00", CloseReason::PeerEof),
         (
             b"\x81\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80",
