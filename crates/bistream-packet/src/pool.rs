@@ -3,9 +3,9 @@
 //! Why: a large body (≥ [`LARGE_BODY`]) used to get a fresh allocation per packet, which glibc
 //! often returns to the kernel (`madvise`) once the payload is dropped; the next body then pays
 //! a page fault and a kernel page clear per 4 KiB before the socket copy can even start
-//! (~10 % of the CPU time of each side of a 1 MiB echo under `perf`). A body read into a pooled buffer
-//! is handed out as a [`Bytes`] whose owner returns the buffer here when the last reference
-//! goes, so the same warm pages are reused.
+//! (~10 % of the CPU time of each side of a 1 MiB echo under `perf`). A body read into a
+//! pooled buffer is handed out as a [`Bytes`] whose owner returns the buffer here when the
+//! last reference goes, so the same warm pages are reused.
 //!
 //! Bounds: at most [`MAX_BUFFERS`] idle buffers and [`MAX_BYTES`] idle bytes in the whole
 //! process (not per connection); a buffer that does not fit is freed. A pooled buffer is only
