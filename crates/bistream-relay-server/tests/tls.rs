@@ -77,23 +77,28 @@ async fn serves_wss_with_separate_key_file() {
     relay.shutdown().await;
 }
 
-#[tokio::test]
-async fn key_may_live_in_the_certificate_file() {
-    let dir = tempfile::tempdir().unwrap();
+/// A TLS relay whose certificate file also holds the key (no `keyfile`), as ProxyStore allows.
+async fn start_with_key_in_cert_file(
+    dir: &std::path::Path,
+) -> (bistream_relay_server::RunningRelay, Cert) {
     let cert = self_signed();
-    std::fs::write(
-        dir.path().join("both.pem"),
-        format!("{}{}", cert.cert_pem, cert.key_pem),
-    )
-    .unwrap();
+    let both = dir.join("both.pem");
+    std::fs::write(&both, format!("{}{}", cert.cert_pem, cert.key_pem)).unwrap();
     let relay = start(RelayConfig {
         tls: Some(TlsFiles {
-            certfile: dir.path().join("both.pem"),
+            certfile: both,
             keyfile: None,
         }),
         ..config()
     })
     .await;
+    (relay, cert)
+}
+
+#[tokio::test]
+async fn key_may_live_in_the_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, cert) = start_with_key_in_cert_file(dir.path()).await;
     let mut a = wss_connect(&relay, &cert).await;
     register(&mut a, "a", Uuid::new_v4()).await;
     relay.shutdown().await;
@@ -131,20 +136,7 @@ async fn bad_tls_files_fail_at_startup() {
 #[tokio::test]
 async fn plain_client_on_tls_port_fails_the_handshake_without_hurting_others() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = self_signed();
-    std::fs::write(
-        dir.path().join("both.pem"),
-        format!("{}{}", cert.cert_pem, cert.key_pem),
-    )
-    .unwrap();
-    let relay = start(RelayConfig {
-        tls: Some(TlsFiles {
-            certfile: dir.path().join("both.pem"),
-            keyfile: None,
-        }),
-        ..config()
-    })
-    .await;
+    let (relay, cert) = start_with_key_in_cert_file(dir.path()).await;
     let plain = format!("ws://{}/", relay.local_addr());
     assert!(
         tokio::time::timeout(T, tokio_tungstenite::connect_async(plain))
