@@ -145,7 +145,7 @@ async fn drive(
                         CLOSE_TIMEOUT,
                         ws.close(Some(CloseFrame {
                             code: WsCloseCode::Error,
-                            reason: "keepalive ping timeout".into(),
+                            reason: bistream_relay_proto::KEEPALIVE_TIMEOUT_REASON.into(),
                         })),
                     )
                     .await;

@@ -8,6 +8,8 @@ pub enum CloseCode {
     Normal = 1000,
     /// 1001: the server is going away (shutdown).
     GoingAway = 1001,
+    /// 1002: the peer broke the WebSocket protocol (bad frame, bad masking, ...).
+    ProtocolError = 1002,
     /// 1007: a text frame was not valid UTF-8.
     InvalidPayload = 1007,
     /// 1008: a policy was broken (e.g. the per-client send queue overflowed).
@@ -42,6 +44,7 @@ impl CloseCode {
         Some(match code {
             1000 => Normal,
             1001 => GoingAway,
+            1002 => ProtocolError,
             1007 => InvalidPayload,
             1008 => Policy,
             1009 => TooBig,
@@ -70,6 +73,8 @@ pub const MESSAGE_TOO_LARGE_REASON: &str = "Message length exceeds limit.";
 /// Close reason for 4004 (sent to the old socket).
 pub const DUPLICATE_REGISTRATION_REASON: &str = "Relay received a registration with the same ID. \
 This might mean that the endpoint is running in multiple locations.";
+/// Close reason (with 1011) of a keepalive timeout, as Python's `websockets` words it.
+pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive ping timeout";
 /// Close reason for 4002 when a client forwards before registering.
 pub const FORWARD_BEFORE_REGISTRATION: &str =
     "ForbiddenError: Client has not registered and authenticated with the relay server.";
@@ -81,7 +86,7 @@ mod tests {
     #[test]
     fn codes_round_trip() {
         for c in [
-            1000u16, 1001, 1007, 1008, 1009, 1011, 1013, 4000, 4001, 4002, 4003, 4004,
+            1000u16, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4000, 4001, 4002, 4003, 4004,
         ] {
             assert_eq!(CloseCode::from_code(c).unwrap().code(), c);
         }

@@ -27,7 +27,7 @@ mod message;
 
 pub use close::{
     is_fatal_close_code, CloseCode, DUPLICATE_REGISTRATION_REASON, FORWARD_BEFORE_REGISTRATION,
-    MESSAGE_TOO_LARGE_REASON, UNKNOWN_MESSAGE_REASON,
+    KEEPALIVE_TIMEOUT_REASON, MESSAGE_TOO_LARGE_REASON, UNKNOWN_MESSAGE_REASON,
 };
 pub use message::{
     other_user_error, unknown_peer_error, DecodeError, DescriptionType, PeerConnectionRequest,

@@ -56,8 +56,7 @@ const WRITE_BATCH: usize = 64;
 /// Longest client name accepted at registration (bytes); longer closes 4000.
 pub const MAX_NAME_BYTES: usize = 4096;
 
-/// Close reason (1011) of a keepalive timeout, as in websockets.
-pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive ping timeout";
+pub use bistream_relay_proto::KEEPALIVE_TIMEOUT_REASON;
 
 /// How a connection's main loop ended.
 enum End {
