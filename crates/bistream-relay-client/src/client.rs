@@ -188,31 +188,33 @@ impl RelayClientBuilder {
         self
     }
 
-    /// TLS settings for `wss://` addresses (default: the system's root certificates).
+    /// TLS settings for `wss://` addresses (default: [`TlsOptions::SystemRoots`]). This and
+    /// the three shortcuts below each replace the previous TLS setting: the last call wins.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = tls;
         self
     }
 
-    /// Use this rustls configuration for `wss://`.
+    /// Use this rustls configuration as is for `wss://` ([`TlsOptions::Custom`]).
     pub fn tls_config(self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls(TlsOptions::Custom(config))
     }
 
-    /// Trust only the CA certificates in this PEM file for `wss://`.
+    /// Trust only the certificates in this PEM file for `wss://` ([`TlsOptions::CaFile`]):
+    /// as CAs, and as exact pins, so a self-signed relay certificate made with
+    /// `openssl req -x509` is accepted when it is in the file (host name and dates are still
+    /// checked). The system roots are not used.
     pub fn ca_file(self, path: impl Into<std::path::PathBuf>) -> Self {
         self.tls(TlsOptions::CaFile(path.into()))
     }
 
-    /// `verify_certificate = false`: **dangerous**, accepts any certificate for `wss://`, so
-    /// anyone on the network path can impersonate the relay and read the bearer token. For
-    /// tests with throw-away certificates only. `true` restores the system roots.
-    pub fn danger_accept_invalid_certs(self, accept: bool) -> Self {
-        self.tls(if accept {
-            TlsOptions::DangerAcceptInvalidCerts
-        } else {
-            TlsOptions::SystemRoots
-        })
+    /// **Dangerous**: accept any certificate for any host name on `wss://`
+    /// ([`TlsOptions::DangerAcceptAnyCertificate`], ProxyStore's `verify_certificate=False`).
+    /// Anyone on the network path can impersonate the relay and read the bearer token. For
+    /// tests with throw-away certificates only; to trust one self-signed certificate, give it
+    /// to [`ca_file`](Self::ca_file) instead. To verify again, set another TLS option.
+    pub fn danger_accept_any_certificate(self) -> Self {
+        self.tls(TlsOptions::DangerAcceptAnyCertificate)
     }
 
     /// Checks every setting and makes the client (without connecting).
@@ -1123,7 +1125,7 @@ mod tests {
     fn secrets_stay_out_of_debug_output() {
         let b = RelayClient::builder("wss://user:hunter2@relay.example/x")
             .header("Authorization", "Bearer tok3n")
-            .danger_accept_invalid_certs(true);
+            .danger_accept_any_certificate();
         let dbg = format!("{b:?}");
         assert!(!dbg.contains("tok3n") && !dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("Authorization"), "{dbg}");

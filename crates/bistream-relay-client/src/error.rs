@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bistream_relay_proto::{is_fatal_close_code, DecodeError};
 
+use crate::tls::TlsConfigError;
+
 /// Everything that can go wrong in the relay client.
 ///
 /// The type is `Clone` because one failure (for example a fatal close seen by the background
@@ -33,7 +35,7 @@ pub enum RelayError {
     InvalidConfig(String),
     /// The TLS settings could not be turned into a TLS client (unreadable CA file, no roots, ...).
     #[error("TLS configuration: {0}")]
-    TlsConfig(String),
+    TlsConfig(#[from] TlsConfigError),
     /// The TLS handshake failed (certificate not trusted, wrong host name, ...). Not retried.
     #[error("TLS handshake with the relay failed: {0}")]
     Tls(String),

@@ -85,7 +85,7 @@ pub use client::{
 };
 pub use error::RelayError;
 pub use events::{ConnectionEvent, ConnectionState, Events};
-pub use tls::TlsOptions;
+pub use tls::{TlsConfigError, TlsOptions};
 
 /// The wire messages, re-exported from [`bistream_relay_proto`] so one import is enough.
 pub use bistream_relay_proto::{

@@ -246,7 +246,7 @@ async fn tls_with_ca_file_and_with_verification_off() {
     ));
 
     let insecure = fast(&relay.url)
-        .danger_accept_invalid_certs(true)
+        .danger_accept_any_certificate()
         .build()
         .unwrap();
     insecure.connect(true).await.unwrap();

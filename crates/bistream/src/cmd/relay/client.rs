@@ -130,7 +130,7 @@ fn builder(c: &CommonArgs) -> RelayClientBuilder {
         b = b.ca_file(ca.clone());
     }
     if c.insecure {
-        b = b.danger_accept_invalid_certs(true);
+        b = b.danger_accept_any_certificate();
     }
     b
 }
