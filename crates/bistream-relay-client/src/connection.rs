@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bistream_relay_proto::RelayMessage;
+use bistream_core::sanitize;
+use bistream_relay_proto::{CloseCode, RelayMessage, KEEPALIVE_TIMEOUT_REASON};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +18,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Inner;
+use crate::inner::Inner;
+use crate::registration::close_parts;
 use crate::RelayError;
 
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -106,7 +108,7 @@ async fn drive(
             biased;
             _ = inner.cancel.cancelled() => return End::Closed,
             _ = &mut close_deadline, if close_frame.is_some() => {
-                return End::Lost(1006, String::new()).or_close(close_frame);
+                return End::Lost(u16::from(WsCloseCode::Abnormal), String::new()).or_close(close_frame);
             }
             permit = inner.incoming_tx.reserve(), if pending.is_some() => {
                 match (permit, pending.take()) {
@@ -144,12 +146,15 @@ async fn drive(
                     let _ = tokio::time::timeout(
                         CLOSE_TIMEOUT,
                         ws.close(Some(CloseFrame {
-                            code: WsCloseCode::Error,
-                            reason: bistream_relay_proto::KEEPALIVE_TIMEOUT_REASON.into(),
+                            code: WsCloseCode::from(CloseCode::InternalError.code()),
+                            reason: KEEPALIVE_TIMEOUT_REASON.into(),
                         })),
                     )
                     .await;
-                    return End::Lost(1011, "keepalive ping timeout".into());
+                    return End::Lost(
+                        CloseCode::InternalError.code(),
+                        KEEPALIVE_TIMEOUT_REASON.into(),
+                    );
                 } else {
                     if let Err(e) = ws.send(Message::Ping(Default::default())).await {
                         return lost(close_frame, &RelayError::from_ws(e));
@@ -161,7 +166,7 @@ async fn drive(
                 heard = true;
                 match frame {
                     None => {
-                        return End::Lost(1006, "the connection dropped without a close frame".into())
+                        return End::Lost(u16::from(WsCloseCode::Abnormal), "the connection dropped without a close frame".into())
                             .or_close(close_frame)
                     }
                     Some(Err(e)) => return lost(close_frame, &RelayError::from_ws(e)),
@@ -173,7 +178,11 @@ async fn drive(
                             }
                             Err(e) => {
                                 inner.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(error = %e, bytes = text.len(), "undecodable message from the relay");
+                                tracing::warn!(
+                                    error = %sanitize(&e.to_string()),
+                                    bytes = text.len(),
+                                    "undecodable message from the relay"
+                                );
                                 Err(RelayError::Decode(e))
                             }
                         };
@@ -192,11 +201,7 @@ async fn drive(
                     }
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite answers the close; keep reading until the socket ends.
-                        close_frame = Some(
-                            frame
-                                .map(|f| (u16::from(f.code), f.reason.to_string()))
-                                .unwrap_or((1005, String::new())),
-                        );
+                        close_frame = Some(close_parts(frame));
                         close_deadline.as_mut().reset(Instant::now() + CLOSE_TIMEOUT);
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -220,8 +225,10 @@ fn lost(close_frame: Option<(u16, String)>, e: &RelayError) -> End {
     let fallback = match e {
         RelayError::Disconnected { code, reason } => End::Lost(*code, reason.clone()),
         // An oversized incoming frame: tungstenite has already answered with 1009.
-        RelayError::WebSocket(m) if m.contains("Space limit") => End::Lost(1009, m.clone()),
-        other => End::Lost(1006, other.to_string()),
+        RelayError::WebSocket(m) if m.contains("Space limit") => {
+            End::Lost(CloseCode::TooBig.code(), m.clone())
+        }
+        other => End::Lost(u16::from(WsCloseCode::Abnormal), other.to_string()),
     };
     fallback.or_close(close_frame)
 }

@@ -3,7 +3,9 @@
 use std::io;
 use std::time::Duration;
 
-use bistream_relay_proto::{is_fatal_close_code, DecodeError};
+use bistream_core::{sanitize, UrlError};
+use bistream_relay_proto::{is_fatal_close_code, CloseCode, DecodeError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use crate::tls::TlsConfigError;
 
@@ -14,18 +16,18 @@ use crate::tls::TlsConfigError;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayError {
-    /// The address does not start with `ws://` or `wss://`, or is not a valid WebSocket URI.
-    #[error("invalid relay address {address:?}: {reason}")]
-    InvalidAddress {
-        /// The address as given.
-        address: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// The address is not a `ws://`, `wss://`, `http://` or `https://` URL with a host (as
+    /// checked by [`bistream_core::http_to_websocket_url`]; the error shows the address
+    /// sanitized).
+    #[error(
+        "invalid relay address: {0} (expected ws://, wss://, http:// or https:// and \
+         HOST[:PORT][/PATH])"
+    )]
+    InvalidAddress(#[from] UrlError),
     /// An extra handshake header has an invalid name or value (the value is never shown).
     #[error("invalid header {name:?}: {reason}")]
     InvalidHeader {
-        /// The header name as given.
+        /// The header name as given, sanitized.
         name: String,
         /// What is wrong with it.
         reason: String,
@@ -121,7 +123,7 @@ impl RelayError {
             | RelayError::Disconnected { .. }
             | RelayError::SendFailed(_) => true,
             RelayError::HttpStatus { status } => *status == 429 || (500..600).contains(status),
-            RelayError::InvalidAddress { .. }
+            RelayError::InvalidAddress(_)
             | RelayError::InvalidHeader { .. }
             | RelayError::InvalidConfig(_)
             | RelayError::TlsConfig(_)
@@ -138,15 +140,15 @@ impl RelayError {
     pub fn is_auth_failure(&self) -> bool {
         matches!(
             self,
-            RelayError::FatalClose {
-                code: 4001 | 4002,
-                ..
-            }
+            RelayError::FatalClose { code, .. }
+                if *code == CloseCode::Unauthorized.code() || *code == CloseCode::Forbidden.code()
         )
     }
 
-    /// The close error for a close frame (or its absence) received from the relay.
+    /// The close error for a close frame (or its absence) received from the relay. The
+    /// reason is untrusted text: it is sanitized here.
     pub(crate) fn from_close(code: u16, reason: String) -> RelayError {
+        let reason = sanitize(&reason);
         if is_fatal_close_code(code) {
             RelayError::FatalClose { code, reason }
         } else {
@@ -177,13 +179,11 @@ impl RelayError {
                 status: resp.status().as_u16(),
             },
             E::ConnectionClosed | E::AlreadyClosed => RelayError::Disconnected {
-                code: 1006,
+                code: u16::from(WsCloseCode::Abnormal),
                 reason: "connection closed".into(),
             },
-            E::Url(u) => RelayError::InvalidAddress {
-                address: String::new(),
-                reason: u.to_string(),
-            },
+            // build() checked the URL with the same library, so this is not expected.
+            E::Url(u) => RelayError::InvalidConfig(format!("relay address: {u}")),
             other => RelayError::WebSocket(other.to_string()),
         }
     }

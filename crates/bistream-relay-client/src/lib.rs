@@ -69,22 +69,24 @@
 //!     Ok(())
 //! }
 //! ```
-#![forbid(unsafe_code)]
 
 mod backoff;
+mod builder;
 mod client;
 mod connection;
 mod error;
 mod events;
+mod inner;
+mod registration;
+mod supervisor;
 mod tls;
 
 pub use backoff::{Backoff, BackoffState};
-pub use client::{
-    ClientStats, RelayClient, RelayClientBuilder, DEFAULT_INCOMING_CAPACITY,
-    DEFAULT_MAX_MESSAGE_SIZE,
-};
+pub use builder::{RelayClientBuilder, DEFAULT_INCOMING_CAPACITY, DEFAULT_MAX_MESSAGE_SIZE};
+pub use client::RelayClient;
 pub use error::RelayError;
 pub use events::{ConnectionEvent, ConnectionState, Events};
+pub use inner::ClientStats;
 pub use tls::{TlsConfigError, TlsOptions};
 
 /// The wire messages, re-exported from [`bistream_relay_proto`] so one import is enough.

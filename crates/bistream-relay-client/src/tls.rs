@@ -243,7 +243,11 @@ impl ServerCertVerifier for CaFileVerifier {
         ) {
             Ok(ok) => Ok(ok),
             Err(e) => {
-                if !self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+                if !self
+                    .pinned
+                    .iter()
+                    .any(|p| p.as_ref() == end_entity.as_ref())
+                {
                     return Err(e);
                 }
                 verify_pinned(end_entity, server_name, now)?;

@@ -225,7 +225,10 @@ fn ca_file_refuses_a_certificate_it_does_not_hold() {
     .unwrap_err();
     let e = invalid(e);
     assert!(
-        matches!(e, CertificateError::UnknownIssuer | CertificateError::BadSignature),
+        matches!(
+            e,
+            CertificateError::UnknownIssuer | CertificateError::BadSignature
+        ),
         "{e:?}"
     );
 }
@@ -248,7 +251,9 @@ fn ca_file_accepts_a_leaf_signed_by_a_ca_it_holds() {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = params(&["localhost"]).signed_by(&leaf_key, &issuer).unwrap();
+    let leaf = params(&["localhost"])
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
     let id = Identity {
         pem: leaf.pem(),
         der: leaf.der().clone(),

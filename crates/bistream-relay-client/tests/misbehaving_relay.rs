@@ -2,6 +2,7 @@
 //! rarely): rejected registrations, garbage, HTTP refusals, a close frame without the TCP
 //! close, oversized frames, unanswered pings. Each scripted relay is a tokio-tungstenite
 //! server on 127.0.0.1:0 running one closure per connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

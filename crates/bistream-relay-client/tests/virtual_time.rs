@@ -2,6 +2,7 @@
 //! never answers makes every attempt hit the registration timeout, and the client must retry
 //! on ProxyStore's default schedule (1 s doubling to the 60 s cap). Virtual time makes the
 //! ~200 s of waiting take no real time, and no assertion depends on the wall clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
 use std::net::TcpListener;
 use std::time::Duration;
