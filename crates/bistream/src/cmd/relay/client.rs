@@ -13,20 +13,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use bistream_core::{sanitize, validate_timeout_max};
 use bistream_relay_client::{
     ConnectionEvent, DescriptionType, RelayClient, RelayClientBuilder, RelayError, RelayMessage,
 };
 use uuid::Uuid;
 
+const EXIT_BAD_ARGUMENTS: u8 = 2;
 const EXIT_REFUSED: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
 const EXIT_ERROR_REPLY: u8 = 5;
 
+/// The longest `--connect-timeout` or `--wait`, in seconds (one day).
+const MAX_SECS: f64 = 86_400.0;
+
 /// Options shared by `listen` and `send`.
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
-    /// Relay address, ws://HOST:PORT or wss://HOST:PORT.
+    /// Relay address: ws://HOST:PORT or wss://HOST:PORT (http:// and https:// are converted).
     pub url: String,
     /// UUID to register with [default: a random one].
     #[arg(long)]
@@ -41,10 +45,12 @@ pub struct CommonArgs {
     /// connections and timeouts are retried with backoff until then.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,
-    /// Trust only the CA certificates in this PEM file (wss://).
+    /// Trust only the certificates in this PEM file (wss://): CAs, and exact server
+    /// certificates, so a self-signed relay certificate works (host name still checked).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
-    /// DANGEROUS: accept any TLS certificate (wss://); anyone on the path can read the token.
+    /// DANGEROUS: accept any TLS certificate for any host (wss://); anyone on the path can
+    /// read the token. To trust one self-signed certificate, give it to --ca-file instead.
     #[arg(long, conflicts_with = "ca_file")]
     pub insecure: bool,
 }
@@ -103,14 +109,16 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A number of seconds, checked by bistream-core's timeout rule (finite, more than 0, at most
+/// [`MAX_SECS`]).
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs > 0.0 && secs <= 86_400.0) {
-        return Err("must be more than 0 and at most 86400 seconds".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        format!(
+            "{} is not a number of seconds (e.g. 10 or 2.5)",
+            sanitize(&format!("{s:?}"))
+        )
+    })?;
+    validate_timeout_max(secs, MAX_SECS).map_err(|e| e.to_string())
 }
 
 fn builder(c: &CommonArgs) -> RelayClientBuilder {
@@ -133,6 +141,15 @@ fn builder(c: &CommonArgs) -> RelayClientBuilder {
         b = b.danger_accept_any_certificate();
     }
     b
+}
+
+/// Builds the client, or reports a bad setting (exit 2: every setting comes from the
+/// command line).
+fn build(b: RelayClientBuilder) -> Result<RelayClient, ExitCode> {
+    b.build().map_err(|e| {
+        eprintln!("bistream: invalid relay client settings: {e}");
+        ExitCode::from(EXIT_BAD_ARGUMENTS)
+    })
 }
 
 /// Registers within the connect timeout, or explains why not with the right exit code.
@@ -173,6 +190,7 @@ fn report(client: &RelayClient, e: &RelayError) -> ExitCode {
                 4002 => "access forbidden",
                 _ => "this UUID was registered again elsewhere",
             };
+            // `reason` was sanitized when it arrived (the relay's text is untrusted).
             eprintln!(
                 "bistream: the relay at {} refused us ({what}), close code {code}: {reason}",
                 client.address()
@@ -243,9 +261,10 @@ impl Shutdown {
 
 pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let mut shutdown = Shutdown::install();
-    let client = builder(&args.common)
-        .build()
-        .context("invalid relay client settings")?;
+    let client = match build(builder(&args.common)) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     tokio::select! {
         r = register(&client, args.common.connect_timeout) => {
             if let Err(code) = r {
@@ -282,10 +301,16 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(other) => {
-                eprintln!("bistream: relay message (not printed): {}", other.encode());
+                eprintln!(
+                    "bistream: relay message (not printed): {}",
+                    sanitize(&other.encode())
+                );
             }
             Err(RelayError::Decode(e)) => {
-                eprintln!("bistream: ignoring an undecodable message from the relay: {e}");
+                eprintln!(
+                    "bistream: ignoring an undecodable message from the relay: {}",
+                    sanitize(&e.to_string())
+                );
             }
             Err(e) => break report(&client, &e),
         }
@@ -296,10 +321,10 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     // A one-shot command: no background reconnect after the message is out.
-    let client = builder(&args.common)
-        .reconnect(false)
-        .build()
-        .context("invalid relay client settings")?;
+    let client = match build(builder(&args.common).reconnect(false)) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     if let Err(code) = register(&client, args.common.connect_timeout).await {
         return Ok(code);
     }
@@ -322,13 +347,15 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         };
         match msg {
             Ok(RelayMessage::PeerConnection(m)) if m.error.is_some() && m.peer_uuid == args.to => {
-                eprintln!("{}", m.error.unwrap_or_default());
+                // The peer's failure text is untrusted.
+                eprintln!("{}", sanitize(&m.error.unwrap_or_default()));
                 break ExitCode::from(EXIT_ERROR_REPLY);
             }
             Ok(RelayMessage::Response(r)) if r.error || !r.success => {
                 eprintln!(
                     "{}",
                     r.message
+                        .map(|m| sanitize(&m))
                         .unwrap_or_else(|| "the relay reported an error".into())
                 );
                 break ExitCode::from(EXIT_ERROR_REPLY);
@@ -337,7 +364,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 print_line(&other.encode());
             }
             Err(RelayError::Decode(e)) => {
-                eprintln!("bistream: ignoring an undecodable message from the relay: {e}");
+                eprintln!(
+                    "bistream: ignoring an undecodable message from the relay: {}",
+                    sanitize(&e.to_string())
+                );
             }
             // The relay closed on us after the send (e.g. 4003 for an oversized message).
             Err(e) => break report(&client, &e),
@@ -364,8 +394,15 @@ mod tests {
     #[test]
     fn seconds_parsing() {
         assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
-        for bad in ["0", "-1", "nan", "inf", "x", "1e9"] {
+        assert_eq!(parse_secs(" 86400 ").unwrap(), Duration::from_secs(86_400));
+        for bad in ["0", "-1", "nan", "inf", "x", "1e9", "1e-12", ""] {
             assert!(parse_secs(bad).is_err(), "{bad}");
         }
+        // The messages say what is accepted.
+        assert!(parse_secs("0").unwrap_err().contains("greater than 0"));
+        assert!(parse_secs("1e9").unwrap_err().contains("at most 86400"));
+        assert!(parse_secs("x").unwrap_err().contains("number of seconds"));
+        let hostile = parse_secs("\x1b[2J").unwrap_err();
+        assert!(!hostile.contains('\x1b'), "{hostile}");
     }
 }

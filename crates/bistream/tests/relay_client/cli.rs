@@ -1,57 +1,45 @@
-//! `bistream relay listen` and `bistream relay send` as processes, against the real
-//! ProxyStore relay (and the fake-auth RelayServer for 4001), with Python peers.
-
-mod relay_client_support;
-
-use std::process::Stdio;
+//! `bistream relay listen` and `bistream relay send` as processes: what they print, their
+//! exit codes (as `--help` lists them: 0 ok, 1 error, 2 bad arguments, 3 refused, 4
+//! unreachable, 5 error reply), `http://` addresses, and bad arguments. Against the real
+//! ProxyStore relay (and the fake-auth RelayServer for 4001/4002), with Python peers, and
+//! against ours where it matters.
 
 use bistream_relay_client::{DescriptionType, RelayMessage};
 use bistream_relay_proto::unknown_peer_error;
-use bistream_testkit::Peer;
-use relay_client_support::*;
-use tokio::process::Command;
 use uuid::Uuid;
 
-fn bistream() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bistream"));
-    c.env("BISTREAM_LOG_LEVEL", "warn");
-    c
+use crate::support::*;
+
+on_both_relays! {
+    listen_and_send_accept_http_addresses => http_addresses_are_converted;
 }
 
-struct Done {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(args: &[&str]) -> Done {
-    let mut cmd = bistream();
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(STEP, cmd.output())
+/// `relay listen http://…` and `relay send http://…` work: the address is converted to ws://.
+async fn http_addresses_are_converted(kind: Kind) {
+    let relay = Relay::start(kind).await;
+    let http = format!("http://127.0.0.1:{}/", relay.port);
+    let (mut listener, uuid) = listen(&http, &["--count", "1"]).await;
+    let to = uuid.to_string();
+    let d = run(&[
+        "relay",
+        "send",
+        &http,
+        "--to",
+        &to,
+        "--description",
+        "via http",
+        "--wait",
+        "0.2",
+    ])
+    .await;
+    assert_eq!(d.code, Some(0), "{}", d.stderr);
+    let m = parse_peer(&listener.next_stdout_line(STEP).await.unwrap());
+    assert_eq!(m.description, "via http");
+    let status = tokio::time::timeout(STEP, listener.child.wait())
         .await
-        .unwrap_or_else(|_| panic!("bistream {args:?} did not finish"))
-        .expect("run bistream");
-    Done {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn listen(url: &str, extra: &[&str]) -> (Peer, Uuid) {
-    let mut cmd = bistream();
-    cmd.args(["relay", "listen", url]).args(extra);
-    let mut peer = Peer::spawn(cmd).expect("spawn listen");
-    let first = peer
-        .next_stdout_line(STEP)
-        .await
-        .expect("listen printed its uuid");
-    let uuid = Uuid::parse_str(first.trim()).expect("first line is a UUID");
-    (peer, uuid)
+        .expect("listen exits after --count")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 fn parse_peer(line: &str) -> bistream_relay_client::PeerConnectionRequest {
@@ -243,8 +231,47 @@ async fn bad_arguments_are_clear_errors() {
     let u = Uuid::new_v4().to_string();
     for (args, needle) in [
         (
-            vec!["relay", "listen", "http://127.0.0.1:1"],
-            "ws:// or wss://",
+            vec!["relay", "listen", "ftp://127.0.0.1:1"],
+            "ws://, wss://, http:// or https://",
+        ),
+        (vec!["relay", "listen", "127.0.0.1:1"], "HOST[:PORT]"),
+        (
+            vec!["relay", "listen", "ws://bob:hunter2@127.0.0.1:99999/"],
+            "invalid relay address",
+        ),
+        (
+            vec![
+                "relay",
+                "listen",
+                "wss://127.0.0.1:1",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "cannot read CA file",
+        ),
+        (
+            vec![
+                "relay",
+                "listen",
+                "ws://127.0.0.1:1",
+                "--connect-timeout",
+                "1e9",
+            ],
+            "at most 86400",
+        ),
+        (
+            vec![
+                "relay",
+                "send",
+                "ws://127.0.0.1:1",
+                "--to",
+                &u,
+                "--description",
+                "x",
+                "--wait",
+                "soon",
+            ],
+            "number of seconds",
         ),
         (
             vec!["relay", "listen", "ws://127.0.0.1:1", "--header", "nocolon"],
@@ -278,7 +305,7 @@ async fn bad_arguments_are_clear_errors() {
                 "--connect-timeout",
                 "0",
             ],
-            "more than 0",
+            "greater than 0",
         ),
         (
             vec!["relay", "send", "ws://127.0.0.1:1", "--to", &u],
@@ -304,14 +331,11 @@ async fn bad_arguments_are_clear_errors() {
         ),
     ] {
         let d = run(&args).await;
-        assert!(
-            matches!(d.code, Some(1) | Some(2)),
-            "{args:?}: {:?} {}",
-            d.code,
-            d.stderr
-        );
+        // 2 = bad arguments, as --help says, whether clap or the client's checks refuse.
+        assert_eq!(d.code, Some(2), "{args:?}: {}", d.stderr);
         assert!(d.stderr.contains(needle), "{args:?}: {}", d.stderr);
         assert!(d.stdout.is_empty(), "{args:?}: {}", d.stdout);
+        assert!(!d.stderr.contains("hunter2"), "{args:?}: {}", d.stderr);
     }
 }
 
@@ -363,4 +387,46 @@ async fn listen_stops_cleanly_on_sigterm() {
         last = Some((d.code, d.stderr));
     }
     panic!("the relay still knows the listener: {last:?}");
+}
+
+/// `bistream relay listen` keeps listening across a relay restart: it reconnects and
+/// re-registers by itself, and a message sent after the restart is printed.
+#[tokio::test]
+async fn cli_listen_survives_a_relay_restart() {
+    let relay = Relay::start(Kind::Ours).await;
+    let port = relay.port;
+    let url = relay.url.clone();
+    let mut cmd = bistream();
+    cmd.env("BISTREAM_LOG_LEVEL", "info")
+        .args(["relay", "listen", &url, "--count", "1"]);
+    let mut listener = bistream_testkit::Peer::spawn(cmd).unwrap();
+    let me = listener.next_stdout_line(STEP).await.expect("uuid line");
+    relay.stop().await;
+    let relay = Relay::start_on(Kind::Ours, port, None).await;
+    // Wait for the second registration (logged on stderr), then send.
+    for _ in 0..2 {
+        listener
+            .wait_for_line("registered with the relay", STEP)
+            .await;
+    }
+    let out = run(&[
+        "relay",
+        "send",
+        &relay.url,
+        "--to",
+        me.trim(),
+        "--description",
+        "after restart",
+        "--wait",
+        "0.2",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let line = listener.next_stdout_line(STEP).await.expect("message line");
+    assert!(line.contains("\"description\":\"after restart\""), "{line}");
+    let status = tokio::time::timeout(STEP, listener.child.wait())
+        .await
+        .expect("listen exits after --count 1")
+        .unwrap();
+    assert!(status.success());
 }
