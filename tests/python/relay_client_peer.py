@@ -7,6 +7,8 @@ Prints `READY <uuid>` once registered (flushed), then, by mode:
         "echo:" + description, --count times
   send  send one peer_connection to --to with --description, then wait --wait seconds and print
         any reply (e.g. the relay's bounce with `error` set) as JSON lines
+With --cafile, a wss:// relay's certificate is checked against that PEM file (as
+`ssl.create_default_context(cafile=...)`), to show which certificates Python accepts.
 Exits 0 on success; errors go to stderr with a non-zero status.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
 import uuid
 
@@ -39,6 +42,11 @@ async def main() -> int:
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--wait', type=float, default=1.0)
     p.add_argument('--header', action='append', default=[])
+    p.add_argument(
+        '--cafile',
+        default=None,
+        help='wss:// only: trust the certificates in this PEM file',
+    )
     args = p.parse_args()
 
     headers = {}
@@ -51,6 +59,9 @@ async def main() -> int:
         client_uuid=uuid.UUID(args.uuid) if args.uuid else None,
         extra_headers=headers or None,
         timeout=5,
+        ssl_context=(
+            ssl.create_default_context(cafile=args.cafile) if args.cafile else None
+        ),
     )
     await client.connect(retry=False)
     out(f'READY {client.uuid}')

@@ -78,7 +78,7 @@ impl fmt::Debug for RelayClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelayClient")
             .field("address", &self.inner.cfg.log_address)
-            .field("name", &self.inner.cfg.name)
+            .field("name", &bistream_core::sanitize(&self.inner.cfg.name))
             .field("uuid", &self.inner.cfg.uuid)
             .field("state", &*self.inner.state.borrow())
             .finish()

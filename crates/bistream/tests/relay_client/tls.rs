@@ -2,7 +2,8 @@
 //! made with `openssl req -x509` as docs/relay-client.md tells people to (a `CA:TRUE`
 //! certificate, which plain WebPKI checking refuses as a server certificate). With the
 //! certificate as `--ca-file`/`ca_file` both are accepted; with verification off too; with the
-//! system roots it is a TLS error that is not retried.
+//! system roots it is a TLS error that is not retried. Python's `RelayClient` trusting the
+//! same file accepts both as well.
 
 use bistream_relay_client::{DescriptionType, RelayError, RelayMessage};
 use uuid::Uuid;
@@ -78,6 +79,28 @@ async fn tls_scenario(kind: Kind, dir: &std::path::Path, certs: &CertFiles) {
         RelayMessage::PeerConnection(m) if m.description == "over tls"
     ));
 
+    // Python's RelayClient trusting the same file (`ssl.create_default_context(cafile=...)`)
+    // reaches our client through the relay: both accept the certificate.
+    let me = trusted.uuid().to_string();
+    let ca = certs.cert.display().to_string();
+    let (_py, py_uuid) = python_peer(
+        &relay.url,
+        &[
+            "--mode",
+            "send",
+            "--to",
+            &me,
+            "--description",
+            "python over tls",
+            "--cafile",
+            &ca,
+        ],
+    )
+    .await;
+    let got = peer_msg(recv(&trusted).await);
+    assert_eq!(got.source_uuid, py_uuid);
+    assert_eq!(got.description, "python over tls");
+
     // The same through `localhost` (the certificate names both).
     let by_name = fast(&format!("wss://localhost:{}", relay.port))
         .ca_file(&certs.cert)
@@ -109,7 +132,6 @@ async fn tls_scenario(kind: Kind, dir: &std::path::Path, certs: &CertFiles) {
 
     // The CLI with --ca-file: a message to itself is delivered (not an error reply).
     let me = Uuid::new_v4().to_string();
-    let ca = certs.cert.display().to_string();
     let out = run(&[
         "relay",
         "send",
