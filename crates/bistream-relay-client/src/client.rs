@@ -71,7 +71,7 @@ use crate::RelayError;
 /// # Ok(()) }
 /// ```
 pub struct RelayClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl fmt::Debug for RelayClient {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bistream_core::sanitize;
 use bistream_relay_proto::{CloseCode, RelayMessage, KEEPALIVE_TIMEOUT_REASON};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -22,6 +23,8 @@ use crate::inner::Inner;
 use crate::registration::close_parts;
 use crate::RelayError;
 
+/// The socket of a real connection (the connection task itself works on any stream, so it is
+/// tested in memory).
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a clean close may take (our close frame out, the relay's back).
@@ -44,12 +47,14 @@ enum End {
 }
 
 /// Runs one connection until it ends, then tells the client.
-pub(crate) async fn run(
+pub(crate) async fn run<S>(
     inner: Arc<Inner>,
-    mut ws: WsStream,
+    mut ws: WebSocketStream<S>,
     mut out_rx: mpsc::Receiver<Outgoing>,
     ended: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut pending: Option<Item> = None;
     let end = drive(&inner, &mut ws, &mut out_rx, &mut pending).await;
     match end {
@@ -85,9 +90,9 @@ pub(crate) async fn run(
     }
 }
 
-async fn drive(
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     inner: &Inner,
-    ws: &mut WsStream,
+    ws: &mut WebSocketStream<S>,
     out_rx: &mut mpsc::Receiver<Outgoing>,
     pending: &mut Option<Item>,
 ) -> End {
@@ -234,7 +239,7 @@ fn lost(close_frame: Option<(u16, String)>, e: &RelayError) -> End {
 }
 
 /// Sends our close frame and waits briefly for the relay's, then drops the socket.
-async fn close_cleanly(ws: &mut WsStream) {
+async fn close_cleanly<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
         let frame = CloseFrame {
             code: WsCloseCode::Normal,
@@ -246,4 +251,117 @@ async fn close_cleanly(ws: &mut WsStream) {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Keepalive on tokio's paused clock, over an in-memory WebSocket: no wall-clock timing.
+
+    use std::time::Duration;
+
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::{ConnectionEvent, RelayClient};
+
+    const PERIOD: Duration = Duration::from_millis(300);
+
+    /// A connection task for a fresh client, joined in memory to a relay-side WebSocket.
+    struct Harness {
+        /// Kept alive: dropping it would close the client.
+        client: RelayClient,
+        relay: WebSocketStream<DuplexStream>,
+        ended: CancellationToken,
+        events: crate::Events,
+        task: tokio::task::JoinHandle<()>,
+        /// Kept alive: a closed outgoing channel means "the client closed".
+        _out_tx: mpsc::Sender<Outgoing>,
+    }
+
+    async fn connection() -> Harness {
+        let client = RelayClient::builder("ws://127.0.0.1:1")
+            .keepalive(Some(PERIOD))
+            .build()
+            .unwrap();
+        let events = client.events();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let ws = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let (out_tx, out_rx) = mpsc::channel(1);
+        let ended = CancellationToken::new();
+        let task = tokio::spawn(run(client.inner.clone(), ws, out_rx, ended.clone()));
+        Harness {
+            client,
+            relay,
+            ended,
+            events,
+            task,
+            _out_tx: out_tx,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_answers_pings_keeps_the_connection() {
+        let Harness {
+            client,
+            mut relay,
+            ended,
+            events: _events,
+            task: _task,
+            _out_tx,
+        } = connection().await;
+        // The relay reads (tungstenite answers each ping with a pong) but sends nothing else.
+        let pings = tokio::spawn(async move {
+            let mut pings = 0u32;
+            while let Some(Ok(m)) = relay.next().await {
+                if matches!(m, Message::Ping(_)) {
+                    pings += 1;
+                }
+            }
+            pings
+        });
+        tokio::time::sleep(PERIOD * 20).await;
+        assert!(!ended.is_cancelled(), "dropped a relay that answers pings");
+        // Close: the relay side sees the end; several pings were sent meanwhile.
+        client.close().await;
+        let pings = tokio::time::timeout(Duration::from_secs(10), pings)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(pings >= 5, "{pings} pings");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_never_answers_is_dropped_with_1011() {
+        let Harness {
+            client,
+            relay,
+            ended,
+            mut events,
+            task,
+            _out_tx,
+        } = connection().await;
+        let start = Instant::now();
+        // The relay never reads: no pong comes back.
+        tokio::time::timeout(Duration::from_secs(60), ended.cancelled())
+            .await
+            .expect("the connection ends");
+        // Ping after one quiet period, give up after the next.
+        assert_eq!(start.elapsed(), PERIOD * 2, "virtual time");
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e,
+            ConnectionEvent::Disconnected {
+                code: CloseCode::InternalError.code(),
+                reason: KEEPALIVE_TIMEOUT_REASON.into()
+            }
+        );
+        assert!(!client.inner.cancel.is_cancelled(), "lost, not closed");
+        task.await.unwrap();
+        drop(relay);
+    }
 }

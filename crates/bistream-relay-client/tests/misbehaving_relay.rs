@@ -327,10 +327,9 @@ async fn unanswered_pings_drop_the_connection() {
     })
     .await;
     assert_eq!(e, ConnectionEvent::Connected { registrations: 2 });
-    // The second relay answers pings (it reads): the connection stays up across many periods.
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // The second relay answers pings (it reads). That the connection then stays up across many
+    // periods is checked on the paused clock (connection.rs tests), not with wall-clock sleeps
+    // that a loaded machine could stretch past the keepalive deadline.
     assert!(client.is_connected());
     assert_eq!(client.stats().registrations, 2);
 }
