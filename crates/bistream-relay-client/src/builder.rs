@@ -59,7 +59,13 @@ pub struct RelayClientBuilder {
     incoming_capacity: usize,
     max_message_size: usize,
     tls: TlsOptions,
+    #[cfg(test)]
+    dialer: Option<Dialer>,
 }
+
+/// Tests only: makes the byte stream of each connection attempt instead of TCP.
+#[cfg(test)]
+pub(crate) type Dialer = Arc<dyn Fn() -> Box<dyn crate::connection::Io> + Send + Sync>;
 
 impl fmt::Debug for RelayClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,6 +103,8 @@ impl RelayClientBuilder {
             incoming_capacity: DEFAULT_INCOMING_CAPACITY,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tls: TlsOptions::default(),
+            #[cfg(test)]
+            dialer: None,
         }
     }
 
@@ -275,8 +283,17 @@ impl RelayClientBuilder {
             incoming_capacity: self.incoming_capacity,
             max_message_size: self.max_message_size,
             connector,
+            #[cfg(test)]
+            dialer: self.dialer,
         };
         Ok(RelayClient::from_config(cfg))
+    }
+
+    /// Tests only: every connection attempt runs over the stream this makes.
+    #[cfg(test)]
+    pub(crate) fn dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     /// The TLS setting in effect (the last TLS call wins).
@@ -311,6 +328,8 @@ pub(crate) struct Config {
     pub(crate) incoming_capacity: usize,
     pub(crate) max_message_size: usize,
     pub(crate) connector: Option<Connector>,
+    #[cfg(test)]
+    pub(crate) dialer: Option<Dialer>,
 }
 
 impl Config {

@@ -10,7 +10,6 @@ use bistream_core::sanitize;
 use bistream_relay_proto::{CloseCode, RelayMessage, KEEPALIVE_TIMEOUT_REASON};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -23,9 +22,13 @@ use crate::inner::Inner;
 use crate::registration::close_parts;
 use crate::RelayError;
 
-/// The socket of a real connection (the connection task itself works on any stream, so it is
-/// tested in memory).
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A byte stream a WebSocket can run on: a TCP connection in real use, an in-memory pipe in
+/// tests.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The socket of a registered connection (TLS or not).
+pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<Box<dyn Io>>>;
 
 /// How long a clean close may take (our close frame out, the relay's back).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -6,7 +6,9 @@ use bistream_core::sanitize;
 use bistream_relay_proto::{RelayMessage, RelayRegistrationRequest};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -14,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 use crate::builder::Config;
-use crate::connection::WsStream;
+use crate::connection::{Io, WsStream};
 use crate::RelayError;
 
 /// One attempt: open the WebSocket, register, wait for the reply (each step bounded by the
@@ -32,21 +34,56 @@ pub(crate) async fn register(cfg: &Config) -> Result<WsStream, RelayError> {
     for (name, value) in &cfg.headers {
         request.headers_mut().append(name.clone(), value.clone());
     }
-    let open = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(cfg.ws_config()),
-        true,
-        cfg.connector.clone(),
-    );
-    let (mut ws, _response) = tokio::time::timeout(timeout, open)
+    let open = async {
+        let stream = dial(cfg, request.uri()).await?;
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(cfg.ws_config()),
+            cfg.connector.clone(),
+        )
         .await
-        .map_err(|_| RelayError::Timeout {
-            after: timeout,
-            during: "opening the WebSocket",
-        })?
-        .map_err(RelayError::from_ws)?;
+        .map_err(RelayError::from_ws)
+    };
+    let (mut ws, _response) =
+        tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| RelayError::Timeout {
+                after: timeout,
+                during: "opening the WebSocket",
+            })??;
     handshake(&mut ws, &cfg.name, cfg.uuid, timeout).await?;
     Ok(ws)
+}
+
+/// Opens the byte stream for one attempt: a TCP connection without Nagle's delay to the URL's
+/// host and port (an IPv6 literal without its brackets, as the socket API wants it), or the
+/// test dialer's stream.
+async fn dial(cfg: &Config, uri: &Uri) -> Result<Box<dyn Io>, RelayError> {
+    #[cfg(test)]
+    if let Some(dialer) = &cfg.dialer {
+        return Ok(dialer());
+    }
+    #[cfg(not(test))]
+    let _ = cfg; // only tests substitute the stream
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| RelayError::from_io(&e))?;
+    // As tungstenite's own connect: small signaling messages should not wait.
+    tcp.set_nodelay(true).map_err(|e| RelayError::from_io(&e))?;
+    Ok(Box::new(tcp))
 }
 
 /// Sends the registration on an open WebSocket and waits up to `timeout` for the reply.

@@ -494,3 +494,40 @@ async fn a_slow_event_reader_is_told_it_lagged() {
     }
     assert_eq!(last, ConnectionEvent::Closed);
 }
+
+/// `ws://[::1]:PORT` (and `http://[::1]:PORT/`) reach an IPv6 listener: the client's own dial
+/// strips the literal's brackets for the socket call.
+#[tokio::test]
+async fn ipv6_literal_addresses_connect() {
+    let listener = match TcpListener::bind("[::1]:0").await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            eprintln!("SKIPPED: this machine has no IPv6 loopback ({e})");
+            return;
+        }
+        Err(e) => panic!("bind [::1]:0: {e}"),
+    };
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                    register(&mut ws).await;
+                    idle(&mut ws).await;
+                }
+            });
+        }
+    });
+    for url in [
+        format!("ws://[::1]:{port}"),
+        format!("http://[::1]:{port}/"),
+    ] {
+        let client = fast(&url).build().unwrap();
+        tokio::time::timeout(STEP, client.connect(false))
+            .await
+            .expect("connects")
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(client.is_connected());
+        client.close().await;
+    }
+}
