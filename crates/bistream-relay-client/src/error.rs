@@ -20,8 +20,8 @@ pub enum RelayError {
     /// checked by [`bistream_core::http_to_websocket_url`]; the error shows the address
     /// sanitized).
     #[error(
-        "invalid relay address: {0} (expected ws://, wss://, http:// or https:// and \
-         HOST[:PORT][/PATH])"
+        "invalid relay address: {0}; a relay address is ws://, wss://, http:// or https:// and \
+         HOST[:PORT][/PATH]"
     )]
     InvalidAddress(#[from] UrlError),
     /// An extra handshake header has an invalid name or value (the value is never shown).
