@@ -17,7 +17,13 @@
 //! * reads the socket continuously, so pings are answered even when the application does
 //!   not call `recv`; received messages wait in a bounded queue (when it is full the client
 //!   stops reading and the relay waits; nothing is dropped);
-//! * reports its state as [`ConnectionState`] and a stream of [`ConnectionEvent`]s.
+//! * reports its state as [`ConnectionState`] and a stream of [`ConnectionEvent`]s;
+//! * takes `ws://`, `wss://`, `http://` or `https://` addresses (through
+//!   [`bistream_core::http_to_websocket_url`]) and, for `wss://`, one [`TlsOptions`] setting:
+//!   the system roots, a CA file whose certificates also pin a self-signed relay certificate
+//!   (as made by `openssl req -x509`), a rustls configuration, or no verification (dangerous);
+//! * passes every text a relay sends that can reach a log or an error (close reasons,
+//!   rejections) through [`bistream_core::sanitize`], and shows its address that way too.
 //!
 //! # Example
 //!
