@@ -23,7 +23,7 @@
 //!   the system roots, a CA file whose certificates also pin a self-signed relay certificate
 //!   (as made by `openssl req -x509`), a rustls configuration, or no verification (dangerous);
 //! * passes every text a relay sends that can reach a log or an error (close reasons,
-//!   rejections) through [`bistream_core::sanitize`], and shows its address that way too.
+//!   rejections) through [`bistream_core::sanitize()`], and shows its address that way too.
 //!
 //! # Example
 //!
