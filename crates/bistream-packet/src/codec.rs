@@ -385,6 +385,17 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_length_does_not_size_the_buffer() {
+        // A 16 MiB body announced, 3 bytes of it sent: the buffer grows by at most 64 KiB.
+        let dec = Decoder::new(DEFAULT_MAX_PACKET);
+        let mut buf = BytesMut::new();
+        varint::encode(DEFAULT_MAX_PACKET as u64, &mut buf);
+        buf.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= 64 * 1024 + 16, "{}", buf.capacity());
+    }
+
+    #[test]
     fn golden_vectors_encode_and_decode() {
         let dec = Decoder::default();
         for (p, bytes) in golden() {

@@ -128,6 +128,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn up_front_allocation_is_bounded_process_wide() {
+        // Other tests may hold some of the budget meanwhile: only what holds regardless.
+        let mut held = Vec::new();
+        while let Some(g) = reserve_ahead(MAX_AHEAD / 8) {
+            held.push(g);
+            assert!(ahead_in_use() <= MAX_AHEAD);
+        }
+        assert!(held.len() <= 8);
+        assert!(reserve_ahead(MAX_AHEAD + 1).is_none());
+        drop(held);
+        assert!(reserve_ahead(usize::MAX).is_none());
+    }
+
+    #[test]
     fn buffers_are_reused_and_bounded() {
         // Other tests in this binary may use the pool concurrently: only assert what holds
         // regardless (a returned buffer has the right capacity and comes back empty).

@@ -102,3 +102,79 @@ impl RxTags {
         self.in_progress.remove(&(channel, tag)).unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(max_channels: usize) -> RxTags {
+        RxTags {
+            channels: HashMap::new(),
+            in_progress: TagMap::default(),
+            max_channels,
+        }
+    }
+
+    fn ok(a: Admit) -> bool {
+        matches!(a, Admit::Ok)
+    }
+
+    #[test]
+    fn a_tag_is_admitted_once_in_any_order_within_the_window() {
+        let mut t = tags(4);
+        for tag in [5, 3, 9, 4, 6] {
+            assert!(ok(t.admit(0, tag)), "{tag}");
+        }
+        for tag in [5, 3, 9, 4, 6] {
+            assert!(matches!(t.admit(0, tag), Admit::Duplicate), "{tag}");
+        }
+        // Tags skipped so far are still free.
+        for tag in [7, 8, 0, 1, 2] {
+            assert!(ok(t.admit(0, tag)), "{tag}");
+        }
+        // Channels are independent.
+        assert!(ok(t.admit(1, 5)));
+    }
+
+    #[test]
+    fn the_window_slides_and_older_tags_count_as_reused() {
+        let mut c = RxChannel::new(10);
+        assert!(c.admit(10 + TAG_WINDOW - 1));
+        // 10 is still inside the window and was seen; 11 is inside and was not.
+        assert!(!c.admit(10));
+        assert!(c.admit(11));
+        // Moving the top by one pushes 10 out: below the window counts as reused.
+        assert!(c.admit(10 + TAG_WINDOW));
+        assert!(!c.admit(10));
+        // A jump by more than the window clears everything below.
+        let top = 10 + 3 * TAG_WINDOW;
+        assert!(c.admit(top));
+        assert!(c.admit(top - 1));
+        assert!(!c.admit(top - TAG_WINDOW));
+        // Bits of slots reused across the jump were cleared.
+        assert!(c.admit(top - TAG_WINDOW + 1));
+        // Extremes do not overflow.
+        let mut c = RxChannel::new(u64::MAX);
+        assert!(!c.admit(u64::MAX));
+        assert!(c.admit(u64::MAX - 1));
+        assert!(!c.admit(0));
+    }
+
+    #[test]
+    fn channels_beyond_the_limit_are_refused_and_duplicates_poison_in_progress() {
+        let mut t = tags(2);
+        assert!(ok(t.admit(0, 1)));
+        assert!(ok(t.admit(7, 1)));
+        assert!(matches!(t.admit(8, 1), Admit::TooManyChannels));
+        // A known channel still works at the limit.
+        assert!(ok(t.admit(7, 2)));
+        // A duplicate while (7, 2) runs poisons it: its response must not be sent.
+        assert!(matches!(t.admit(7, 2), Admit::Duplicate));
+        assert!(t.finish(7, 2));
+        // Finished without a duplicate: not poisoned; finishing twice is harmless.
+        assert!(!t.finish(0, 1));
+        assert!(!t.finish(0, 1));
+        // A finished tag is still remembered (no reuse after completion either).
+        assert!(matches!(t.admit(0, 1), Admit::Duplicate));
+    }
+}
