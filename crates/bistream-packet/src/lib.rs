@@ -9,6 +9,7 @@
 //!   [`RequestTypes`]), like Python's `BaseRequest` / `HasPacketConnection`.
 //! - [`Builder`], [`OnDemand`], [`serve`]: TCP, Unix sockets, stdio, child processes,
 //!   on-demand connections and an accept loop.
+//! - [`limits`]: the file-descriptor limit from which [`serve`] derives its connection cap.
 //! - [`demo`]: the built-in test service of `bistream packet serve --demo`.
 //!
 //! ```
