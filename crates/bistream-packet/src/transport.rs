@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 
+use crate::codec::Packet;
 use crate::connection::{Config, PacketConnection, ResponseFuture};
 use crate::error::{CloseReason, PacketError};
 use crate::handler::RequestHandler;
@@ -349,7 +350,7 @@ pub async fn serve(
                     "connection limit reached: closing the new connection"
                 );
             }
-            drop(stream);
+            stream.refuse();
             continue;
         };
         stats.accepted.fetch_add(1, Relaxed);
@@ -403,6 +404,23 @@ enum Accepted {
 }
 
 impl Accepted {
+    /// Closes a connection refused at the cap. Best effort, without waiting: ERQ then EOF,
+    /// as a closing peer sends them, so a packetstream client sees the server end (its
+    /// pending requests fail) rather than only a reset.
+    fn refuse(self) {
+        let mut bye = bytes::BytesMut::new();
+        for p in [Packet::erq(), Packet::eof()] {
+            if p.encode(&mut bye, crate::DEFAULT_MAX_PACKET).is_err() {
+                return;
+            }
+        }
+        let _ = match &self {
+            Accepted::Tcp(s, _) => s.try_write(&bye),
+            #[cfg(unix)]
+            Accepted::Unix(s) => s.try_write(&bye),
+        };
+    }
+
     fn peer(&self) -> String {
         match self {
             Accepted::Tcp(_, a) => a.to_string(),

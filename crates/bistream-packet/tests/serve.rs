@@ -118,6 +118,15 @@ async fn connection_limit_and_graceful_shutdown_of_idle_connections() {
         }
         second.closed().await;
         assert_eq!(stats.rejected_at_cap.load(Ordering::Relaxed), 1);
+        // A silent client refused at the cap reads ERQ then EOF, then the end of the stream.
+        let mut raw = TcpStream::connect(addr.as_str()).await.unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        let mut want = BytesMut::new();
+        Packet::erq().encode(&mut want, 1 << 20).unwrap();
+        Packet::eof().encode(&mut want, 1 << 20).unwrap();
+        assert_eq!(got, want.to_vec());
+        assert_eq!(stats.rejected_at_cap.load(Ordering::Relaxed), 2);
         first.call(0, 1, Bytes::new(), 0).await.unwrap();
         assert_eq!(first.close().await, CloseReason::PeerEof);
         // The place is free again once the first connection's task has ended.
