@@ -29,11 +29,17 @@ pub const MAX_RESPONSE_FLAGS: u64 = (1 << 61) - 1;
 ///   sent) for responses. Use [`Packet::user_rq_type`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Packet {
+    /// A request (or ERQ/EOF) rather than a response.
     pub is_request: bool,
+    /// The channel (0 is the default channel; not sent on the wire when 0).
     pub channel: u64,
+    /// The request tag, unique per channel while the request is in progress.
     pub tag: u64,
+    /// The packet flags (`flags_word >> 2`); see the type's documentation.
     pub flags: u64,
+    /// The wire rq_type: user rq_type + 1 (0 is EOF/ERQ); not sent for responses.
     pub rq_type: u64,
+    /// The payload: every byte of the body after the header fields.
     pub payload: Bytes,
 }
 
@@ -253,6 +259,9 @@ impl Packet {
     }
 }
 
+/// Most capacity [`Decoder::decode`] adds to a buffer for an incomplete packet.
+const DECODE_RESERVE: usize = 64 * 1024;
+
 /// Incremental decoder: feed bytes into a `BytesMut` in any pieces and call
 /// [`Decoder::decode`] until it returns `Ok(None)`.
 #[derive(Debug, Clone, Copy)]
@@ -303,15 +312,16 @@ impl Decoder {
     }
 
     /// Takes one packet off the front of `buf`. `Ok(None)` means more bytes are needed (and
-    /// `buf` has been given the capacity for the rest of the packet). The payload is split off
-    /// `buf` without copying.
+    /// `buf` has been given capacity for up to 64 KiB more of the packet: the length prefix is
+    /// untrusted, so the buffer grows as the bytes arrive, never all at once from the
+    /// announced length). The payload is split off `buf` without copying.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let Some((hdr, len)) = self.peek_len(buf)? else {
             return Ok(None);
         };
         let total = hdr + len;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            buf.reserve((total - buf.len()).min(DECODE_RESERVE));
             return Ok(None);
         }
         let mut frame = buf.split_to(total).freeze();
@@ -372,6 +382,17 @@ mod tests {
             (Packet::eof(), hex("03 00 02 00")),
             (Packet::erq(), hex("03 01 02 00")),
         ]
+    }
+
+    #[test]
+    fn an_announced_length_does_not_size_the_buffer() {
+        // A 16 MiB body announced, 3 bytes of it sent: the buffer grows by at most 64 KiB.
+        let dec = Decoder::new(DEFAULT_MAX_PACKET);
+        let mut buf = BytesMut::new();
+        varint::encode(DEFAULT_MAX_PACKET as u64, &mut buf);
+        buf.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        assert!(buf.capacity() <= 64 * 1024 + 16, "{}", buf.capacity());
     }
 
     #[test]

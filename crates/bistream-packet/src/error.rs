@@ -15,10 +15,20 @@ pub enum DecodeError {
     VarintOverflow,
     /// A packet whose body length is above the configured maximum.
     #[error("packet body of {len} bytes exceeds the maximum of {max} bytes")]
-    PacketTooLarge { len: u64, max: usize },
+    PacketTooLarge {
+        /// The announced body length.
+        len: u64,
+        /// The configured maximum.
+        max: usize,
+    },
     /// The header fields (tag, flags, channel, rq_type) run past the end of the packet body.
     #[error("packet body of {len} bytes ends inside its {field} field")]
-    TruncatedBody { len: usize, field: &'static str },
+    TruncatedBody {
+        /// The body length.
+        len: usize,
+        /// The field that was cut short.
+        field: &'static str,
+    },
 }
 
 /// A packet that cannot be put on the wire.
@@ -32,7 +42,12 @@ pub enum EncodeError {
     RqTypeTooLarge(u64),
     /// The packet body would exceed the configured maximum packet size.
     #[error("packet body of {len} bytes exceeds the maximum of {max} bytes")]
-    PacketTooLarge { len: usize, max: usize },
+    PacketTooLarge {
+        /// The body length the packet would have.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
 }
 
 /// Why a connection stopped receiving; carried by [`PacketError::Closed`].
@@ -48,6 +63,12 @@ pub enum CloseReason {
     Protocol(String),
     /// A read or write failed.
     Io(String),
+    /// Bytes were queued for the peer and none could be written for this long: the peer
+    /// does not read ([`crate::Config::write_stall_timeout`]).
+    WriteStalled(std::time::Duration),
+    /// A packet started arriving and was not complete within this time
+    /// ([`crate::Config::packet_timeout`]).
+    PacketTimeout(std::time::Duration),
     /// The connection was shut down locally ([`crate::PacketConnection::close`] or abort).
     Local,
 }
@@ -62,6 +83,16 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::Protocol(m) => write!(f, "protocol error: {m}"),
             CloseReason::Io(m) => write!(f, "i/o error: {m}"),
+            CloseReason::WriteStalled(d) => write!(
+                f,
+                "no write progress for {d:?} with bytes queued: the peer does not read"
+            ),
+            CloseReason::PacketTimeout(d) => {
+                write!(
+                    f,
+                    "a packet started arriving and was not complete within {d:?}"
+                )
+            }
             CloseReason::Local => f.write_str("the connection was closed locally"),
         }
     }
@@ -76,7 +107,12 @@ pub enum PacketError {
     /// The peer answered with `ok == false` (returned by `call`, not by `submit`). The payload
     /// is the peer's reason, e.g. `exception during handler`.
     #[error("request failed: {}", String::from_utf8_lossy(.payload))]
-    Failed { flags: u64, payload: Bytes },
+    Failed {
+        /// The response flags.
+        flags: u64,
+        /// The peer's reason text.
+        payload: Bytes,
+    },
     /// The request cannot be encoded (flags or rq_type too large, payload above the maximum).
     #[error(transparent)]
     Encode(#[from] EncodeError),

@@ -9,6 +9,7 @@
 //!   [`RequestTypes`]), like Python's `BaseRequest` / `HasPacketConnection`.
 //! - [`Builder`], [`OnDemand`], [`serve`]: TCP, Unix sockets, stdio, child processes,
 //!   on-demand connections and an accept loop.
+//! - [`limits`]: the file-descriptor limit from which [`serve`] derives its connection cap.
 //! - [`demo`]: the built-in test service of `bistream packet serve --demo`.
 //!
 //! ```
@@ -64,6 +65,7 @@ pub mod connection;
 pub mod demo;
 pub mod error;
 pub mod handler;
+pub mod limits;
 mod pool;
 pub mod transport;
 pub mod typed;
@@ -75,5 +77,5 @@ pub use connection::{reasons, Config, PacketConnection, Response, ResponseFuture
 pub use demo::demo_service;
 pub use error::{CloseReason, DecodeError, EncodeError, HandlerError, PacketError};
 pub use handler::{handler_fn, FnHandler, IncomingRequest, Reply, RequestHandler};
-pub use transport::{serve, Builder, Listener, OnDemand, ServeOptions};
+pub use transport::{serve, Builder, Listener, OnDemand, ServeOptions, ServeStats};
 pub use typed::{BaseRequest, Fulfil, RequestTypes};

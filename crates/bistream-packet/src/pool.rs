@@ -12,6 +12,7 @@
 //! reused for a body between half its capacity and its capacity, so a small body never pins a
 //! huge buffer.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -39,21 +40,55 @@ fn lock() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// An empty buffer with capacity for `need` bytes: a pooled one when one fits, else new.
-pub(crate) fn take(need: usize) -> Vec<u8> {
-    {
-        let mut p = lock();
-        let fit = p
-            .free
-            .iter()
-            .position(|b| b.capacity() >= need && b.capacity() / 2 <= need);
-        if let Some(i) = fit {
-            let b = p.free.swap_remove(i);
-            p.bytes = p.bytes.saturating_sub(b.capacity());
-            return b;
-        }
+/// Bytes of large bodies allocated before they arrive, process-wide: beyond this, a body's
+/// buffer grows as its bytes arrive instead of being sized from its (untrusted) length.
+pub(crate) const MAX_AHEAD: usize = 64 * 1024 * 1024;
+/// First size, and smallest growth step, of a body buffer that grows as bytes arrive.
+pub(crate) const GROW_STEP: usize = 256 * 1024;
+
+static AHEAD: AtomicUsize = AtomicUsize::new(0);
+
+/// A share of [`MAX_AHEAD`]; given back on drop.
+pub(crate) struct Ahead(usize);
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        AHEAD.fetch_sub(self.0, Ordering::Relaxed);
     }
-    Vec::with_capacity(need)
+}
+
+/// Reserves `n` bytes of the up-front allocation budget, if available.
+pub(crate) fn reserve_ahead(n: usize) -> Option<Ahead> {
+    AHEAD
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+            cur.checked_add(n).filter(|&t| t <= MAX_AHEAD)
+        })
+        .ok()
+        .map(|_| Ahead(n))
+}
+
+/// Bytes of the up-front budget in use.
+#[cfg(test)]
+pub(crate) fn ahead_in_use() -> usize {
+    AHEAD.load(Ordering::Relaxed)
+}
+
+/// An idle pooled buffer with capacity for `need` bytes (and at most twice that), if any.
+pub(crate) fn take_idle(need: usize) -> Option<Vec<u8>> {
+    let mut p = lock();
+    let fit = p
+        .free
+        .iter()
+        .position(|b| b.capacity() >= need && b.capacity() / 2 <= need)?;
+    let b = p.free.swap_remove(fit);
+    p.bytes = p.bytes.saturating_sub(b.capacity());
+    Some(b)
+}
+
+/// An empty buffer with capacity for `need` bytes: a pooled one when one fits, else new.
+#[cfg(test)]
+pub(crate) fn take(need: usize) -> Vec<u8> {
+    take_idle(need).unwrap_or_else(|| Vec::with_capacity(need))
 }
 
 /// Returns a buffer to the pool (or frees it when the pool is full).
@@ -91,6 +126,20 @@ pub(crate) fn freeze(b: Vec<u8>) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn up_front_allocation_is_bounded_process_wide() {
+        // Other tests may hold some of the budget meanwhile: only what holds regardless.
+        let mut held = Vec::new();
+        while let Some(g) = reserve_ahead(MAX_AHEAD / 8) {
+            held.push(g);
+            assert!(ahead_in_use() <= MAX_AHEAD);
+        }
+        assert!(held.len() <= 8);
+        assert!(reserve_ahead(MAX_AHEAD + 1).is_none());
+        drop(held);
+        assert!(reserve_ahead(usize::MAX).is_none());
+    }
 
     #[test]
     fn buffers_are_reused_and_bounded() {

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 
+use crate::codec::Packet;
 use crate::connection::{Config, PacketConnection, ResponseFuture};
 use crate::error::{CloseReason, PacketError};
 use crate::handler::RequestHandler;
@@ -225,7 +227,9 @@ impl OnDemand {
 /// A listening socket for [`serve`].
 #[derive(Debug)]
 pub enum Listener {
+    /// A TCP listener.
     Tcp(TcpListener),
+    /// A Unix stream socket listener.
     #[cfg(unix)]
     Unix(tokio::net::UnixListener),
 }
@@ -259,20 +263,40 @@ impl Listener {
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Connections served at once; accepting pauses beyond this (default 1024).
+    /// Connections served at once. Default: derived from the file-descriptor limit
+    /// ([`crate::limits::default_connection_cap`]: the soft limit is raised to the hard
+    /// limit, minus a reserve of 64), so that idle connections, which are legitimate in this
+    /// protocol, cannot lock others out. At the cap the listener keeps accepting and closes
+    /// each excess connection at once (counted in [`ServeStats::rejected_at_cap`], logged).
     pub max_connections: usize,
     /// At shutdown, how long each connection may take to close gracefully before it is
     /// dropped (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Counters of the accept loop, shared with the caller.
+    pub stats: Arc<ServeStats>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            max_connections: 1024,
+            max_connections: crate::limits::default_connection_cap(),
             shutdown_timeout: Duration::from_secs(10),
+            stats: Arc::default(),
         }
     }
+}
+
+/// Counters of [`serve`].
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Connections accepted and served.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Connections closed at once because [`ServeOptions::max_connections`] were open.
+    pub rejected_at_cap: AtomicU64,
+    /// `accept` failures (e.g. EMFILE), each followed by a short back-off.
+    pub accept_errors: AtomicU64,
 }
 
 /// Accepts connections on `listener` and serves each with `builder` (its handler and
@@ -292,30 +316,55 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut next_id: u64 = 0;
+    let stats = opts.stats.clone();
+    tracing::info!(
+        max_connections = opts.max_connections,
+        "packet server accepting"
+    );
     loop {
-        let permit = tokio::select! {
+        // Accept first, then look for room: a full server keeps its backlog moving and tells
+        // the excess clients at once (their connection closes) instead of leaving them hanging.
+        let stream = tokio::select! {
             _ = &mut shutdown => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let conn = tokio::select! {
-            _ = &mut shutdown => break,
-            a = accept(&listener, &builder) => match a {
-                Ok(c) => c,
+            a = accept_stream(&listener) => match a {
+                Ok(s) => s,
                 Err(e) => {
                     // e.g. EMFILE: keep serving the others, back off a little.
-                    tracing::warn!(error = %e, "accept failed");
+                    let n = stats.accept_errors.fetch_add(1, Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(error = %e, failures = n, "accept failed; backing off 50 ms");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            let n = stats.rejected_at_cap.fetch_add(1, Relaxed) + 1;
+            // Logged at the first few and then at powers of two: a flood cannot flood the log.
+            if n <= 8 || n.is_power_of_two() {
+                tracing::warn!(
+                    max_connections = opts.max_connections,
+                    rejected = n,
+                    peer = %stream.peer(),
+                    "connection limit reached: closing the new connection"
+                );
+            }
+            stream.refuse();
+            continue;
+        };
+        stats.accepted.fetch_add(1, Relaxed);
+        let conn = stream.start(&builder);
         next_id += 1;
         let id = next_id;
         let mut stop = stop_rx.clone();
         let timeout = opts.shutdown_timeout;
         while tasks.try_join_next().is_some() {}
+        let stats = stats.clone();
+        stats.active.fetch_add(1, Relaxed);
         tasks.spawn(async move {
             let _permit = permit;
+            let _active = ActiveGuard(stats);
             tracing::debug!(conn = id, "connection accepted");
             let reason = tokio::select! {
                 r = conn.closed() => r,
@@ -338,19 +387,70 @@ pub async fn serve(
     Ok(())
 }
 
-async fn accept(listener: &Listener, builder: &Builder) -> std::io::Result<PacketConnection> {
+/// Decrements [`ServeStats::active`] when a connection's task ends.
+struct ActiveGuard(Arc<ServeStats>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// An accepted stream, not yet a connection.
+enum Accepted {
+    Tcp(TcpStream, std::net::SocketAddr),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+impl Accepted {
+    /// Closes a connection refused at the cap. Best effort, without waiting: ERQ then EOF,
+    /// as a closing peer sends them, so a packetstream client sees the server end (its
+    /// pending requests fail) rather than only a reset.
+    fn refuse(self) {
+        let mut bye = bytes::BytesMut::new();
+        for p in [Packet::erq(), Packet::eof()] {
+            if p.encode(&mut bye, crate::DEFAULT_MAX_PACKET).is_err() {
+                return;
+            }
+        }
+        let _ = match &self {
+            Accepted::Tcp(s, _) => s.try_write(&bye),
+            #[cfg(unix)]
+            Accepted::Unix(s) => s.try_write(&bye),
+        };
+    }
+
+    fn peer(&self) -> String {
+        match self {
+            Accepted::Tcp(_, a) => a.to_string(),
+            #[cfg(unix)]
+            Accepted::Unix(_) => "unix".into(),
+        }
+    }
+
+    fn start(self, builder: &Builder) -> PacketConnection {
+        match self {
+            Accepted::Tcp(s, peer) => builder
+                .clone()
+                .configure(|c| c.with_name(format!("tcp:{peer}")))
+                .tcp(s),
+            #[cfg(unix)]
+            Accepted::Unix(s) => builder.unix(s),
+        }
+    }
+}
+
+async fn accept_stream(listener: &Listener) -> std::io::Result<Accepted> {
     match listener {
         Listener::Tcp(l) => {
             let (s, peer) = l.accept().await?;
-            let b = builder
-                .clone()
-                .configure(|c| c.with_name(format!("tcp:{peer}")));
-            Ok(b.tcp(s))
+            Ok(Accepted::Tcp(s, peer))
         }
         #[cfg(unix)]
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok(builder.unix(s))
+            Ok(Accepted::Unix(s))
         }
     }
 }

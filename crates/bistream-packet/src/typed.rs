@@ -77,6 +77,7 @@ pub trait BaseRequest: Sized + Send + 'static {
 /// The result maps to the response as a handler's does ([`Reply`]); an error becomes the
 /// failure `exception during handler`.
 pub trait Fulfil<C: Send + Sync + 'static>: BaseRequest {
+    /// Runs the request against `ctx` and returns its reply.
     fn fulfil(self, ctx: Arc<C>) -> impl Future<Output = Result<Reply, HandlerError>> + Send;
 }
 

@@ -1,5 +1,6 @@
 //! Property tests of the codec: random packets round-trip, and a stream of packets decodes the
 //! same whatever the pieces it arrives in; random bytes never panic the decoder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bistream_packet::{varint, Decoder, Packet};
 use bytes::{Bytes, BytesMut};

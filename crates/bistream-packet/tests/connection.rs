@@ -1,5 +1,6 @@
 //! In-memory tests of `PacketConnection` over `tokio::io::duplex`: two connections talking to
 //! each other, or one connection against a raw peer that reads and writes packets by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

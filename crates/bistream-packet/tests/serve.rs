@@ -1,11 +1,15 @@
 //! The `serve` accept loop over real TCP: bad clients (garbage, truncated packets, huge length
 //! prefixes, vanishing mid-request) end only their own connection; the connection limit holds
-//! further clients back; shutdown closes idle connections gracefully.
+//! excess clients out, closing them at once; 1,100 silent connections do not lock a normal
+//! client out; shutdown closes idle connections gracefully.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bistream_packet::{
-    demo_service, serve, Builder, CloseReason, Decoder, Listener, Packet, ServeOptions,
+    demo_service, serve, Builder, CloseReason, Decoder, Listener, Packet, PacketError,
+    ServeOptions, ServeStats,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,24 +99,47 @@ async fn bad_clients_do_not_disturb_others() {
 
 #[tokio::test]
 async fn connection_limit_and_graceful_shutdown_of_idle_connections() {
+    let stats = std::sync::Arc::new(ServeStats::default());
     let (addr, stop, task) = start(ServeOptions {
         max_connections: 1,
+        stats: stats.clone(),
         ..ServeOptions::default()
     })
     .await;
     within(async {
         let first = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
         first.call(0, 0, Bytes::new(), 0).await.unwrap();
-        // the second connects (kernel backlog) but is only served once the first ends
+        // At the cap the server keeps accepting and closes the excess connection at once
+        // (it used to leave it hanging in the backlog until a place was free).
         let second = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
-        let waiting = second.submit(0, 2, &b"2nd"[..], 0).await.unwrap();
+        let refused = second.submit(0, 2, &b"2nd"[..], 0).await;
+        if let Ok(f) = refused {
+            assert!(matches!(f.await, Err(PacketError::Closed(_))));
+        }
+        second.closed().await;
+        assert_eq!(stats.rejected_at_cap.load(Ordering::Relaxed), 1);
+        // A silent client refused at the cap reads ERQ then EOF, then the end of the stream.
+        let mut raw = TcpStream::connect(addr.as_str()).await.unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        let mut want = BytesMut::new();
+        Packet::erq().encode(&mut want, 1 << 20).unwrap();
+        Packet::eof().encode(&mut want, 1 << 20).unwrap();
+        assert_eq!(got, want.to_vec());
+        assert_eq!(stats.rejected_at_cap.load(Ordering::Relaxed), 2);
         first.call(0, 1, Bytes::new(), 0).await.unwrap();
         assert_eq!(first.close().await, CloseReason::PeerEof);
-        assert_eq!(waiting.await.unwrap().flags, 2);
-        // shutdown with `second` idle: the server sends ERQ + EOF, our side answers with EOF
+        // The place is free again once the first connection's task has ended.
+        while stats.active.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let third = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
+        assert_eq!(third.call(0, 3, &b"3rd"[..], 0).await.unwrap().0, 3);
+        // shutdown with `third` idle: the server sends ERQ + EOF, our side answers with EOF
         let _ = stop.send(());
-        assert_eq!(second.closed().await, CloseReason::PeerEof);
+        assert_eq!(third.closed().await, CloseReason::PeerEof);
         task.await.unwrap().unwrap();
+        assert_eq!(stats.accepted.load(Ordering::Relaxed), 2);
     })
     .await;
 }
@@ -141,6 +168,45 @@ async fn many_concurrent_connections() {
         for c in clients {
             c.await.unwrap();
         }
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+/// Issue 14 item 2. Before the fix the default cap was 1,024 and the permit was taken before
+/// `accept`: with 1,100 silent connections open the normal client below hung in the backlog.
+#[tokio::test]
+async fn eleven_hundred_silent_connections_do_not_lock_out_a_client() {
+    const SILENT: usize = 1_100;
+    // Each silent connection costs two descriptors in this process (both ends).
+    let soft = bistream_packet::limits::raise_nofile_limit().unwrap_or(0);
+    if soft < 2 * SILENT as u64 + 200 {
+        eprintln!("SKIPPED: the file-descriptor limit ({soft}) is below what the test needs");
+        return;
+    }
+    let stats = std::sync::Arc::new(ServeStats::default());
+    let (addr, stop, task) = start(ServeOptions {
+        stats: stats.clone(),
+        ..ServeOptions::default()
+    })
+    .await;
+    within(async {
+        let mut silent = Vec::with_capacity(SILENT);
+        for _ in 0..SILENT {
+            silent.push(TcpStream::connect(addr.as_str()).await.unwrap());
+        }
+        while stats.accepted.load(Ordering::Relaxed) < SILENT as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = Builder::new().connect_tcp(addr.as_str()).await.unwrap();
+        assert_eq!(
+            c.call(0, 7, &b"through"[..], 0).await.unwrap(),
+            (7, Bytes::from_static(b"through"))
+        );
+        assert_eq!(stats.rejected_at_cap.load(Ordering::Relaxed), 0);
+        assert_eq!(c.close().await, CloseReason::PeerEof);
+        drop(silent);
         let _ = stop.send(());
         task.await.unwrap().unwrap();
     })

@@ -105,13 +105,130 @@ async fn call_against_python_server() {
     let (code, _, err) = call(&[&addr, "0", "x", "--channel", "1"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("unknown channel %d"), "{err}");
-    // bad input is a clear error, not a request
+    // bad input is a clear error, not a request (exit 2: bad argument)
     let (code, _, err) = call(&[&addr, "0", "abc", "--hex"]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("odd number"), "{err}");
     let (code, _, err) = call(&["127.0.0.1:1", "0"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+async fn run(args: &[&str]) -> (i32, String) {
+    let out = within(Command::new(BIN).args(args).output()).await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 10 item 9: bad arguments exit 2 (as `--help` says) with a message that says exactly
+/// what is accepted; nothing is started.
+#[tokio::test]
+async fn bad_arguments_exit_2_with_what_is_accepted() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["packet", "serve", "127.0.0.1:99999", "--demo"],
+            &["HOST:PORT", "0 to 65535", "\"99999\""],
+        ),
+        (
+            &["packet", "serve", "localhost", "--demo"],
+            &["HOST:PORT", "unix:PATH"],
+        ),
+        (
+            &["packet", "serve", ":80", "--demo"],
+            &["HOST:PORT", "no host"],
+        ),
+        (
+            &["packet", "serve", "unix:", "--demo"],
+            &["unix:PATH", "empty"],
+        ),
+        (&["packet", "serve", "127.0.0.1:0"], &["--demo"]),
+        (
+            &[
+                "packet",
+                "serve",
+                "127.0.0.1:0",
+                "--demo",
+                "--packet-timeout",
+                "0",
+            ],
+            &["must be greater than 0 seconds"],
+        ),
+        (
+            &[
+                "packet",
+                "serve",
+                "127.0.0.1:0",
+                "--demo",
+                "--max-connections",
+                "0",
+            ],
+            &["--max-connections"],
+        ),
+        (
+            &[
+                "packet",
+                "serve",
+                "127.0.0.1:0",
+                "--demo",
+                "--max-packet",
+                "8",
+            ],
+            &["from 16 to 1073741824"],
+        ),
+        (
+            &[
+                "packet",
+                "serve",
+                "127.0.0.1:0",
+                "--demo",
+                "--packet-grace-ms=-1",
+            ],
+            &["from 0 to 10000"],
+        ),
+        (
+            &[
+                "packet",
+                "serve",
+                "127.0.0.1:0",
+                "--demo",
+                "--packet-grace-ms",
+                "20000",
+            ],
+            &["from 0 to 10000"],
+        ),
+        (
+            &["packet", "call", "127.0.0.1:1", "0", "--timeout", "0"],
+            &["invalid timeout 0: must be greater than 0 seconds"],
+        ),
+        (
+            &["packet", "call", "127.0.0.1:1", "0", "--timeout", "nan"],
+            &["finite number of seconds"],
+        ),
+        (
+            &["packet", "call", "127.0.0.1:1", "0", "--timeout", "90000"],
+            &["must be at most 86400 seconds"],
+        ),
+        (
+            &["packet", "call", "127.0.0.1:1", "0", "--timeout", "soon"],
+            &["expected a number of seconds", "\"soon\""],
+        ),
+        (
+            &["packet", "call", "127.0.0.1:0", "0"],
+            &["port 0 cannot be connected to"],
+        ),
+        (&["packet", "call", "localhost", "0"], &["HOST:PORT"]),
+    ];
+    for (args, wants) in cases {
+        let (code, err) = run(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        for w in *wants {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
+        // one line of error plus clap's usage hint, never a backtrace or a panic
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,15 @@
 //! `bistream packet`: `serve` a cs.packetstream-compatible service (the built-in `--demo`
 //! service) on TCP, a Unix socket or stdin/stdout, and `call` one request on a server.
+//!
+//! Every argument is checked by clap's value parsers, so a bad one exits with status 2 and a
+//! message saying exactly what is accepted; timeouts go through `bistream_core`.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bistream_core::validate_timeout_max;
 use bistream_packet::{
     demo_service, serve, Builder, CloseReason, Config, Listener, PacketError, ServeOptions,
 };
@@ -27,46 +31,119 @@ enum PacketCommand {
     Call(CallArgs),
 }
 
+/// Largest timeout accepted on the command line: one day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// `--timeout`-like values: seconds, more than 0, at most one day (`bistream_core` rules).
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        format!(
+            "expected a number of seconds greater than 0 and at most {MAX_TIMEOUT_SECS}, got {s:?}"
+        )
+    })?;
+    validate_timeout_max(secs, MAX_TIMEOUT_SECS).map_err(|e| e.to_string())
+}
+
+/// `--packet-grace-ms`: milliseconds from 0 to 10000 (0 writes as soon as the queue is
+/// empty).
+fn parse_grace_ms(s: &str) -> Result<Duration, String> {
+    let what = || format!("expected a number of milliseconds from 0 to 10000, got {s:?}");
+    let ms: f64 = s.trim().parse().map_err(|_| what())?;
+    if !(ms.is_finite() && (0.0..=10_000.0).contains(&ms)) {
+        return Err(what());
+    }
+    Ok(Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// `--max-packet`: bytes, from 16 to 1 GiB.
+fn parse_max_packet(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (16..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a number of bytes from 16 to 1073741824, got {s:?}"
+        )),
+    }
+}
+
+/// Where to listen or connect: `HOST:PORT` (port 0..=65535; 0 picks a free port, for serve
+/// only) or `unix:PATH`.
+fn parse_addr(s: &str, allow_port_0: bool) -> Result<String, String> {
+    const FORM: &str = "expected HOST:PORT (e.g. 127.0.0.1:9000 or [::1]:9000) or unix:PATH";
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!("{FORM}: the unix: path is empty"));
+        }
+        return Ok(s.to_string());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{FORM}, got {s:?} (no port)"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{FORM}, got {s:?} (no host)"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) if !allow_port_0 => Err(format!("{FORM}: port 0 cannot be connected to")),
+        Ok(_) => Ok(s.to_string()),
+        Err(_) => Err(format!(
+            "{FORM}: the port must be a number from {} to 65535, got {port:?}",
+            u8::from(!allow_port_0)
+        )),
+    }
+}
+
+fn parse_listen_addr(s: &str) -> Result<String, String> {
+    parse_addr(s, true)
+}
+
+fn parse_connect_addr(s: &str) -> Result<String, String> {
+    parse_addr(s, false)
+}
+
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
-    /// Writer coalescing delay in milliseconds (Python's packet_grace; default 0 = write as
-    /// soon as the send queue is empty).
-    #[arg(long, default_value_t = 0.0)]
-    packet_grace_ms: f64,
-    /// Largest packet body accepted or sent, in bytes.
-    #[arg(long, default_value_t = bistream_packet::DEFAULT_MAX_PACKET)]
+    /// Writer coalescing delay in milliseconds, 0 to 10000 (Python's packet_grace; default 0
+    /// = write as soon as the send queue is empty).
+    #[arg(long, default_value = "0", value_parser = parse_grace_ms, value_name = "MS")]
+    packet_grace_ms: Duration,
+    /// Largest packet body accepted or sent, in bytes (16 to 1073741824).
+    #[arg(long, default_value_t = bistream_packet::DEFAULT_MAX_PACKET, value_parser = parse_max_packet)]
     max_packet: usize,
 }
 
 impl ConnArgs {
-    fn config(&self) -> anyhow::Result<Config> {
-        if !(self.packet_grace_ms.is_finite() && (0.0..=10_000.0).contains(&self.packet_grace_ms)) {
-            bail!("--packet-grace-ms must be between 0 and 10000");
-        }
-        if self.max_packet < 16 {
-            bail!("--max-packet must be at least 16");
-        }
-        Ok(Config::default()
-            .with_packet_grace(Duration::from_secs_f64(self.packet_grace_ms / 1000.0))
-            .with_max_packet(self.max_packet))
+    fn config(&self) -> Config {
+        Config::default()
+            .with_packet_grace(self.packet_grace_ms)
+            .with_max_packet(self.max_packet)
     }
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// HOST:PORT (port 0 picks a free port) or unix:PATH. Not used with --stdio.
-    #[arg(required_unless_present = "stdio")]
+    #[arg(required_unless_present = "stdio", value_parser = parse_listen_addr)]
     addr: Option<String>,
-    /// Serve the built-in test service: rq_type 0 echo, 1 reverse (flags = payload length),
-    /// 2 always fails, 3 echo after 200 ms, others fail.
-    #[arg(long)]
+    /// Serve the built-in test service (required: it is the only service): rq_type 0 echo,
+    /// 1 reverse (flags = payload length), 2 always fails, 3 echo after 200 ms, others fail.
+    #[arg(long, required = true)]
     demo: bool,
     /// Serve one connection over stdin/stdout instead of listening.
     #[arg(long, conflicts_with = "addr")]
     stdio: bool,
-    /// Connections served at once (accepting pauses beyond this).
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
+    /// Connections served at once; further connections are accepted and closed at once
+    /// (counted, logged). Default: the file-descriptor limit (raised to the hard limit)
+    /// minus 64.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_connections: Option<u64>,
+    /// Close a connection whose queued responses make no write progress for this many
+    /// seconds (the peer does not read).
+    #[arg(long, default_value = "60", value_parser = parse_timeout, value_name = "SECONDS")]
+    write_stall_timeout: Duration,
+    /// Close a connection when a packet that has started arriving is not complete within
+    /// this many seconds (idle time between packets is not limited).
+    #[arg(long, default_value = "60", value_parser = parse_timeout, value_name = "SECONDS")]
+    packet_timeout: Duration,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -74,6 +151,7 @@ struct ServeArgs {
 #[derive(Debug, clap::Args)]
 struct CallArgs {
     /// HOST:PORT or unix:PATH.
+    #[arg(value_parser = parse_connect_addr)]
     addr: String,
     /// The request type (the wire carries RQ_TYPE + 1).
     rq_type: u64,
@@ -88,9 +166,9 @@ struct CallArgs {
     /// PAYLOAD is hex, and the response payload is printed as hex.
     #[arg(long)]
     hex: bool,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
+    /// Give up after this many seconds (more than 0, at most 86400).
+    #[arg(long, default_value = "30", value_parser = parse_timeout, value_name = "SECONDS")]
+    timeout: Duration,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -130,11 +208,17 @@ async fn shutdown_signal() {
 }
 
 async fn run_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    // clap requires --demo (the only service); keep the check for callers that skip clap.
     if !a.demo {
         bail!("no service selected: pass --demo to serve the built-in test service");
     }
     let builder = Builder::new()
-        .config(a.conn.config()?)
+        .config(
+            a.conn
+                .config()
+                .with_write_stall_timeout(a.write_stall_timeout)
+                .with_packet_timeout(a.packet_timeout),
+        )
         .handler(demo_service());
     if a.stdio {
         let conn = builder.stdio();
@@ -156,10 +240,11 @@ async fn run_serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     tracing::info!(addr = %bound, "packet server listening");
-    let opts = ServeOptions {
-        max_connections: a.max_connections,
-        ..ServeOptions::default()
-    };
+    let mut opts = ServeOptions::default();
+    if let Some(n) = a.max_connections {
+        // at most 2^20 (the value parser's range), so it fits in usize
+        opts.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+    }
     serve(listener, builder, opts, shutdown_signal()).await?;
     if let Some(path) = addr.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
@@ -188,16 +273,20 @@ fn to_hex(b: &[u8]) -> String {
 }
 
 async fn run_call(a: CallArgs) -> anyhow::Result<ExitCode> {
-    if !(a.timeout.is_finite() && a.timeout > 0.0 && a.timeout <= 86_400.0) {
-        bail!("--timeout must be between 0 and 86400 seconds");
-    }
-    let timeout = Duration::from_secs_f64(a.timeout);
+    let timeout = a.timeout;
     let payload = match (&a.payload, a.hex) {
         (None, _) => Vec::new(),
-        (Some(p), true) => parse_hex(p)?,
+        (Some(p), true) => match parse_hex(p) {
+            Ok(v) => v,
+            Err(e) => {
+                // A bad argument: exit 2, as clap does for the others.
+                eprintln!("bistream: invalid PAYLOAD for --hex: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        },
         (Some(p), false) => p.as_bytes().to_vec(),
     };
-    let builder = Builder::new().config(a.conn.config()?.with_close_timeout(timeout));
+    let builder = Builder::new().config(a.conn.config().with_close_timeout(timeout));
     let work = async {
         let conn = if let Some(path) = a.addr.strip_prefix("unix:") {
             builder.connect_unix(path).await

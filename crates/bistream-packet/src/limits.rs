@@ -1,0 +1,45 @@
+//! The process's file-descriptor limit, from which [`crate::ServeOptions`] derives its default
+//! connection cap (each connection holds one descriptor).
+//!
+//! A small helper of this crate for now; the relay derives its own cap the same way, and both
+//! may move to `bistream-core` later.
+
+/// Descriptors kept free for everything that is not a served connection: the listener,
+/// logging, files, outgoing connections of handlers.
+pub const FD_RESERVE: u64 = 64;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (once is enough; repeating is harmless)
+/// and returns the soft limit in effect, or `None` where it cannot be read.
+pub fn raise_nofile_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot raise the file-descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
+/// The connection cap for a soft descriptor limit: the limit minus [`FD_RESERVE`] (at least
+/// 16), or 1024 when the limit is unknown; at most 2^20.
+///
+/// ```
+/// use bistream_packet::limits::connection_cap;
+/// assert_eq!(connection_cap(Some(20_000)), 19_936);
+/// assert_eq!(connection_cap(Some(50)), 16);
+/// assert_eq!(connection_cap(None), 1024);
+/// ```
+pub fn connection_cap(soft_nofile: Option<u64>) -> usize {
+    match soft_nofile {
+        Some(n) => n.saturating_sub(FD_RESERVE).clamp(16, 1 << 20) as usize,
+        None => 1024,
+    }
+}
+
+/// The default connection cap of this process: raises the soft descriptor limit to the hard
+/// limit, then [`connection_cap`].
+pub fn default_connection_cap() -> usize {
+    connection_cap(raise_nofile_limit())
+}
