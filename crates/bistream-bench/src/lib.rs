@@ -87,7 +87,9 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Config {
-    /// Defaults for full (`quick = false`) or quick mode. Paths are relative to `root`.
+    /// Defaults for full (`quick = false`) or quick mode. Paths are relative to `root`; the
+    /// report goes to `root/target/bench` (never to the committed `docs/` unless asked with
+    /// an explicit output folder).
     pub fn new(quick: bool, root: &std::path::Path, exe: PathBuf) -> Config {
         Config {
             suites: suite_names().iter().map(|s| s.to_string()).collect(),
@@ -96,12 +98,35 @@ impl Config {
             duration: Duration::from_millis(if quick { 400 } else { 3000 }),
             warmup: Duration::from_millis(if quick { 100 } else { 500 }),
             idle_clients: if quick { vec![100] } else { vec![1000, 10_000] },
-            out_dir: root.join("docs"),
+            out_dir: root.join("target").join("bench"),
             relay_python: root.join(".venv/relay/bin/python"),
             packet_python: root.join(".venv/packet/bin/python"),
             exe,
             command_line: String::new(),
         }
+    }
+}
+
+impl Config {
+    /// For each selected suite whose real peer cannot run (its venv's Python is missing): the
+    /// suite, the missing path and how to provide it. Checked before measuring anything.
+    pub fn missing_peers(&self) -> Vec<String> {
+        let needs = [
+            ("relay", &self.relay_python, "--relay-python", "BISTREAM_RELAY_PYTHON"),
+            ("packet", &self.packet_python, "--packet-python", "BISTREAM_PACKET_PYTHON"),
+        ];
+        needs
+            .iter()
+            .filter(|(suite, path, _, _)| self.suites.iter().any(|s| s == suite) && !path.exists())
+            .map(|(suite, path, flag, var)| {
+                format!(
+                    "{suite}: the Python peer is missing ({} does not exist): run \
+                     scripts/setup-test-env from a bistream checkout, or point {flag} / {var} \
+                     at a Python that has it",
+                    path.display()
+                )
+            })
+            .collect()
     }
 }
 
@@ -232,11 +257,14 @@ impl Report {
 
 /// The plain-text table and notes for stdout.
 pub fn render_text(r: &Report) -> String {
-    let mut s = report::text_table(&r.rows);
-    if !r.notes.is_empty() {
+    let mut s = report::text_table(&r.rows, r.config.quick);
+    if !r.notes.is_empty() || r.config.quick {
         s.push('\n');
         for n in &r.notes {
             s.push_str(&format!("note: {n}\n"));
+        }
+        if r.config.quick {
+            s.push_str(&format!("note: {}\n", report::QUICK_NOTE));
         }
     }
     s

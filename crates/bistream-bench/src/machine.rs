@@ -166,7 +166,10 @@ pub fn markdown(r: &Report, svgs: &[String]) -> String {
     s.push_str(&format!("- Relay peer: {}\n", m.relay_peer));
     s.push_str(&format!("- Packet peer: {}\n\n", m.packet_peer));
     s.push_str("## Results\n\n");
-    s.push_str(&report::markdown_table(&r.rows));
+    s.push_str(&report::markdown_table(&r.rows, c.quick));
+    if c.quick {
+        s.push_str(&format!("\n{}.\n", report::QUICK_NOTE));
+    }
     if !r.notes.is_empty() {
         s.push_str("\n## Workloads and caveats\n\n");
         for n in &r.notes {

@@ -266,7 +266,9 @@ fn fmt_ratio(r: &Row) -> String {
     }
 }
 
-fn fmt_verdicts(r: &Row) -> (String, String) {
+/// Verdict words: PASS/SHORT, or in quick mode "met"/"below" marked as no verdict (one short
+/// run on a shared machine is too short to judge a target).
+fn fmt_verdicts(r: &Row, quick: bool) -> (String, String) {
     let v = r.verdicts();
     if v.is_empty() {
         return ("—".into(), String::new());
@@ -275,6 +277,8 @@ fn fmt_verdicts(r: &Row) -> (String, String) {
     let results = v
         .iter()
         .map(|(_, p)| match p {
+            Some(true) if quick => "met (quick: no verdict)",
+            Some(false) if quick => "below (quick: no verdict)",
             Some(true) => "PASS",
             Some(false) => "SHORT",
             None => "n/a",
@@ -294,14 +298,18 @@ fn clip(s: String, n: usize) -> String {
     }
 }
 
-/// The plain-text table for stdout.
-pub fn text_table(rows: &[Row]) -> String {
+/// What quick mode prints under its table instead of verdicts.
+pub const QUICK_NOTE: &str = "quick mode: one short run per figure is too short to judge the \
+targets, so results say met/below instead of PASS/SHORT; run `bistream bench` (full mode) for verdicts";
+
+/// The plain-text table for stdout (`quick`: no PASS/SHORT verdicts).
+pub fn text_table(rows: &[Row], quick: bool) -> String {
     let header = [
         "suite", "metric", "unit", "ours", "peer", "floor", "ratio", "target", "result",
     ];
     let mut lines: Vec<[String; 9]> = vec![header.map(String::from)];
     for r in rows {
-        let (t, res) = fmt_verdicts(r);
+        let (t, res) = fmt_verdicts(r, quick);
         lines.push([
             r.suite.clone(),
             r.metric.clone(),
@@ -342,14 +350,14 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The Markdown table (with the spread of every figure).
-pub fn markdown_table(rows: &[Row]) -> String {
+/// The Markdown table (with the spread of every figure; `quick`: no PASS/SHORT verdicts).
+pub fn markdown_table(rows: &[Row], quick: bool) -> String {
     let mut out = String::from(
         "| suite | metric | unit | ours | peer | floor | ratio | target | result |\n\
          |---|---|---|---:|---:|---:|---:|---|---|\n",
     );
     for r in rows {
-        let (t, res) = fmt_verdicts(r);
+        let (t, res) = fmt_verdicts(r, quick);
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             md_escape(&r.suite),
@@ -403,9 +411,16 @@ mod tests {
             });
         assert_eq!(missing.ratio_value(), None);
         assert_eq!(missing.verdicts()[0].1, None);
-        let t = text_table(&[r, missing]);
+        let rows = [r, missing];
+        let t = text_table(&rows, false);
         assert!(t.contains("PASS; SHORT"), "{t}");
         assert!(t.contains("not available: down"), "{t}");
+        // Quick mode never prints a verdict.
+        let q = text_table(&rows, true);
+        assert!(!q.contains("PASS") && !q.contains("SHORT"), "{q}");
+        assert!(q.contains("met (quick: no verdict); below (quick: no verdict)"), "{q}");
+        let md = markdown_table(&rows, true);
+        assert!(!md.contains("SHORT") && md.contains("below (quick"), "{md}");
     }
 
     #[test]
