@@ -112,8 +112,18 @@ impl Config {
     /// suite, the missing path and how to provide it. Checked before measuring anything.
     pub fn missing_peers(&self) -> Vec<String> {
         let needs = [
-            ("relay", &self.relay_python, "--relay-python", "BISTREAM_RELAY_PYTHON"),
-            ("packet", &self.packet_python, "--packet-python", "BISTREAM_PACKET_PYTHON"),
+            (
+                "relay",
+                &self.relay_python,
+                "--relay-python",
+                "BISTREAM_RELAY_PYTHON",
+            ),
+            (
+                "packet",
+                &self.packet_python,
+                "--packet-python",
+                "BISTREAM_PACKET_PYTHON",
+            ),
         ];
         needs
             .iter()
@@ -137,13 +147,16 @@ pub struct Series {
     pub chart: String,
     /// Legend label.
     pub label: String,
+    /// The latency distribution.
     pub hist: Histogram,
 }
 
 /// What a suite returns.
 #[derive(Debug, Default)]
 pub struct SuiteOutput {
+    /// The table rows, in order.
     pub rows: Vec<Row>,
+    /// Latency distributions to plot.
     pub series: Vec<Series>,
     /// Free-text facts about the workload, printed under the table.
     pub notes: Vec<String>,
@@ -151,6 +164,7 @@ pub struct SuiteOutput {
 
 /// What suites get: the configuration, the progress display, and scratch space.
 pub struct Ctx {
+    /// The run's configuration.
     pub cfg: Config,
     progress: MultiProgress,
     /// Temporary folder for the embedded Python helper scripts.
@@ -186,11 +200,17 @@ impl Ctx {
 /// Everything one `bistream bench` produced.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// When the run finished (UTC, RFC 3339).
     pub generated_at: String,
+    /// Where and with what it ran.
     pub machine: machine::Machine,
+    /// What was asked.
     pub config: Config,
+    /// Every suite's rows.
     pub rows: Vec<Row>,
+    /// Workload notes, prefixed with the suite name.
     pub notes: Vec<String>,
+    /// Latency distributions (plotted, not in the JSON).
     #[serde(skip)]
     pub series: Vec<Series>,
 }

@@ -11,15 +11,25 @@ use crate::{report, Config, Report};
 /// Facts about where and with what the figures were measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// CPU model.
     pub cpu: String,
+    /// Cores visible to the process.
     pub cores: usize,
+    /// Total RAM.
     pub memory: String,
+    /// Kernel (uname).
     pub kernel: String,
+    /// Compiler version.
     pub rustc: String,
+    /// Version of the binary measured.
     pub bistream_version: String,
+    /// Commit of the checkout (and whether it was dirty).
     pub git_commit: String,
+    /// The relay peer measured (package and version).
     pub relay_peer: String,
+    /// The packet peer measured (package and version).
     pub packet_peer: String,
+    /// The soft open-file limit during the run.
     pub open_file_limit: String,
 }
 

@@ -1,5 +1,6 @@
 //! `bistream relay listen` and `bistream relay send` as processes, against the real
 //! ProxyStore relay (and the fake-auth RelayServer for 4001), with Python peers.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod relay_client_support;
 

@@ -1,6 +1,7 @@
 //! Shared scenarios for the relay client interop tests: one body per behaviour, run against
 //! the real Python relay (`relay_client_python.rs`) and against ours (`relay_client_ours.rs`).
 //! Every wait has a timeout; nothing asserts on elapsed time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)] // each test file uses a subset
 
 use std::path::Path;
