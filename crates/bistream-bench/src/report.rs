@@ -335,7 +335,7 @@ fn clip(s: String, n: usize) -> String {
 
 /// What quick mode prints under its table instead of verdicts.
 pub const QUICK_NOTE: &str = "quick mode: one short run per figure is too short to judge the \
-targets, so results say met/below instead of PASS/SHORT; run `bistream bench` (full mode) for verdicts";
+targets, so results say met or below, not a verdict; run `bistream bench` (full mode) to judge them";
 
 /// The plain-text table for stdout (`quick`: no PASS/SHORT verdicts).
 pub fn text_table(rows: &[Row], quick: bool) -> String {
