@@ -7,7 +7,7 @@ mod logging;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Bidirectional streaming between processes: a ProxyStore-compatible relay, cs.packetstream
 /// packet connections, multiplexed RPC and log tailing.
@@ -18,7 +18,6 @@ use clap::{Parser, Subcommand};
     propagate_version = true,
     about,
     long_about = None,
-    args_conflicts_with_subcommands = true,
     after_help = "With no subcommand, bistream runs the relay server on 127.0.0.1:8700, exactly \
                   as `bistream relay serve` does: the relay server options above (and their \
                   BISTREAM_RELAY_* environment variables) apply. Example: `bistream --port 8701`.\n\
@@ -49,8 +48,34 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
 }
 
+/// Parses the command line. The relay server options belong to the default mode only: given
+/// on the command line together with a subcommand they are an error, not silently ignored
+/// (their environment variables are read by `relay serve` itself).
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some(sub) = matches.subcommand_name() {
+        let serve_only =
+            <cmd::relay::ServeArgs as clap::Args>::augment_args(clap::Command::new("x"));
+        for arg in serve_only.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                let flag = arg.get_long().unwrap_or(id);
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--{flag} is a relay server option: use it without a subcommand, or \
+                         after `relay serve`, not before `{sub}`"
+                    ),
+                ));
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return cmd::clap_exit(e),
     };

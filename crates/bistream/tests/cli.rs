@@ -115,14 +115,32 @@ fn help_says_no_arguments_starts_the_relay() {
         out.contains("--port") && out.contains("BISTREAM_RELAY_PORT"),
         "{out}"
     );
-    // A subcommand does not take the top-level relay flags.
+    // A subcommand does not take the top-level relay flags (an error, not ignored) ...
     let o = run(&["--port", "0", "packet", "serve", "127.0.0.1:0"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--port is a relay server option"),
+        "{}",
+        stderr(&o)
+    );
+    // ... but global flags go anywhere.
+    let o = run(
+        &[
+            "--log-level",
+            "warn",
+            "--log-format",
+            "json",
+            "bench",
+            "--version",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
 fn log_level_typos_name_the_valid_levels() {
-    let o = run(&["--log-level", "wran", "bench", "nosuch"], &[]);
+    let o = run(&["--log-level", "wran", "--port", "0"], &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
