@@ -46,6 +46,8 @@ async def clients(address: str) -> None:
 
 
 def main() -> None:
+    # A server that never prints its address must not hang scripts/test: SIGALRM ends us.
+    signal.alarm(180)
     exe = sys.argv[1]
     version = subprocess.run([exe, '--version'], capture_output=True, text=True, timeout=T)
     assert version.returncode == 0 and version.stdout.startswith('bistream '), version
