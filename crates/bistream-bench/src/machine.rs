@@ -190,12 +190,13 @@ pub fn markdown(r: &Report, svgs: &[String]) -> String {
         "\n## Reproducing\n\n\
          `scripts/setup-test-env` (the Python peers), then `cargo run --release -- bench all` \
          (full: 5 runs of 3 s per figure, 1,000 and 10,000 idle clients; about 8 minutes on 2 cores), \
-         or one suite (`bench relay`), `--quick` (one short run; `scripts/test` runs it with \
-         `--strict --out target/bench-smoke`), `--runs N`, `--duration SECONDS`, `--out DIR`, \
-         `--relay-python`/`--packet-python`. A figure that cannot be measured says why \
-         (\"not available: ...\"); `--strict` makes that an error. Machine noise is large on a \
-         shared VM: read the [min–max] spread before a median. Adding a suite (rpc, logs, cluster) is \
-         a module in `crates/bistream-bench/src/suites/` and one line in `SUITES`.\n",
+         or one suite (`bench relay`), `--quick` (one short run, too short to judge: no \
+         PASS/SHORT; `scripts/test` runs it with `--out target/bench-smoke`), `--runs N`, \
+         `--duration SECONDS`, `--out DIR` (default `target/bench`; `--out docs` updates this \
+         report), `--relay-python`/`--packet-python`. A figure that cannot be measured says why \
+         (\"not available: ...\") and makes the exit code 1 unless `--allow-missing`. Machine \
+         noise is large on a shared VM: read the [min–max] spread before a median. Adding a suite \
+         (rpc, logs, cluster) is a module in `crates/bistream-bench/src/suites/` and one line in `SUITES`.\n",
     );
     if !svgs.is_empty() {
         s.push_str("\n## Latency distributions\n\n");

@@ -43,17 +43,24 @@ fn parse_filter(s: &str) -> Result<String, String> {
         "expected one of {}, or TARGET=LEVEL directives such as \"info,bistream_relay_server=debug\"",
         LEVELS.join(", ")
     );
-    if s.trim().is_empty() {
+    let directives: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
         return Err(format!("empty log level: {expected}"));
     }
-    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+    for directive in &directives {
         let bare = !directive.contains(['=', '[', ':']);
         if bare && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
             return Err(format!("unknown log level {directive:?}: {expected}"));
         }
     }
-    EnvFilter::try_new(s).map_err(|e| format!("{e}: {expected}"))?;
-    Ok(s.to_string())
+    // tracing's parser does not skip spaces around commas; a user would expect it to.
+    let normalized = directives.join(",");
+    EnvFilter::try_new(&normalized).map_err(|e| format!("{e}: {expected}"))?;
+    Ok(normalized)
 }
 
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
@@ -84,10 +91,13 @@ mod tests {
             "off",
             "bistream=debug",
             "info,bistream_relay_server=trace",
-            "warn, tokio=off",
         ] {
             assert_eq!(parse_filter(ok).as_deref(), Ok(ok), "{ok}");
         }
+        assert_eq!(
+            parse_filter(" warn, tokio=off ").as_deref(),
+            Ok("warn,tokio=off")
+        );
     }
 
     #[test]
