@@ -38,23 +38,24 @@ fn env_source(e: &clap::Error) -> Option<String> {
         .next()?
         .strip_prefix("--")?
         .to_string();
+    let cmd = <crate::Cli as clap::CommandFactory>::command();
+    let (var, short) = find_env(&cmd, &long)?;
     let on_command_line = std::env::args_os().any(|a| {
         let a = a.to_string_lossy();
-        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+        a == format!("--{long}")
+            || a.starts_with(&format!("--{long}="))
+            || short.is_some_and(|c| a.starts_with(&format!("-{c}")))
     });
-    if on_command_line {
-        return None;
-    }
-    let cmd = <crate::Cli as clap::CommandFactory>::command();
-    find_env(&cmd, &long)
+    (!on_command_line).then_some(var)
 }
 
-fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {
+/// The set environment variable behind flag `--long` (and the flag's short form).
+fn find_env(cmd: &clap::Command, long: &str) -> Option<(String, Option<char>)> {
     for a in cmd.get_arguments() {
         if a.get_long() == Some(long) {
             if let Some(var) = a.get_env() {
                 if std::env::var_os(var).is_some() {
-                    return Some(var.to_string_lossy().into_owned());
+                    return Some((var.to_string_lossy().into_owned(), a.get_short()));
                 }
             }
         }
