@@ -11,12 +11,17 @@
 //! ```no_run
 //! # async fn demo() {
 //! use std::time::Duration;
-//! let mut cmd = tokio::process::Command::new(bistream_testkit::relay_python());
-//! cmd.args(["-m", "proxystore.p2p.relay.run", "--port", &bistream_testkit::free_port().to_string()]);
-//! let mut peer = bistream_testkit::Peer::spawn(cmd).unwrap();
-//! peer.wait_for_line("Serving", Duration::from_secs(20)).await;
-//! peer.drain_output();
-//! peer.terminate(Duration::from_secs(5)).await;
+//! let mut cmd = tokio::process::Command::new("bistream");
+//! cmd.args(["relay", "serve", "--port", "0"]);
+//! let mut relay = bistream_testkit::Peer::spawn(cmd).unwrap();
+//! // "relay listening on ws://127.0.0.1:PORT" -> "127.0.0.1:PORT", or an error with the output.
+//! let addr = relay
+//!     .wait_line(Duration::from_secs(20), bistream_testkit::parse_addr)
+//!     .await
+//!     .unwrap();
+//! relay.drain_output(); // never block the server on a full pipe
+//! # let _ = addr;
+//! relay.terminate(Duration::from_secs(5)).await; // SIGTERM, then kill after 5 s
 //! # }
 //! ```
 
