@@ -87,7 +87,9 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Config {
-    /// Defaults for full (`quick = false`) or quick mode. Paths are relative to `root`.
+    /// Defaults for full (`quick = false`) or quick mode. Paths are relative to `root`; the
+    /// report goes to `root/target/bench` (never to the committed `docs/` unless asked with
+    /// an explicit output folder).
     pub fn new(quick: bool, root: &std::path::Path, exe: PathBuf) -> Config {
         Config {
             suites: suite_names().iter().map(|s| s.to_string()).collect(),
@@ -96,12 +98,45 @@ impl Config {
             duration: Duration::from_millis(if quick { 400 } else { 3000 }),
             warmup: Duration::from_millis(if quick { 100 } else { 500 }),
             idle_clients: if quick { vec![100] } else { vec![1000, 10_000] },
-            out_dir: root.join("docs"),
+            out_dir: root.join("target").join("bench"),
             relay_python: root.join(".venv/relay/bin/python"),
             packet_python: root.join(".venv/packet/bin/python"),
             exe,
             command_line: String::new(),
         }
+    }
+}
+
+impl Config {
+    /// For each selected suite whose real peer cannot run (its venv's Python is missing): the
+    /// suite, the missing path and how to provide it. Checked before measuring anything.
+    pub fn missing_peers(&self) -> Vec<String> {
+        let needs = [
+            (
+                "relay",
+                &self.relay_python,
+                "--relay-python",
+                "BISTREAM_RELAY_PYTHON",
+            ),
+            (
+                "packet",
+                &self.packet_python,
+                "--packet-python",
+                "BISTREAM_PACKET_PYTHON",
+            ),
+        ];
+        needs
+            .iter()
+            .filter(|(suite, path, _, _)| self.suites.iter().any(|s| s == suite) && !path.exists())
+            .map(|(suite, path, flag, var)| {
+                format!(
+                    "{suite}: the Python peer is missing ({} does not exist): run \
+                     scripts/setup-test-env from a bistream checkout, or point {flag} / {var} \
+                     at a Python that has it",
+                    path.display()
+                )
+            })
+            .collect()
     }
 }
 
@@ -112,13 +147,16 @@ pub struct Series {
     pub chart: String,
     /// Legend label.
     pub label: String,
+    /// The latency distribution.
     pub hist: Histogram,
 }
 
 /// What a suite returns.
 #[derive(Debug, Default)]
 pub struct SuiteOutput {
+    /// The table rows, in order.
     pub rows: Vec<Row>,
+    /// Latency distributions to plot.
     pub series: Vec<Series>,
     /// Free-text facts about the workload, printed under the table.
     pub notes: Vec<String>,
@@ -126,6 +164,7 @@ pub struct SuiteOutput {
 
 /// What suites get: the configuration, the progress display, and scratch space.
 pub struct Ctx {
+    /// The run's configuration.
     pub cfg: Config,
     progress: MultiProgress,
     /// Temporary folder for the embedded Python helper scripts.
@@ -161,11 +200,17 @@ impl Ctx {
 /// Everything one `bistream bench` produced.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// When the run finished (UTC, RFC 3339).
     pub generated_at: String,
+    /// Where and with what it ran.
     pub machine: machine::Machine,
+    /// What was asked.
     pub config: Config,
+    /// Every suite's rows.
     pub rows: Vec<Row>,
+    /// Workload notes, prefixed with the suite name.
     pub notes: Vec<String>,
+    /// Latency distributions (plotted, not in the JSON).
     #[serde(skip)]
     pub series: Vec<Series>,
 }
@@ -232,11 +277,14 @@ impl Report {
 
 /// The plain-text table and notes for stdout.
 pub fn render_text(r: &Report) -> String {
-    let mut s = report::text_table(&r.rows);
-    if !r.notes.is_empty() {
+    let mut s = report::text_table(&r.rows, r.config.quick);
+    if !r.notes.is_empty() || r.config.quick {
         s.push('\n');
         for n in &r.notes {
             s.push_str(&format!("note: {n}\n"));
+        }
+        if r.config.quick {
+            s.push_str(&format!("note: {}\n", report::QUICK_NOTE));
         }
     }
     s

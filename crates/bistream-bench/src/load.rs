@@ -94,9 +94,13 @@ impl WorkerOut {
 /// One run's totals.
 #[derive(Debug, Default)]
 pub struct RunOut {
+    /// Operations completed.
     pub count: u64,
+    /// Payload bytes moved.
     pub bytes: u64,
+    /// Measured seconds.
     pub secs: f64,
+    /// Per-operation latencies.
     pub hist: Histogram,
 }
 

@@ -11,15 +11,25 @@ use crate::{report, Config, Report};
 /// Facts about where and with what the figures were measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// CPU model.
     pub cpu: String,
+    /// Cores visible to the process.
     pub cores: usize,
+    /// Total RAM.
     pub memory: String,
+    /// Kernel (uname).
     pub kernel: String,
+    /// Compiler version.
     pub rustc: String,
+    /// Version of the binary measured.
     pub bistream_version: String,
+    /// Commit of the checkout (and whether it was dirty).
     pub git_commit: String,
+    /// The relay peer measured (package and version).
     pub relay_peer: String,
+    /// The packet peer measured (package and version).
     pub packet_peer: String,
+    /// The soft open-file limit during the run.
     pub open_file_limit: String,
 }
 
@@ -166,7 +176,10 @@ pub fn markdown(r: &Report, svgs: &[String]) -> String {
     s.push_str(&format!("- Relay peer: {}\n", m.relay_peer));
     s.push_str(&format!("- Packet peer: {}\n\n", m.packet_peer));
     s.push_str("## Results\n\n");
-    s.push_str(&report::markdown_table(&r.rows));
+    s.push_str(&report::markdown_table(&r.rows, c.quick));
+    if c.quick {
+        s.push_str(&format!("\n{}.\n", report::QUICK_NOTE));
+    }
     if !r.notes.is_empty() {
         s.push_str("\n## Workloads and caveats\n\n");
         for n in &r.notes {
@@ -177,12 +190,13 @@ pub fn markdown(r: &Report, svgs: &[String]) -> String {
         "\n## Reproducing\n\n\
          `scripts/setup-test-env` (the Python peers), then `cargo run --release -- bench all` \
          (full: 5 runs of 3 s per figure, 1,000 and 10,000 idle clients; about 8 minutes on 2 cores), \
-         or one suite (`bench relay`), `--quick` (one short run; `scripts/test` runs it with \
-         `--strict --out target/bench-smoke`), `--runs N`, `--duration SECONDS`, `--out DIR`, \
-         `--relay-python`/`--packet-python`. A figure that cannot be measured says why \
-         (\"not available: ...\"); `--strict` makes that an error. Machine noise is large on a \
-         shared VM: read the [min–max] spread before a median. Adding a suite (rpc, logs, cluster) is \
-         a module in `crates/bistream-bench/src/suites/` and one line in `SUITES`.\n",
+         or one suite (`bench relay`), `--quick` (one short run, too short to judge: no \
+         PASS/SHORT; `scripts/test` runs it with `--out target/bench-smoke`), `--runs N`, \
+         `--duration SECONDS`, `--out DIR` (default `target/bench`; `--out docs` updates this \
+         report), `--relay-python`/`--packet-python`. A figure that cannot be measured says why \
+         (\"not available: ...\") and makes the exit code 1 unless `--allow-missing`. Machine \
+         noise is large on a shared VM: read the [min–max] spread before a median. Adding a suite \
+         (rpc, logs, cluster) is a module in `crates/bistream-bench/src/suites/` and one line in `SUITES`.\n",
     );
     if !svgs.is_empty() {
         s.push_str("\n## Latency distributions\n\n");

@@ -7,9 +7,13 @@ use serde::Serialize;
 /// A figure measured over several runs: the median and the spread.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stat {
+    /// Median over the runs.
     pub median: f64,
+    /// Lowest run.
     pub min: f64,
+    /// Highest run.
     pub max: f64,
+    /// Number of runs that produced a figure.
     pub runs: usize,
 }
 
@@ -79,7 +83,9 @@ impl From<anyhow::Result<Vec<f64>>> for Cell {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Against {
+    /// The real peer (the Python implementation).
     Peer,
+    /// The physical floor (raw sockets).
     Floor,
 }
 
@@ -88,13 +94,29 @@ pub enum Against {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Target {
     /// ours / reference ≥ x (throughput against a peer).
-    RatioAtLeast { against: Against, x: f64 },
+    RatioAtLeast {
+        /// The column divided by.
+        against: Against,
+        /// The bound.
+        x: f64,
+    },
     /// ours / reference ≤ x (latency against a floor).
-    RatioAtMost { against: Against, x: f64 },
+    RatioAtMost {
+        /// The column divided by.
+        against: Against,
+        /// The bound.
+        x: f64,
+    },
     /// ours ≥ x in the row's unit.
-    AtLeast { x: f64 },
+    AtLeast {
+        /// The bound.
+        x: f64,
+    },
     /// ours ≤ x in the row's unit.
-    AtMost { x: f64 },
+    AtMost {
+        /// The bound.
+        x: f64,
+    },
 }
 
 impl Target {
@@ -130,16 +152,23 @@ fn who(a: Against) -> &'static str {
 /// One metric of one suite.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// Suite name.
     pub suite: String,
+    /// What is measured.
     pub metric: String,
+    /// Unit of the figures.
     pub unit: String,
     /// Whether a larger figure is better (throughput) or worse (latency, memory).
     pub higher_is_better: bool,
+    /// bistream's figure.
     pub ours: Cell,
+    /// The real peer's figure.
     pub peer: Cell,
+    /// The floor's figure.
     pub floor: Cell,
     /// The column the ratio column divides ours by.
     pub ratio_against: Option<Against>,
+    /// The goals checked against ours.
     pub targets: Vec<Target>,
     /// Free text: workload details, what failed.
     pub note: String,
@@ -162,26 +191,32 @@ impl Row {
         }
     }
 
+    /// Sets our figure.
     pub fn ours(mut self, c: Cell) -> Row {
         self.ours = c;
         self
     }
+    /// Sets the peer's figure.
     pub fn peer(mut self, c: Cell) -> Row {
         self.peer = c;
         self
     }
+    /// Sets the floor's figure.
     pub fn floor(mut self, c: Cell) -> Row {
         self.floor = c;
         self
     }
+    /// Shows ours ÷ that column as the ratio.
     pub fn ratio(mut self, a: Against) -> Row {
         self.ratio_against = Some(a);
         self
     }
+    /// Adds a goal.
     pub fn target(mut self, t: Target) -> Row {
         self.targets.push(t);
         self
     }
+    /// Sets the free-text note.
     pub fn note(mut self, n: impl Into<String>) -> Row {
         self.note = n.into();
         self
@@ -266,7 +301,9 @@ fn fmt_ratio(r: &Row) -> String {
     }
 }
 
-fn fmt_verdicts(r: &Row) -> (String, String) {
+/// Verdict words: PASS/SHORT, or in quick mode "met"/"below" marked as no verdict (one short
+/// run on a shared machine is too short to judge a target).
+fn fmt_verdicts(r: &Row, quick: bool) -> (String, String) {
     let v = r.verdicts();
     if v.is_empty() {
         return ("—".into(), String::new());
@@ -275,6 +312,8 @@ fn fmt_verdicts(r: &Row) -> (String, String) {
     let results = v
         .iter()
         .map(|(_, p)| match p {
+            Some(true) if quick => "met (quick: no verdict)",
+            Some(false) if quick => "below (quick: no verdict)",
             Some(true) => "PASS",
             Some(false) => "SHORT",
             None => "n/a",
@@ -294,14 +333,18 @@ fn clip(s: String, n: usize) -> String {
     }
 }
 
-/// The plain-text table for stdout.
-pub fn text_table(rows: &[Row]) -> String {
+/// What quick mode prints under its table instead of verdicts.
+pub const QUICK_NOTE: &str = "quick mode: one short run per figure is too short to judge the \
+targets, so results say met or below, not a verdict; run `bistream bench` (full mode) to judge them";
+
+/// The plain-text table for stdout (`quick`: no PASS/SHORT verdicts).
+pub fn text_table(rows: &[Row], quick: bool) -> String {
     let header = [
         "suite", "metric", "unit", "ours", "peer", "floor", "ratio", "target", "result",
     ];
     let mut lines: Vec<[String; 9]> = vec![header.map(String::from)];
     for r in rows {
-        let (t, res) = fmt_verdicts(r);
+        let (t, res) = fmt_verdicts(r, quick);
         lines.push([
             r.suite.clone(),
             r.metric.clone(),
@@ -342,14 +385,14 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The Markdown table (with the spread of every figure).
-pub fn markdown_table(rows: &[Row]) -> String {
+/// The Markdown table (with the spread of every figure; `quick`: no PASS/SHORT verdicts).
+pub fn markdown_table(rows: &[Row], quick: bool) -> String {
     let mut out = String::from(
         "| suite | metric | unit | ours | peer | floor | ratio | target | result |\n\
          |---|---|---|---:|---:|---:|---:|---|---|\n",
     );
     for r in rows {
-        let (t, res) = fmt_verdicts(r);
+        let (t, res) = fmt_verdicts(r, quick);
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             md_escape(&r.suite),
@@ -403,9 +446,19 @@ mod tests {
             });
         assert_eq!(missing.ratio_value(), None);
         assert_eq!(missing.verdicts()[0].1, None);
-        let t = text_table(&[r, missing]);
+        let rows = [r, missing];
+        let t = text_table(&rows, false);
         assert!(t.contains("PASS; SHORT"), "{t}");
         assert!(t.contains("not available: down"), "{t}");
+        // Quick mode never prints a verdict.
+        let q = text_table(&rows, true);
+        assert!(!q.contains("PASS") && !q.contains("SHORT"), "{q}");
+        assert!(
+            q.contains("met (quick: no verdict); below (quick: no verdict)"),
+            "{q}"
+        );
+        let md = markdown_table(&rows, true);
+        assert!(!md.contains("SHORT") && md.contains("below (quick"), "{md}");
     }
 
     #[test]

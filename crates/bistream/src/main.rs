@@ -1,19 +1,35 @@
 //! The `bistream` command: one binary with a subcommand per part. With no subcommand it runs
-//! the relay server with its embedded defaults (`cargo run --release`).
-#![forbid(unsafe_code)]
+//! the relay server (`cargo run --release`), honouring the same flags and `BISTREAM_RELAY_*`
+//! environment variables as `bistream relay serve`.
 
 mod cmd;
 mod logging;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Bidirectional streaming between processes: a ProxyStore-compatible relay, cs.packetstream
 /// packet connections, multiplexed RPC and log tailing.
 #[derive(Debug, Parser)]
-#[command(name = "bistream", version, about, long_about = None)]
+#[command(
+    name = "bistream",
+    version,
+    propagate_version = true,
+    about,
+    long_about = None,
+    after_help = "With no subcommand, bistream runs the relay server on 127.0.0.1:8700, exactly \
+                  as `bistream relay serve` does: the relay server options above (and their \
+                  BISTREAM_RELAY_* environment variables) apply. Example: `bistream --port 8701`.\n\
+                  Exit codes: 0 success, 1 failure, 2 bad arguments or configuration; client \
+                  commands document more in their --help."
+)]
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// The relay server options, used when no subcommand is given.
+    #[command(flatten)]
+    serve: cmd::relay::ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -32,11 +48,40 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+/// Parses the command line. The relay server options belong to the default mode only: given
+/// on the command line together with a subcommand they are an error, not silently ignored
+/// (their environment variables are read by `relay serve` itself).
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some(sub) = matches.subcommand_name() {
+        let serve_only =
+            <cmd::relay::ServeArgs as clap::Args>::augment_args(clap::Command::new("x"));
+        for arg in serve_only.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                let flag = arg.get_long().unwrap_or(id);
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--{flag} is a relay server option: use it without a subcommand, or \
+                         after `relay serve`, not before `{sub}`"
+                    ),
+                ));
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches)
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => return cmd::clap_exit(e),
+    };
     if let Err(e) = logging::init(&cli.log) {
         eprintln!("bistream: {e:#}");
-        return std::process::ExitCode::from(2);
+        return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,12 +90,12 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bistream: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            None => cmd::relay::serve_default().await,
+            None => cmd::relay::serve_default(cli.serve).await,
             Some(Command::Relay(a)) => cmd::relay::run(a).await,
             Some(Command::Packet(a)) => cmd::packet::run(a).await,
             Some(Command::Rpc(a)) => cmd::rpc::run(a).await,
@@ -62,7 +107,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bistream: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `bistream bench` plumbing: the hidden floor servers start and print their address, the
-//! command line rejects bad input, and a tiny `packet` run writes a complete report. No timing
-//! assertions: speed is what the bench reports, never what a test checks.
+//! command line rejects bad input, a tiny `packet` run writes a complete report, a run never
+//! touches the committed `docs/` unless asked, missing Python peers fail up front with the
+//! whole hint, and quick mode gives no verdict. No timing assertions: speed is what the bench
+//! reports, never what a test checks.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::process::Command;
 use std::time::Duration;
@@ -41,14 +44,15 @@ async fn floor_servers_print_their_address_and_serve() {
 
 #[test]
 fn bad_arguments_are_refused_with_a_clear_error() {
+    // Usage errors exit 2 (as `--help` says), naming what is valid.
     let out = Command::new(BIN)
         .args(["bench", "nosuchsuite", "--no-write"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unknown suite") && err.contains("relay"),
+        err.contains("nosuchsuite") && err.contains("relay") && err.contains("packet"),
         "{err}"
     );
 
@@ -56,9 +60,9 @@ fn bad_arguments_are_refused_with_a_clear_error() {
         .args(["bench", "packet", "--duration", "0", "--no-write"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--duration"), "{err}");
+    assert!(err.contains("--duration") && err.contains("0.05"), "{err}");
 
     let out = Command::new(BIN)
         .args(["bench", "floor-server", "udp-flood"])
@@ -112,4 +116,89 @@ fn a_tiny_packet_run_writes_a_complete_report() {
     );
     let svg = std::fs::read_to_string(dir.path().join("bench-packet-latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("raw TCP ping-pong"));
+}
+
+/// A scratch "checkout": a workspace manifest and a committed report that must survive.
+fn fake_checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    std::fs::write(
+        dir.path().join("docs/BENCHMARKS.md"),
+        "committed full report\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn missing_peers_fail_before_measuring_with_the_whole_hint() {
+    let dir = fake_checkout();
+    // The checkout has no .venv: the packet peer is missing.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("BISTREAM_PACKET_PYTHON")
+        .args(["bench", "packet", "--quick"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let venv = dir.path().join(".venv/packet/bin/python");
+    assert!(
+        err.contains(&format!("{} does not exist", venv.display()))
+            && err.contains("run scripts/setup-test-env")
+            && err.contains("--packet-python")
+            && err.contains("--allow-missing"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "nothing measured"
+    );
+}
+
+#[test]
+fn quick_runs_write_to_target_not_docs_and_give_no_verdict() {
+    let dir = fake_checkout();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "packet",
+            "--quick",
+            "--duration",
+            "0.05",
+            "--packet-python",
+            "/nonexistent/python",
+            "--allow-missing",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // --allow-missing: exit 0, the missing figures listed in full (never clipped).
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("not measured") && stderr.contains("/nonexistent/python"),
+        "{stderr}"
+    );
+    // Quick mode: met/below, never PASS/SHORT, and says why.
+    assert!(
+        !stdout.contains("PASS") && !stdout.contains("SHORT"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("too short to judge"), "{stdout}");
+    // The report went to target/bench; the committed one is untouched.
+    let written = dir.path().join("target/bench/BENCHMARKS.md");
+    let md = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        md.contains("too short to judge") && !md.contains("SHORT |"),
+        "{md}"
+    );
+    assert!(stderr.contains(&written.display().to_string()), "{stderr}");
+    assert!(stderr.contains("--out docs"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("docs/BENCHMARKS.md")).unwrap(),
+        "committed full report\n"
+    );
 }

@@ -1,6 +1,7 @@
 //! `bistream packet serve` / `call` end to end: the real Python cs.packetstream client against
 //! `serve --demo`, `call` against a real Python server, `serve --stdio` driven over a child's
 //! stdin/stdout, and graceful SIGTERM shutdown on a Unix socket.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! `bistream relay serve` as a process: the stdout contract, the ops endpoint, precedence of
 //! flags > environment > config file, validation errors (exit 2), SIGINT, SIGHUP reload, and
 //! the no-argument default (127.0.0.1:8700).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod relay_server_support;
 use bistream_testkit::http_get;

@@ -50,8 +50,7 @@ pub fn python_missing(p: &std::path::Path) -> Option<String> {
 
 /// A free loopback port (for the Python relay, which cannot report a port it bound as 0).
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    bistream_testkit::try_free_port().context("bind 127.0.0.1:0")
 }
 
 /// Collects per-run values for one column; the first error makes the column "not available".

@@ -1,6 +1,7 @@
 //! Shared by the `relay_server_*` tests: start `bistream relay serve` as a process and read
 //! its address lines, run the Python interop scenarios (the real proxystore RelayClient /
 //! PeerManager from `.venv/relay`), and tiny HTTP GETs for the ops endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use std::time::Duration;

@@ -5,6 +5,9 @@ mod serve;
 
 use std::process::ExitCode;
 
+use bistream_relay_server::ServerError;
+pub use serve::ServeArgs;
+
 #[derive(Debug, clap::Args)]
 pub struct RelayArgs {
     #[command(subcommand)]
@@ -21,9 +24,10 @@ enum RelayCommand {
     Send(client::SendArgs),
 }
 
-/// `cargo run --release` with no arguments: the relay server with its embedded defaults.
-pub async fn serve_default() -> anyhow::Result<ExitCode> {
-    serve::serve_default().await
+/// `bistream` with no subcommand (`cargo run --release`): the relay server, with the same
+/// flags and environment variables as `bistream relay serve`.
+pub async fn serve_default(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    serve::run(args).await
 }
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
@@ -31,5 +35,26 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
         RelayCommand::Serve(a) => serve::run(a).await,
         RelayCommand::Listen(a) => client::listen(a).await,
         RelayCommand::Send(a) => client::send(a).await,
+    }
+}
+
+/// What to do about a bind failure, when there is something to say.
+pub(crate) fn bind_hint(e: &ServerError) -> Option<&'static str> {
+    match e {
+        ServerError::Bind { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            Some(
+                "hint: another process is using that port (is a relay already running?); \
+                 pick another with --port 8701 (or BISTREAM_RELAY_PORT=8701), or --port 0 \
+                 for any free port",
+            )
+        }
+        ServerError::MetricsBind { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            Some("hint: the metrics port is in use; pick another with --metrics-addr HOST:PORT (port 0 for any free port)")
+        }
+        _ => None,
     }
 }

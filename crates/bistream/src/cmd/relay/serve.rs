@@ -121,10 +121,6 @@ pub struct ServeOptions {
     pub auth_cache_ttl: Option<f64>,
 }
 
-pub async fn serve_default() -> anyhow::Result<ExitCode> {
-    run(ServeArgs::default()).await
-}
-
 /// Overlays the flags (and their environment variables) onto the file's settings.
 fn overlay(a: ServeOptions, mut f: FileConfig) -> FileConfig {
     macro_rules! set {
@@ -202,6 +198,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(e) => {
             eprintln!("bistream relay serve: {e}");
+            if let Some(hint) = super::bind_hint(&e) {
+                eprintln!("{hint}");
+            }
             return Ok(ExitCode::from(2));
         }
     };
