@@ -611,6 +611,34 @@ impl LimitTracker {
         self.admit(Unit::Line, size)
     }
 
+    /// Counts one transport message (a WebSocket frame whose content is then split into lines
+    /// and admitted with [`admit_line`](Self::admit_line)) toward `max_messages` only: its size
+    /// is not checked against `max_message_size` (that limit applies to each line) and adds
+    /// nothing to the byte total (the lines do).
+    ///
+    /// # Errors
+    /// [`LimitExceeded`] for `max_messages`, or the error that already exhausted the tracker.
+    ///
+    /// ```
+    /// use bistream_core::{Limit, LimitTracker, StreamLimits};
+    /// let mut t = LimitTracker::new(StreamLimits::builder().max_messages(1).max_message_size(4).build()?);
+    /// t.count_message()?; // a 20 KB frame of short lines is one message
+    /// assert!(t.admit_line(3)?.is_accepted());
+    /// assert_eq!(t.count_message().unwrap_err().limit, Limit::MaxMessages);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn count_message(&mut self) -> Result<(), LimitExceeded> {
+        if let Some(e) = self.exceeded {
+            return Err(e);
+        }
+        let next = self.usage.messages.saturating_add(1);
+        if next > self.limits.max_messages {
+            return Err(self.exhaust(Limit::MaxMessages, self.limits.max_messages, next));
+        }
+        self.usage.messages = next;
+        Ok(())
+    }
+
     fn admit(&mut self, unit: Unit, size: usize) -> Result<Admitted, LimitExceeded> {
         if let Some(e) = self.exceeded {
             return Err(e);
