@@ -267,19 +267,19 @@ fn header_pair(
 
 async fn connect_http(url: reqwest::Url, opts: &TailOptions) -> Result<Source, ClientError> {
     let ctx = opts.context.as_str();
-    let mut builder = reqwest::Client::builder()
+    // Always hand reqwest our TLS config: without one it has no crypto provider at all.
+    let client = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
-        .tcp_nodelay(true);
-    if url.scheme() == "https" {
-        builder = builder.tls_backend_preconfigured((*crate::tls::client_config(ctx)?).clone());
-    }
-    let client = builder.build().map_err(|e| {
-        ClientError::with_context(
-            Status::Internal,
-            ctx,
-            format!("cannot build the HTTP client: {e}"),
-        )
-    })?;
+        .tcp_nodelay(true)
+        .tls_backend_preconfigured((*crate::tls::client_config(ctx)?).clone())
+        .build()
+        .map_err(|e| {
+            ClientError::with_context(
+                Status::Internal,
+                ctx,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
     let mut req = client.get(url.clone());
     for (name, value) in &opts.headers {
         let (n, v) = header_pair(name, value, ctx)?;
