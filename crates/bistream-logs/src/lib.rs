@@ -35,6 +35,7 @@
 pub mod blocking;
 pub mod lines;
 pub mod options;
+pub mod ray;
 mod source;
 pub mod tail;
 mod tls;

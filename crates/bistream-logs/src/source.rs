@@ -53,10 +53,11 @@ impl Source {
         }
     }
 
-    /// Waits for the next chunk, at most `idle` (`None`: forever).
+    /// Waits for the next chunk until `deadline` (`None`: forever); `idle` is only named in
+    /// the timeout error.
     pub(crate) async fn next_chunk(
         &mut self,
-        idle: Option<Duration>,
+        deadline: Option<(tokio::time::Instant, Duration)>,
         ctx: &str,
     ) -> Result<Chunk, ClientError> {
         let read = async {
@@ -72,9 +73,9 @@ impl Source {
                 },
             }
         };
-        match idle {
+        match deadline {
             None => read.await,
-            Some(t) => tokio::time::timeout(t, read).await.unwrap_or_else(|_| {
+            Some((at, t)) => tokio::time::timeout_at(at, read).await.unwrap_or_else(|_| {
                 Err(ClientError::with_context(
                     Status::Timeout,
                     ctx,
@@ -312,6 +313,56 @@ async fn connect_http(url: reqwest::Url, opts: &TailOptions) -> Result<Source, C
         ctx,
         &quote,
     ))
+}
+
+/// A small whole response body (`GET url`), at most `max` bytes, within the connect timeout.
+pub(crate) async fn get_small(
+    url: &str,
+    opts: &TailOptions,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let ctx = opts.context.as_str();
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        ClientError::with_context(Status::InvalidInput, ctx, format!("invalid URL {url}: {e}"))
+    })?;
+    let Source::Http(mut resp) = connect_http(parsed, opts).await? else {
+        return Err(ClientError::with_context(
+            Status::Internal,
+            ctx,
+            "not an HTTP response",
+        ));
+    };
+    let mut body = Vec::new();
+    let read = async {
+        while let Some(c) = resp
+            .chunk()
+            .await
+            .map_err(|e| reqwest_error(&e, ctx, &format!("reading {url}")))?
+        {
+            if body.len() + c.len() > max {
+                return Err(ClientError::with_context(
+                    Status::LimitExceeded,
+                    ctx,
+                    format!("response from {url} is larger than {max} bytes"),
+                ));
+            }
+            body.extend_from_slice(&c);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(opts.connect_timeout, read)
+        .await
+        .map_err(|_| {
+            ClientError::with_context(
+                Status::Timeout,
+                ctx,
+                format!(
+                    "reading {url} took longer than {}",
+                    secs(opts.connect_timeout)
+                ),
+            )
+        })??;
+    Ok(body)
 }
 
 /// The start of an error response's body, read with a bound on size and time.

@@ -78,6 +78,7 @@ pub struct Tail {
     stats: Arc<StatsCell>,
     hold_last: bool,
     held: Option<String>,
+    wait_deadline: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -101,6 +102,7 @@ impl Tail {
             opts,
             hold_last: false,
             held: None,
+            wait_deadline: None,
         }
     }
 
@@ -153,7 +155,16 @@ impl Tail {
         &self.opts.context
     }
 
+    /// Whether a line may be ready without waiting for the network (callers flush their
+    /// output when not).
+    pub fn has_buffered_data(&self) -> bool {
+        !self.splitter.needs_data()
+    }
+
     /// The next line; `None` after a normal end or after the error was returned.
+    ///
+    /// Cancel-safe once connected: dropping the future between lines loses nothing, and the
+    /// idle timeout keeps counting from when the wait began.
     pub async fn next_line(&mut self) -> Option<Result<String, ClientError>> {
         loop {
             match self.state {
@@ -173,10 +184,17 @@ impl Tail {
             let State::Streaming(source) = &mut self.state else {
                 continue;
             };
-            match source
-                .next_chunk(self.opts.idle_timeout, &self.opts.context)
-                .await
-            {
+            // The wait's deadline survives a cancelled call (a `select!` in the caller), so
+            // the idle timeout is not restarted by polling again.
+            let deadline = self.opts.idle_timeout.map(|t| {
+                let at = *self
+                    .wait_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + t);
+                (at, t)
+            });
+            let got = source.next_chunk(deadline, &self.opts.context).await;
+            self.wait_deadline = None;
+            match got {
                 Ok(Chunk::Data { bytes, message }) => {
                     if message {
                         if let Err(e) = self.tracker.count_message() {
