@@ -139,7 +139,7 @@ async fn tail_url(args: &TailArgs) -> Result<ExitCode, ClientError> {
     let context = args
         .context
         .clone()
-        .unwrap_or_else(|| reqwest_host(&url).unwrap_or_else(|| "logs".to_owned()));
+        .unwrap_or_else(|| url_host(&url).unwrap_or_else(|| "logs".to_owned()));
     let opts = options(args, context)?;
     let mut out = Printer::new();
     let mut tail = Tail::new(url, opts);
@@ -149,7 +149,7 @@ async fn tail_url(args: &TailArgs) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn reqwest_host(url: &str) -> Option<String> {
+fn url_host(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit('@').next()?;
@@ -324,9 +324,6 @@ struct Progress {
     start: Instant,
     last: Instant,
     shown: bool,
-    lines: u64,
-    bytes: u64,
-    skipped: u64,
 }
 
 impl Printer {
@@ -335,9 +332,6 @@ impl Printer {
             start: Instant::now(),
             last: Instant::now(),
             shown: false,
-            lines: 0,
-            bytes: 0,
-            skipped: 0,
         });
         Self {
             stdout: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
@@ -398,8 +392,7 @@ impl Printer {
     fn draw(&mut self, stats: &StatsCell) {
         let Some(p) = &mut self.progress else { return };
         let s = stats.snapshot();
-        // Counters of earlier tails (Ray recovery) add up.
-        let (lines, bytes, skipped) = (p.lines + s.lines, p.bytes + s.bytes, p.skipped + s.skipped);
+        let (lines, bytes, skipped) = (s.lines, s.bytes, s.skipped);
         let secs = p.start.elapsed().as_secs_f64().max(1e-3);
         let _ = self.stdout.flush();
         eprint!(
