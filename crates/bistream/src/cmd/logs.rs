@@ -117,7 +117,7 @@ fn options(args: &TailArgs, context: String) -> Result<TailOptions, ClientError>
     let connect = validate_timeout(args.timeout).map_err(|e| bad(format!("--timeout: {e}")))?;
     let idle = match args.idle_timeout {
         None => Some(connect),
-        Some(s) if s == 0.0 => None,
+        Some(0.0) => None,
         Some(s) => Some(validate_timeout(s).map_err(|e| bad(format!("--idle-timeout: {e}")))?),
     };
     let mut opts = TailOptions::new(context.clone())
