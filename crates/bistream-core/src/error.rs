@@ -26,6 +26,10 @@ use crate::validate::ValidationError;
 pub enum Status {
     /// 400: the caller's input is invalid (bad id, timeout, URL, configuration).
     InvalidInput,
+    /// 401: the server wants (other) credentials.
+    Unauthorized,
+    /// 403: the credentials were accepted but do not allow this.
+    Forbidden,
     /// 404: the endpoint or resource does not exist.
     NotFound,
     /// 408: connecting or reading timed out.
@@ -40,8 +44,10 @@ pub enum Status {
 
 impl Status {
     /// All statuses, in code order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 8] = [
         Status::InvalidInput,
+        Status::Unauthorized,
+        Status::Forbidden,
         Status::NotFound,
         Status::Timeout,
         Status::LimitExceeded,
@@ -49,7 +55,7 @@ impl Status {
         Status::ConnectionFailed,
     ];
 
-    /// The numeric code (400, 404, 408, 429, 500, 503).
+    /// The numeric code (400, 401, 403, 404, 408, 429, 500, 503).
     ///
     /// ```
     /// assert_eq!(bistream_core::Status::InvalidInput.code(), 400);
@@ -57,6 +63,8 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::InvalidInput => 400,
+            Status::Unauthorized => 401,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::Timeout => 408,
             Status::LimitExceeded => 429,
@@ -65,7 +73,8 @@ impl Status {
         }
     }
 
-    /// The status for a code, if it is one of the six.
+    /// The status for a code, if it is one of [`Status::ALL`] (see [`Status::from_http`] for
+    /// mapping any HTTP status).
     ///
     /// ```
     /// assert_eq!(bistream_core::Status::from_code(404), Some(bistream_core::Status::NotFound));
@@ -82,11 +91,60 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::InvalidInput => "invalid input",
+            Status::Unauthorized => "unauthorized",
+            Status::Forbidden => "forbidden",
             Status::NotFound => "not found",
             Status::Timeout => "timeout",
             Status::LimitExceeded => "limit exceeded",
             Status::Internal => "internal error",
             Status::ConnectionFailed => "connection failed",
+        }
+    }
+}
+
+impl Status {
+    /// The status class for an HTTP status a server answered with (the answer was not a
+    /// success): 401, 403, 404, 408 and 429 keep their meaning; 410 is a 404; other 4xx are
+    /// 400; 502 and 503 are 503 (the service behind is unreachable); 504 is a 408; other
+    /// codes (other 5xx, or an unexpected 1xx/2xx/3xx) are 500. The caller names the
+    /// original code in the message (see [`ClientError::http_status`]).
+    ///
+    /// ```
+    /// use bistream_core::Status;
+    /// assert_eq!(Status::from_http(404), Status::NotFound);
+    /// assert_eq!(Status::from_http(410), Status::NotFound);
+    /// assert_eq!(Status::from_http(418), Status::InvalidInput);
+    /// assert_eq!(Status::from_http(504), Status::Timeout);
+    /// assert_eq!(Status::from_http(502), Status::ConnectionFailed);
+    /// assert_eq!(Status::from_http(507), Status::Internal);
+    /// ```
+    pub fn from_http(code: u16) -> Status {
+        match code {
+            401 => Status::Unauthorized,
+            403 => Status::Forbidden,
+            404 | 410 => Status::NotFound,
+            408 | 504 => Status::Timeout,
+            429 => Status::LimitExceeded,
+            502 | 503 => Status::ConnectionFailed,
+            400..=499 => Status::InvalidInput,
+            _ => Status::Internal,
+        }
+    }
+
+    /// The status class for an I/O error while connecting or streaming: a timeout is 408,
+    /// everything else (refused, unreachable, DNS failure, reset, broken pipe, early end) is
+    /// 503.
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use bistream_core::Status;
+    /// assert_eq!(Status::from_io(&Error::from(ErrorKind::ConnectionRefused)), Status::ConnectionFailed);
+    /// assert_eq!(Status::from_io(&Error::from(ErrorKind::TimedOut)), Status::Timeout);
+    /// ```
+    pub fn from_io(err: &std::io::Error) -> Status {
+        match err.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Status::Timeout,
+            _ => Status::ConnectionFailed,
         }
     }
 }
@@ -200,6 +258,32 @@ impl ClientError {
         Self::new(Status::ConnectionFailed, message)
     }
 
+    /// The error for an HTTP answer that was not a success: the status class from
+    /// [`Status::from_http`], and a message naming the original code, its reason phrase and
+    /// what the server said (`detail`, e.g. the start of the body; sanitized like everything).
+    ///
+    /// ```
+    /// use bistream_core::{ClientError, Status};
+    /// let e = ClientError::http_status(404, Some("Not Found"), "job raysubmit_1", "Job raysubmit_1 does not exist");
+    /// assert_eq!(e.status(), Status::NotFound);
+    /// assert_eq!(e.to_string(), "404 not found: job raysubmit_1: server answered HTTP 404 Not Found: Job raysubmit_1 does not exist");
+    /// let e = ClientError::http_status(418, None, "", "");
+    /// assert_eq!(e.to_string(), "400 invalid input: server answered HTTP 418");
+    /// ```
+    pub fn http_status(code: u16, reason: Option<&str>, context: &str, detail: &str) -> Self {
+        let mut message = format!("server answered HTTP {code}");
+        if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+            message.push(' ');
+            message.push_str(reason);
+        }
+        let detail = detail.trim();
+        if !detail.is_empty() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        Self::with_context(Status::from_http(code), context, message)
+    }
+
     /// The status.
     ///
     /// ```
@@ -281,7 +365,7 @@ mod tests {
         }
         assert_eq!(
             Status::ALL.map(Status::code),
-            [400, 404, 408, 429, 500, 503]
+            [400, 401, 403, 404, 408, 429, 500, 503]
         );
     }
 

@@ -1,13 +1,17 @@
-//! Shared utilities used by every bistream part — the synapse network utilities, done right:
+//! The one home of the concepts every bistream part shares — the synapse network
+//! utilities, done right. bistream-logs is built on all of it; the relay, rpc and packet
+//! parts use the URL, timeout, sanitizing and status-coded error helpers:
 //!
 //! - [`StreamLimits`] (validated configuration, TOML-ready) and [`LimitTracker`] (enforces
 //!   them on one stream, with typed [`LimitExceeded`] errors and counted skips);
-//! - [`ClientError`] with a [`Status`] (400/404/408/429/500/503) whose message is always
+//! - [`ClientError`] with a [`Status`] (400/401/403/404/408/429/500/503, mapped from HTTP
+//!   statuses and I/O errors by [`Status::from_http`] and [`Status::from_io`]) whose message is always
 //!   sanitized;
 //! - input validation: [`validate_resource_id`], [`validate_timeout`],
 //!   [`validate_timeout_max`];
 //! - URL conversion: [`http_to_websocket_url`], [`websocket_to_http_url`];
-//! - credential redaction for logs: [`sanitize`], [`sanitize_error_message`].
+//! - credential redaction for logs, terminals and errors: [`sanitize`],
+//!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`).
 //!
 //! # Example
 //!

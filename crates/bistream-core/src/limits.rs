@@ -20,10 +20,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 * 1024;
 /// Default for [`StreamLimits::queue_size`]: 1,000 items.
 pub const DEFAULT_QUEUE_SIZE: usize = 1_000;
-/// Default for [`StreamLimits::exception_queue_size`]: 10 items.
-pub const DEFAULT_EXCEPTION_QUEUE_SIZE: usize = 10;
 
 /// Limits for one streaming operation, so that a peer cannot exhaust memory.
+///
+/// The seed's `exception_queue_size` has no counterpart: an error travels as the last item of
+/// the stream it ended, so no separate error queue exists to size (bistream-logs).
 ///
 /// All values are validated (see [`LimitsError`]): every limit is at least 1 and
 /// `max_message_size <= max_bytes`. Counting limits are inclusive: with `max_lines = 2`,
@@ -51,12 +52,11 @@ pub struct StreamLimits {
     max_bytes: u64,
     max_message_size: u64,
     queue_size: usize,
-    exception_queue_size: usize,
 }
 
 impl Default for StreamLimits {
     /// The documented defaults: 10,000 messages, 50,000 lines, 50 MiB, 10 KiB per message,
-    /// queue of 1,000, exception queue of 10.
+    /// queue of 1,000.
     fn default() -> Self {
         Self {
             max_messages: DEFAULT_MAX_MESSAGES,
@@ -64,7 +64,6 @@ impl Default for StreamLimits {
             max_bytes: DEFAULT_MAX_BYTES,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             queue_size: DEFAULT_QUEUE_SIZE,
-            exception_queue_size: DEFAULT_EXCEPTION_QUEUE_SIZE,
         }
     }
 }
@@ -132,15 +131,6 @@ impl StreamLimits {
     /// ```
     pub fn queue_size(&self) -> usize {
         self.queue_size
-    }
-
-    /// Capacity of the bounded queue carrying errors from producer to consumer.
-    ///
-    /// ```
-    /// assert_eq!(bistream_core::StreamLimits::default().exception_queue_size(), 10);
-    /// ```
-    pub fn exception_queue_size(&self) -> usize {
-        self.exception_queue_size
     }
 }
 
@@ -214,17 +204,6 @@ impl StreamLimitsBuilder {
         self
     }
 
-    /// Sets [`StreamLimits::exception_queue_size`].
-    ///
-    /// ```
-    /// let l = bistream_core::StreamLimits::builder().exception_queue_size(1).build().unwrap();
-    /// assert_eq!(l.exception_queue_size(), 1);
-    /// ```
-    pub fn exception_queue_size(mut self, value: usize) -> Self {
-        self.raw.exception_queue_size = value;
-        self
-    }
-
     /// Validates and returns the limits.
     ///
     /// # Errors
@@ -250,7 +229,6 @@ struct RawStreamLimits {
     max_bytes: u64,
     max_message_size: u64,
     queue_size: usize,
-    exception_queue_size: usize,
 }
 
 impl Default for RawStreamLimits {
@@ -262,7 +240,6 @@ impl Default for RawStreamLimits {
             max_bytes: d.max_bytes,
             max_message_size: d.max_message_size,
             queue_size: d.queue_size,
-            exception_queue_size: d.exception_queue_size,
         }
     }
 }
@@ -271,13 +248,12 @@ impl TryFrom<RawStreamLimits> for StreamLimits {
     type Error = LimitsError;
 
     fn try_from(raw: RawStreamLimits) -> Result<Self, LimitsError> {
-        let zero_checks: [(&'static str, bool); 6] = [
+        let zero_checks: [(&'static str, bool); 5] = [
             ("max_messages", raw.max_messages == 0),
             ("max_lines", raw.max_lines == 0),
             ("max_bytes", raw.max_bytes == 0),
             ("max_message_size", raw.max_message_size == 0),
             ("queue_size", raw.queue_size == 0),
-            ("exception_queue_size", raw.exception_queue_size == 0),
         ];
         if let Some((field, _)) = zero_checks.iter().find(|(_, zero)| *zero) {
             return Err(LimitsError::Zero { field });
@@ -294,7 +270,6 @@ impl TryFrom<RawStreamLimits> for StreamLimits {
             max_bytes: raw.max_bytes,
             max_message_size: raw.max_message_size,
             queue_size: raw.queue_size,
-            exception_queue_size: raw.exception_queue_size,
         })
     }
 }
@@ -611,6 +586,34 @@ impl LimitTracker {
         self.admit(Unit::Line, size)
     }
 
+    /// Counts one transport message (a WebSocket frame whose content is then split into lines
+    /// and admitted with [`admit_line`](Self::admit_line)) toward `max_messages` only: its size
+    /// is not checked against `max_message_size` (that limit applies to each line) and adds
+    /// nothing to the byte total (the lines do).
+    ///
+    /// # Errors
+    /// [`LimitExceeded`] for `max_messages`, or the error that already exhausted the tracker.
+    ///
+    /// ```
+    /// use bistream_core::{Limit, LimitTracker, StreamLimits};
+    /// let mut t = LimitTracker::new(StreamLimits::builder().max_messages(1).max_message_size(4).build()?);
+    /// t.count_message()?; // a 20 KB frame of short lines is one message
+    /// assert!(t.admit_line(3)?.is_accepted());
+    /// assert_eq!(t.count_message().unwrap_err().limit, Limit::MaxMessages);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn count_message(&mut self) -> Result<(), LimitExceeded> {
+        if let Some(e) = self.exceeded {
+            return Err(e);
+        }
+        let next = self.usage.messages.saturating_add(1);
+        if next > self.limits.max_messages {
+            return Err(self.exhaust(Limit::MaxMessages, self.limits.max_messages, next));
+        }
+        self.usage.messages = next;
+        Ok(())
+    }
+
     fn admit(&mut self, unit: Unit, size: usize) -> Result<Admitted, LimitExceeded> {
         if let Some(e) = self.exceeded {
             return Err(e);
@@ -698,13 +701,12 @@ mod tests {
         assert_eq!(d.max_bytes(), 52_428_800);
         assert_eq!(d.max_message_size(), 10_240);
         assert_eq!(d.queue_size(), 1_000);
-        assert_eq!(d.exception_queue_size(), 10);
         assert_eq!(StreamLimits::builder().build().unwrap(), d);
     }
 
     #[test]
     fn every_zero_field_is_named() {
-        let cases: [(&str, StreamLimitsBuilder); 6] = [
+        let cases: [(&str, StreamLimitsBuilder); 5] = [
             ("max_messages", StreamLimits::builder().max_messages(0)),
             ("max_lines", StreamLimits::builder().max_lines(0)),
             ("max_bytes", StreamLimits::builder().max_bytes(0)),
@@ -713,10 +715,6 @@ mod tests {
                 StreamLimits::builder().max_message_size(0),
             ),
             ("queue_size", StreamLimits::builder().queue_size(0)),
-            (
-                "exception_queue_size",
-                StreamLimits::builder().exception_queue_size(0),
-            ),
         ];
         for (field, b) in cases {
             assert_eq!(b.build().unwrap_err(), LimitsError::Zero { field });
@@ -733,9 +731,8 @@ mod tests {
     fn toml_defaults_unknown_keys_and_validation() {
         let l: StreamLimits = toml::from_str("").unwrap();
         assert_eq!(l, StreamLimits::default());
-        let l: StreamLimits =
-            toml::from_str("max_messages = 1\nexception_queue_size = 3\n").unwrap();
-        assert_eq!((l.max_messages(), l.exception_queue_size()), (1, 3));
+        let l: StreamLimits = toml::from_str("max_messages = 1\nqueue_size = 3\n").unwrap();
+        assert_eq!((l.max_messages(), l.queue_size()), (1, 3));
 
         let e = toml::from_str::<StreamLimits>("max_lines = 0").unwrap_err();
         assert!(

@@ -1,5 +1,6 @@
 //! Property tests: validation, URL conversion and sanitizing never panic and keep their
 //! promises on generated input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bistream_core::sanitize::{MAX_CONTEXT_LEN, MAX_SANITIZED_LEN};
 use bistream_core::{

@@ -1,0 +1,374 @@
+//! Exact line reassembly from arbitrary byte chunks ([`LineSplitter`]), with no I/O.
+//!
+//! Chunks (WebSocket frames, HTTP body chunks) split lines anywhere, including inside a UTF-8
+//! character; lines are cut only at `\n`, a `\r` right before it is dropped, and a last line
+//! without `\n` is returned by [`LineSplitter::finish`]. A line longer than the size limit is
+//! never buffered past the limit: its bytes are counted and discarded until its end, and it
+//! comes out as [`Piece::Overlong`] with its full size.
+
+use bytes::Bytes;
+
+/// One item cut from the byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A complete line without its terminator (`\n` or `\r\n`). Invalid UTF-8 is replaced by
+    /// U+FFFD; the size used for limits is the byte length before that replacement.
+    Line {
+        /// The text.
+        text: String,
+        /// Its size in bytes as received (without the terminator).
+        size: usize,
+    },
+    /// A line longer than the limit: it was discarded while it streamed by.
+    Overlong {
+        /// Its size in bytes (without the terminator).
+        size: u64,
+    },
+}
+
+/// Cuts lines out of a sequence of byte chunks, holding at most `max_line + 1` bytes of an
+/// unfinished line.
+///
+/// ```
+/// use bistream_logs::lines::{LineSplitter, Piece};
+///
+/// let mut s = LineSplitter::new(8);
+/// let mut out = Vec::new();
+/// for chunk in ["a\r\nb", "c\nthis one is too long\nd\xc3", "\xa9"] {
+///     s.feed(bytes::Bytes::copy_from_slice(chunk.as_bytes()));
+///     while let Some(p) = s.next_piece() {
+///         out.push(p);
+///     }
+/// }
+/// out.extend(s.finish());
+/// let line = |t: &str| Piece::Line { text: t.into(), size: t.len() };
+/// assert_eq!(out, [line("a"), line("bc"), Piece::Overlong { size: 20 }, line("dé")]);
+/// ```
+#[derive(Debug)]
+pub struct LineSplitter {
+    max_line: usize,
+    chunk: Bytes,
+    pos: usize,
+    /// Bytes of the current unfinished line (only when not skipping), at most `max_line + 1`.
+    partial: Vec<u8>,
+    /// `Some(size so far)` while discarding an overlong line.
+    skipping: Option<u64>,
+    /// Whether the last byte seen of the current line was `\r` (for overlong lines).
+    last_cr: bool,
+}
+
+impl LineSplitter {
+    /// A splitter for lines of at most `max_line` bytes (longer ones become
+    /// [`Piece::Overlong`]).
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            max_line,
+            chunk: Bytes::new(),
+            pos: 0,
+            partial: Vec::new(),
+            skipping: None,
+            last_cr: false,
+        }
+    }
+
+    /// Whether the last chunk fed has been fully consumed by [`next_piece`](Self::next_piece).
+    pub fn needs_data(&self) -> bool {
+        self.pos >= self.chunk.len()
+    }
+
+    /// Bytes of an unfinished line held right now (bounded by `max_line + 1`).
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Adds the next chunk. Normally called once [`next_piece`](Self::next_piece) returned
+    /// `None`; an unread rest of the previous chunk is kept in front of the new one.
+    pub fn feed(&mut self, chunk: Bytes) {
+        if self.needs_data() {
+            self.chunk = chunk;
+        } else {
+            let mut joined = Vec::with_capacity(self.chunk.len() - self.pos + chunk.len());
+            joined.extend_from_slice(&self.chunk[self.pos..]);
+            joined.extend_from_slice(&chunk);
+            self.chunk = Bytes::from(joined);
+        }
+        self.pos = 0;
+    }
+
+    /// The next complete line (or overlong line) from the data fed so far, or `None` when
+    /// more data is needed.
+    pub fn next_piece(&mut self) -> Option<Piece> {
+        if self.pos >= self.chunk.len() {
+            return None;
+        }
+        {
+            let rest = &self.chunk[self.pos..];
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                let rest = self.chunk.slice(self.pos..);
+                self.pos = self.chunk.len();
+                self.append(&rest);
+                return None;
+            };
+            let start = self.pos;
+            self.pos = start + nl + 1;
+            if self.skipping.is_none() && self.partial.is_empty() {
+                // Fast path: the whole line is inside this chunk.
+                let mut line = &self.chunk[start..start + nl];
+                if let [head @ .., b'\r'] = line {
+                    line = head;
+                }
+                if line.len() > self.max_line {
+                    return Some(Piece::Overlong {
+                        size: line.len() as u64,
+                    });
+                }
+                return Some(Piece::Line {
+                    text: to_text(line),
+                    size: line.len(),
+                });
+            }
+            let tail = self.chunk.slice(start..start + nl);
+            self.append(&tail);
+            Some(self.take_line())
+        }
+    }
+
+    /// Ends the stream: the unfinished last line, if any (a last line without `\n`).
+    pub fn finish(&mut self) -> Option<Piece> {
+        if let Some(p) = self.next_piece() {
+            return Some(p);
+        }
+        if self.skipping.is_none() && self.partial.is_empty() {
+            return None;
+        }
+        Some(self.take_line())
+    }
+
+    /// Appends bytes of the current line, switching to skipping once it cannot fit.
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.last_cr = bytes.last() == Some(&b'\r');
+        if let Some(size) = &mut self.skipping {
+            *size = size.saturating_add(bytes.len() as u64);
+            return;
+        }
+        // `max_line + 1` leaves room for the `\r` of a `\r\n` ending.
+        if self.partial.len() + bytes.len() > self.max_line.saturating_add(1) {
+            let size = (self.partial.len() + bytes.len()) as u64;
+            self.skipping = Some(size);
+            self.partial = Vec::new();
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
+    }
+
+    fn take_line(&mut self) -> Piece {
+        if let Some(size) = self.skipping.take() {
+            let size = if self.last_cr { size - 1 } else { size };
+            self.last_cr = false;
+            return Piece::Overlong { size };
+        }
+        self.last_cr = false;
+        let mut line = self.partial.as_slice();
+        if let [head @ .., b'\r'] = line {
+            line = head;
+        }
+        let piece = if line.len() > self.max_line {
+            Piece::Overlong {
+                size: line.len() as u64,
+            }
+        } else {
+            Piece::Line {
+                text: to_text(line),
+                size: line.len(),
+            }
+        };
+        self.partial.clear();
+        piece
+    }
+}
+
+fn to_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The obvious whole-input answer the streaming splitter must match.
+    fn reference(input: &[u8], max: usize) -> Vec<Piece> {
+        let mut out = Vec::new();
+        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        let last = parts.pop().unwrap_or_default();
+        let mut push = |mut line: &[u8]| {
+            if let [head @ .., b'\r'] = line {
+                line = head;
+            }
+            if line.len() > max {
+                out.push(Piece::Overlong {
+                    size: line.len() as u64,
+                });
+            } else {
+                out.push(Piece::Line {
+                    text: String::from_utf8_lossy(line).into_owned(),
+                    size: line.len(),
+                });
+            }
+        };
+        for p in parts {
+            push(p);
+        }
+        if !last.is_empty() {
+            push(last);
+        }
+        out
+    }
+
+    fn run(chunks: &[&[u8]], max: usize) -> (Vec<Piece>, usize) {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut peak = 0;
+        for c in chunks {
+            s.feed(Bytes::copy_from_slice(c));
+            while let Some(p) = s.next_piece() {
+                out.push(p);
+            }
+            peak = peak.max(s.buffered());
+        }
+        out.extend(s.finish());
+        assert!(s.finish().is_none(), "finish is idempotent");
+        (out, peak)
+    }
+
+    #[test]
+    fn every_framing_case() {
+        let line = |t: &str| Piece::Line {
+            text: t.into(),
+            size: t.len(),
+        };
+        // many lines per chunk, a line across chunks, \r\n across chunks, no final \n
+        let (out, _) = run(&[b"a\nb\nc", b"d\r", b"\ne\r\n", b"", b"last"], 100);
+        assert_eq!(
+            out,
+            [line("a"), line("b"), line("cd"), line("e"), line("last")]
+        );
+        // UTF-8 split inside a character (é = C3 A9, 🦀 = F0 9F A6 80)
+        let (out, _) = run(&[b"caf\xc3", b"\xa9 \xf0\x9f", b"\xa6", b"\x80\n"], 100);
+        assert_eq!(out, [line("café 🦀")]);
+        // empty lines are lines; a lone \r stays in the line
+        let (out, _) = run(&[b"\n\n50%\r100%\n"], 100);
+        assert_eq!(out, [line(""), line(""), line("50%\r100%")]);
+        // invalid UTF-8 is replaced, its size is the raw size
+        let (out, _) = run(&[b"\xff\xfe ok\n"], 100);
+        assert_eq!(
+            out,
+            [Piece::Line {
+                text: "\u{fffd}\u{fffd} ok".into(),
+                size: 5
+            }]
+        );
+        // nothing at all
+        assert_eq!(run(&[], 10).0, []);
+    }
+
+    #[test]
+    fn overlong_lines_are_never_buffered_past_the_limit() {
+        let big = vec![b'x'; 1 << 20];
+        let mut chunks: Vec<&[u8]> = vec![b"ok\n", b"xx"];
+        chunks.extend(big.chunks(4096));
+        chunks.push(b"\r\nafter\n");
+        let (out, peak) = run(&chunks, 16);
+        assert_eq!(
+            out,
+            [
+                Piece::Line {
+                    text: "ok".into(),
+                    size: 2
+                },
+                Piece::Overlong {
+                    size: (1 << 20) + 2
+                },
+                Piece::Line {
+                    text: "after".into(),
+                    size: 5
+                },
+            ]
+        );
+        assert!(peak <= 17, "held {peak} bytes");
+        // exactly at the limit, with and without \r
+        let (out, _) = run(&[b"0123456789abcdef\r", b"\n0123456789abcdefg\n"], 16);
+        assert_eq!(
+            out,
+            [
+                Piece::Line {
+                    text: "0123456789abcdef".into(),
+                    size: 16
+                },
+                Piece::Overlong { size: 17 }
+            ]
+        );
+        // an overlong last line without \n
+        assert_eq!(
+            run(&[b"0123456789", b"abcdefgh"], 16).0,
+            [Piece::Overlong { size: 18 }]
+        );
+    }
+
+    #[test]
+    fn feeding_before_draining_keeps_the_rest() {
+        let mut s = LineSplitter::new(100);
+        s.feed(Bytes::from_static(b"a\nb\nc"));
+        assert_eq!(
+            s.next_piece(),
+            Some(Piece::Line {
+                text: "a".into(),
+                size: 1
+            })
+        );
+        s.feed(Bytes::from_static(b"d\n"));
+        assert_eq!(
+            s.next_piece(),
+            Some(Piece::Line {
+                text: "b".into(),
+                size: 1
+            })
+        );
+        assert_eq!(
+            s.next_piece(),
+            Some(Piece::Line {
+                text: "cd".into(),
+                size: 2
+            })
+        );
+        assert_eq!(s.next_piece(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_matches_the_whole_input(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'\n'), Just(b'\r'), Just(0xc3u8), Just(0xa9u8), Just(b' ')],
+                0..300,
+            ),
+            cuts in proptest::collection::vec(0usize..300, 0..20),
+            max in 0usize..12,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut prev = 0;
+            for c in cuts {
+                chunks.push(&input[prev..c]);
+                prev = c;
+            }
+            chunks.push(&input[prev..]);
+            let (out, peak) = run(&chunks, max);
+            prop_assert_eq!(out, reference(&input, max));
+            prop_assert!(peak <= max + 1);
+        }
+    }
+}

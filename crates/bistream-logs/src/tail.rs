@@ -1,0 +1,324 @@
+//! One log tail ([`Tail`]): a transport, the line splitter and the limit tracker, pulled one
+//! line at a time; and its async [`Stream`](futures_util::Stream) form ([`LogStream`]).
+//!
+//! Pull-based on purpose: nothing is read ahead of the consumer beyond one chunk, so a slow
+//! consumer pushes back on the server through TCP, memory holds one chunk plus at most one
+//! partial line, and dropping the tail drops the socket at once.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bistream_core::{Admitted, ClientError, LimitExceeded, LimitTracker, Oversize, Status};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use crate::lines::{LineSplitter, Piece};
+use crate::options::TailOptions;
+use crate::source::{Chunk, Source};
+
+/// Counters of one tail, readable while it runs (see [`Tail::stats`], [`LogStream::stats`]).
+#[derive(Debug, Default)]
+pub struct StatsCell {
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    skipped: AtomicU64,
+    skipped_bytes: AtomicU64,
+    messages: AtomicU64,
+    received: AtomicU64,
+}
+
+/// A snapshot of a tail's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Lines delivered.
+    pub lines: u64,
+    /// Bytes of the delivered lines (without terminators).
+    pub bytes: u64,
+    /// Lines skipped because they were longer than `max_message_size`.
+    pub skipped: u64,
+    /// Total size of the skipped lines.
+    pub skipped_bytes: u64,
+    /// WebSocket messages received.
+    pub messages: u64,
+    /// Raw bytes received from the transport.
+    pub received: u64,
+}
+
+impl StatsCell {
+    /// The current values.
+    pub fn snapshot(&self) -> LogStats {
+        LogStats {
+            lines: self.lines.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            skipped_bytes: self.skipped_bytes.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+enum State {
+    NotConnected(String),
+    Streaming(Source),
+    Done,
+}
+
+/// A log tail: connect lazily, then [`next_line`](Tail::next_line) until `None`.
+///
+/// Errors come as the last item: limits (429, after every line within them), timeouts (408),
+/// connection failures and abnormal ends (503, after the lines received before them).
+pub struct Tail {
+    state: State,
+    opts: TailOptions,
+    splitter: LineSplitter,
+    tracker: LimitTracker,
+    stats: Arc<StatsCell>,
+    hold_last: bool,
+    held: Option<String>,
+    wait_deadline: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field("context", &self.opts.context)
+            .field("stats", &self.stats.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tail {
+    /// A tail of `url` (`ws`, `wss`, `http` or `https`) that connects on first use.
+    pub fn new(url: impl Into<String>, opts: TailOptions) -> Self {
+        let max_line = usize::try_from(opts.limits.max_message_size()).unwrap_or(usize::MAX);
+        Self {
+            state: State::NotConnected(url.into()),
+            splitter: LineSplitter::new(max_line),
+            tracker: LimitTracker::new(opts.limits).with_oversize(Oversize::Skip),
+            stats: Arc::new(StatsCell::default()),
+            opts,
+            hold_last: false,
+            held: None,
+            wait_deadline: None,
+        }
+    }
+
+    /// Connects now (otherwise the first [`next_line`](Self::next_line) does).
+    ///
+    /// # Errors
+    /// The connection's [`ClientError`] (400 bad URL or header, 503 refused or DNS, 408
+    /// timeout, 404 and other HTTP statuses named).
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        if let State::NotConnected(url) = &self.state {
+            let url = url.clone();
+            match Source::connect(&url, &self.opts).await {
+                Ok(source) => self.state = State::Streaming(source),
+                Err(e) => {
+                    self.state = State::Done;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a last line that has no `\n` out of the stream at a normal end; take it with
+    /// [`take_unterminated`](Self::take_unterminated). For sources (Ray) whose normal close
+    /// can hide a truncation inside a line.
+    #[must_use]
+    pub fn hold_unterminated_last_line(mut self, hold: bool) -> Self {
+        self.hold_last = hold;
+        self
+    }
+
+    /// The last line without `\n` held back at a normal end (see
+    /// [`hold_unterminated_last_line`](Self::hold_unterminated_last_line)).
+    pub fn take_unterminated(&mut self) -> Option<String> {
+        self.held.take()
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<StatsCell> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The queue size of its limits (used by [`BlockingLogs`](crate::BlockingLogs)).
+    pub fn queue_size(&self) -> usize {
+        self.opts.limits.queue_size()
+    }
+
+    /// The context string errors carry.
+    pub fn context(&self) -> &str {
+        &self.opts.context
+    }
+
+    /// Whether a line may be ready without waiting for the network (callers flush their
+    /// output when not).
+    pub fn has_buffered_data(&self) -> bool {
+        !self.splitter.needs_data()
+    }
+
+    /// The next line; `None` after a normal end or after the error was returned.
+    ///
+    /// Cancel-safe once connected: dropping the future between lines loses nothing, and the
+    /// idle timeout keeps counting from when the wait began.
+    pub async fn next_line(&mut self) -> Option<Result<String, ClientError>> {
+        loop {
+            match self.state {
+                State::Done => return None,
+                State::NotConnected(_) => {
+                    if let Err(e) = self.connect().await {
+                        return Some(Err(e));
+                    }
+                }
+                State::Streaming(_) => {}
+            }
+            while let Some(piece) = self.splitter.next_piece() {
+                if let Some(item) = self.admit(piece) {
+                    return Some(item);
+                }
+            }
+            let State::Streaming(source) = &mut self.state else {
+                continue;
+            };
+            // The wait's deadline survives a cancelled call (a `select!` in the caller), so
+            // the idle timeout is not restarted by polling again.
+            let deadline = self.opts.idle_timeout.map(|t| {
+                let at = *self
+                    .wait_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + t);
+                (at, t)
+            });
+            let got = source.next_chunk(deadline, &self.opts.context).await;
+            self.wait_deadline = None;
+            match got {
+                Ok(Chunk::Data { bytes, message }) => {
+                    if message {
+                        if let Err(e) = self.tracker.count_message() {
+                            return Some(Err(self.limit(e)));
+                        }
+                        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.stats
+                        .received
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    self.splitter.feed(bytes);
+                }
+                Ok(Chunk::End) => {
+                    self.state = State::Done;
+                    let last = self.splitter.finish()?;
+                    if self.hold_last {
+                        if let Piece::Line { text, .. } = last {
+                            self.held = Some(text);
+                            return None;
+                        }
+                    }
+                    return self.admit(last);
+                }
+                Err(e) => return Some(Err(self.fail(e))),
+            }
+        }
+    }
+
+    fn admit(&mut self, piece: Piece) -> Option<Result<String, ClientError>> {
+        let size = match &piece {
+            Piece::Line { size, .. } => *size,
+            Piece::Overlong { size } => usize::try_from(*size).unwrap_or(usize::MAX),
+        };
+        match self.tracker.admit_line(size) {
+            Ok(Admitted::Accepted) => match piece {
+                Piece::Line { text, size } => {
+                    self.stats.lines.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes.fetch_add(size as u64, Ordering::Relaxed);
+                    Some(Ok(text))
+                }
+                // The tracker skips what the splitter found overlong (same limit); never here.
+                Piece::Overlong { .. } => None,
+            },
+            Ok(Admitted::Skipped { size }) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.stats.skipped_bytes.fetch_add(size, Ordering::Relaxed);
+                tracing::debug!(context = %self.opts.context, size, "skipped a line longer than max_message_size");
+                None
+            }
+            Err(e) => Some(Err(self.limit(e))),
+        }
+    }
+
+    /// Ends the tail with `e`, closing the connection now.
+    fn fail(&mut self, e: ClientError) -> ClientError {
+        self.state = State::Done;
+        e
+    }
+
+    /// Ends the tail with the 429 for `e`, naming the limit and the count.
+    fn limit(&mut self, e: LimitExceeded) -> ClientError {
+        let e = ClientError::with_context(Status::LimitExceeded, &self.opts.context, e.to_string());
+        self.fail(e)
+    }
+
+    /// This tail as an async [`Stream`](futures_util::Stream) of lines.
+    pub fn into_stream(self) -> LogStream {
+        let stats = self.stats();
+        let inner = futures_util::stream::unfold(self, |mut tail| async move {
+            let item = tail.next_line().await?;
+            Some((item, tail))
+        })
+        .boxed();
+        LogStream { inner, stats }
+    }
+}
+
+/// The lines of a tail as an async stream; errors are the last item. Dropping it closes the
+/// connection at once.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use bistream_logs::{LogStream, Tail, TailOptions};
+///
+/// # async fn run() -> Result<(), bistream_core::ClientError> {
+/// let mut lines: LogStream = Tail::new("ws://127.0.0.1:8265/api/jobs/raysubmit_1/logs/tail",
+///     TailOptions::new("job raysubmit_1")).into_stream();
+/// while let Some(line) = lines.next().await {
+///     println!("{}", line?);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct LogStream {
+    inner: BoxStream<'static, Result<String, ClientError>>,
+    stats: Arc<StatsCell>,
+}
+
+impl std::fmt::Debug for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream")
+            .field("stats", &self.stats.snapshot())
+            .finish()
+    }
+}
+
+impl LogStream {
+    /// A stream whose only item is `error` (input rejected before connecting).
+    pub fn failed(error: ClientError) -> Self {
+        Self {
+            inner: futures_util::stream::iter([Err(error)]).boxed(),
+            stats: Arc::new(StatsCell::default()),
+        }
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> LogStats {
+        self.stats.snapshot()
+    }
+}
+
+impl futures_util::Stream for LogStream {
+    type Item = Result<String, ClientError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}

@@ -1,0 +1,369 @@
+//! `bistream logs tail` end to end against local axum servers: stdout carries exactly the
+//! lines, stderr the error with its status code, and the exit code follows the status class;
+//! `--ray` against a fake dashboard that reproduces Ray's endpoints and its truncation with a
+//! normal close.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::process::Command;
+
+const T: Duration = Duration::from_secs(60);
+const BIN: &str = env!("CARGO_BIN_EXE_bistream");
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str]) -> Run {
+    let out = tokio::time::timeout(
+        T,
+        Command::new(BIN).args(["logs", "tail"]).args(args).output(),
+    )
+    .await
+    .expect("bistream finished")
+    .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn ws_frames(frames: Vec<&'static str>, close: u16) -> axum::routing::MethodRouter {
+    get(move |ws: WebSocketUpgrade| async move {
+        ws.on_upgrade(move |mut socket| async move {
+            for f in frames {
+                let _ = socket.send(Message::Text(f.into())).await;
+            }
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: close,
+                    reason: "".into(),
+                })))
+                .await;
+        })
+    })
+}
+
+fn endless() -> axum::routing::MethodRouter {
+    get(|ws: WebSocketUpgrade| async move {
+        ws.on_upgrade(|mut socket| async move {
+            for i in 0u64.. {
+                if socket
+                    .send(Message::Text(format!("line {i}\n").into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    })
+}
+
+#[tokio::test]
+async fn prints_exactly_the_lines_and_exits_0() {
+    let app = Router::new()
+        .route("/tail", ws_frames(vec!["a\nb", "\r\nc\n", "last"], 1000))
+        .route(
+            "/http",
+            get(|headers: axum::http::HeaderMap| async move {
+                let token = headers
+                    .get("x-token")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                format!("got {token}\nsecond\n")
+            }),
+        );
+    let addr = serve(app).await;
+    let r = run(&[&format!("ws://{addr}/tail")]).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str(), r.stderr.as_str()),
+        (0, "a\nb\nc\nlast\n", "")
+    );
+    let r = run(&[&format!("http://{addr}/http"), "--header", "X-Token: abc"]).await;
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "got abc\nsecond\n"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn limits_end_with_429_and_exit_7_after_the_lines() {
+    let addr = serve(Router::new().route("/tail", endless())).await;
+    let r = run(&[
+        &format!("ws://{addr}/tail"),
+        "--max-lines",
+        "3",
+        "--context",
+        "my job",
+    ])
+    .await;
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert_eq!(r.stdout, "line 0\nline 1\nline 2\n");
+    assert!(
+        r.stderr
+            .starts_with("bistream: 429 limit exceeded: my job: "),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("max_lines is 3, attempted 4"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains('\r'),
+        "no progress line when stderr is not a terminal"
+    );
+}
+
+#[tokio::test]
+async fn each_error_class_has_its_exit_code() {
+    let app = Router::new()
+        .route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, "no such log") }),
+        )
+        .route("/secret", get(|| async { StatusCode::FORBIDDEN }))
+        .route("/abnormal", ws_frames(vec!["one\n"], 1011))
+        .route(
+            "/silent",
+            get(|ws: WebSocketUpgrade| async move {
+                ws.on_upgrade(|mut socket| async move {
+                    let _ = tokio::time::timeout(T, socket.recv()).await;
+                })
+            }),
+        );
+    let addr = serve(app).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec![format!("http://{addr}/missing")], 5, "404 not found"),
+        (vec![format!("ws://{addr}/missing")], 5, "404 not found"),
+        (vec![format!("http://{addr}/secret")], 4, "403 forbidden"),
+        (vec![format!("ws://{addr}/abnormal")], 8, "close code 1011"),
+        (vec![format!("ws://{closed}/")], 8, "503 connection failed"),
+        (
+            vec![
+                format!("ws://{addr}/silent"),
+                "--idle-timeout".into(),
+                "0.3".into(),
+            ],
+            6,
+            "408 timeout",
+        ),
+        (
+            vec![format!("ws://{addr}/x"), "--timeout".into(), "500".into()],
+            3,
+            "--timeout",
+        ),
+        (
+            vec![format!("ws://{addr}/x"), "--max-lines".into(), "0".into()],
+            3,
+            "max_lines must be at least 1",
+        ),
+        (
+            vec![
+                format!("ws://{addr}/x"),
+                "-H".into(),
+                "no colon here".into(),
+            ],
+            3,
+            "expected `Name: value`",
+        ),
+        (vec!["gopher://x/".into()], 3, "unsupported URL scheme"),
+    ];
+    for (args, code, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&args).await;
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    }
+    // stdout got the line before the abnormal close
+    let r = run(&[&format!("ws://{addr}/abnormal")]).await;
+    assert_eq!(r.stdout, "one\n");
+}
+
+#[tokio::test]
+async fn tokens_never_reach_stderr() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = run(&[
+        &format!("http://{closed}/logs?token=s3cr3tvalue99"),
+        "-H",
+        "Authorization: Bearer s3cr3tvalue99",
+    ])
+    .await;
+    assert_eq!(r.code, 8);
+    assert!(!r.stderr.contains("s3cr3tvalue99"), "{}", r.stderr);
+}
+
+/// A fake Ray dashboard: job `raysubmit_done` finished (the tail replays its log then
+/// closes 1000); job `raysubmit_cut` is RUNNING and its tail stops with a normal close after
+/// two lines (as Ray does on invalid UTF-8), while its file holds the whole log, with a
+/// progress bar (`\r`) in the already-seen part.
+#[derive(Clone, Default)]
+struct Dash {
+    cut_finishes: Arc<AtomicBool>,
+}
+
+async fn job(Path(id): Path<String>, State(d): State<Dash>) -> axum::response::Response {
+    let status = match id.as_str() {
+        "raysubmit_done" => "SUCCEEDED",
+        "raysubmit_cut" if d.cut_finishes.load(Ordering::Relaxed) => "FAILED",
+        "raysubmit_cut" => "RUNNING",
+        _ => return (StatusCode::NOT_FOUND, format!("Job {id} does not exist")).into_response(),
+    };
+    Json(serde_json::json!({"status": status, "driver_info": {"node_ip_address": "127.0.0.1"}}))
+        .into_response()
+}
+
+async fn ray_tail(Path(id): Path<String>, ws: WebSocketUpgrade) -> axum::response::Response {
+    let frames: Vec<&'static str> = match id.as_str() {
+        "raysubmit_done" => vec![
+            "Runtime env is setting up.\nRunning entrypoint\n",
+            "done\nno newline",
+        ],
+        // Ray converts \r to \n in the tail: the progress bar is two lines there.
+        "raysubmit_cut" => vec!["start\n50%\n100%\n"],
+        _ => return (StatusCode::NOT_FOUND, format!("Job {id} does not exist")).into_response(),
+    };
+    ws.on_upgrade(move |mut socket| async move {
+        for f in frames {
+            let _ = socket.send(Message::Text(f.into())).await;
+        }
+        let _ = socket
+            .send(Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            })))
+            .await;
+    })
+}
+
+async fn ray_file(axum::extract::RawQuery(q): axum::extract::RawQuery) -> axum::response::Response {
+    let q = q.unwrap_or_default();
+    assert!(
+        q.contains("node_ip=127.0.0.1") && q.contains("lines=-1"),
+        "{q}"
+    );
+    if q.contains("submission_id=raysubmit_cut") {
+        return b"start\n50%\r100%\nbad \xff\xfe byte\nrest\n"
+            .to_vec()
+            .into_response();
+    }
+    if q.contains("submission_id=raysubmit_done") {
+        return "Runtime env is setting up.\r\nRunning entrypoint\ndone\nno newline"
+            .into_response();
+    }
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Could not find a log file",
+    )
+        .into_response()
+}
+
+async fn dashboard(d: Dash) -> String {
+    let app = Router::new()
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/logs/tail", get(ray_tail))
+        .route("/api/v0/logs/file", get(ray_file))
+        .with_state(d);
+    format!("http://{}", serve(app).await)
+}
+
+#[tokio::test]
+async fn ray_finished_job_prints_its_whole_log() {
+    let dash = dashboard(Dash::default()).await;
+    let r = run(&["--ray", &dash, "--job", "raysubmit_done"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "Runtime env is setting up.\nRunning entrypoint\ndone\nno newline\n"
+    );
+    assert!(
+        r.stderr.ends_with("job raysubmit_done SUCCEEDED\n"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn ray_truncated_stream_is_recovered_from_the_file() {
+    let d = Dash::default();
+    let dash = dashboard(d.clone()).await;
+    // Still running after the recovery: the rest so far is printed, and the exit says cut off.
+    let r = run(&["--ray", &dash, "--job", "raysubmit_cut"]).await;
+    assert_eq!(
+        r.stdout,
+        "start\n50%\n100%\nbad \u{fffd}\u{fffd} byte\nrest\n"
+    );
+    assert_eq!(r.code, 10, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cut off (2 lines recovered); the job is still RUNNING"),
+        "{}",
+        r.stderr
+    );
+    // The job finished right after the tail broke: the normal close and the terminal status
+    // look like a complete log, but the file check finds the rest.
+    d.cut_finishes.store(true, Ordering::Relaxed);
+    let r = run(&["--ray", &dash, "--job", "raysubmit_cut"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "start\n50%\n100%\nbad \u{fffd}\u{fffd} byte\nrest\n"
+    );
+    assert!(
+        r.stderr
+            .contains("FAILED; 2 lines the stream had cut off were recovered"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[tokio::test]
+async fn ray_unknown_and_invalid_jobs() {
+    let dash = dashboard(Dash::default()).await;
+    let r = run(&["--ray", &dash, "--job", "raysubmit_nope"]).await;
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Job raysubmit_nope does not exist"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["--ray", &dash, "--job", "../etc"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run(&["--ray", &dash]).await;
+    assert_eq!(r.code, 2, "--job is required: {}", r.stderr);
+}
