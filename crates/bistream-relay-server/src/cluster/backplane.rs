@@ -89,6 +89,7 @@ fn set_down(c: &Cluster, cause: String, since: &mut Option<Instant>) {
 async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
     let stop = shared.hard_stop.clone();
     let mut backoff = BACKOFF_MIN;
+    let mut generation = 0u64;
     let mut down_since: Option<Instant> = None;
     loop {
         let attempt = tokio::select! {
@@ -109,7 +110,8 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             }
         };
         backoff = BACKOFF_MIN;
-        *lock(&c.conn) = Some(conn);
+        generation += 1;
+        *lock(&c.conn) = Some((generation, conn));
         c.up.store(true, Relaxed);
         c.stats.up.store(1, Relaxed);
         ClusterStats::inc(&c.stats.connects);
@@ -249,7 +251,7 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
     if batch.is_empty() {
         return;
     }
-    let Some(mut conn) = c.connection() else {
+    let Some((generation, mut conn)) = c.connection() else {
         for job in batch.drain(..) {
             fail(shared, c, job, |t| c.unavailable_error(t));
         }
@@ -295,7 +297,7 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
                 Err(_) => redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply in time")),
             };
             // Whether these reached Redis is unknown: bounce them (at-most-once, never retried).
-            c.command_failed(&e);
+            c.command_failed(generation, &e);
             let cause = format!("Redis at {}: {e}", c.cfg.endpoint);
             for job in batch.drain(..) {
                 fail(shared, c, job, |t| format!("Cannot forward peer connection message to peer {t}: the relay cluster backplane failed while forwarding it ({cause})."));
@@ -325,7 +327,7 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
                 // A script error (NOSCRIPT after SCRIPT FLUSH, ...): the supervisor reconnects
                 // and reloads the scripts.
                 if let Err(e) = &r {
-                    c.command_failed(e);
+                    c.command_failed(generation, e);
                 }
                 ClusterStats::inc(&c.stats.bounced_down);
                 c.unavailable_error(&target)
@@ -350,7 +352,9 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
             .map(|(u, o)| (*u, o.clone()))
             .collect();
         c.stats.owned.store(owned.len() as i64, Relaxed);
-        let Some(mut conn) = c.connection() else { continue };
+        let Some((generation, mut conn)) = c.connection() else {
+            continue;
+        };
         for chunk in owned.chunks(HEARTBEAT_CHUNK) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
@@ -364,7 +368,8 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
                     .arg(o.user.id())
                     .arg(&c.channel_prefix)
                     .arg(uuid.to_string())
-                    .arg("refresh");
+                    // Registered while Redis was down: a claim (newest wins), not a refresh.
+                    .arg(if o.published { "refresh" } else { "claim" });
             }
             let res = tokio::time::timeout(
                 c.cfg.redis_timeout,
@@ -374,11 +379,11 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
             let results = match res {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
-                    c.command_failed(&e);
+                    c.command_failed(generation, &e);
                     break;
                 }
                 Err(_) => {
-                    c.command_failed(&redis::RedisError::from(std::io::Error::new(
+                    c.command_failed(generation, &redis::RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "heartbeat: no reply in time",
                     )));
@@ -387,6 +392,7 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
             };
             for ((uuid, o), r) in chunk.iter().zip(results) {
                 match r {
+                    Ok(1 | 2) if !o.published => c.mark_published(uuid, o.conn),
                     Ok(1) => {}
                     Ok(2) => ClusterStats::inc(&c.stats.republished),
                     Ok(0 | 3) => {
@@ -398,7 +404,7 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        c.command_failed(&e);
+                        c.command_failed(generation, &e);
                         break;
                     }
                 }

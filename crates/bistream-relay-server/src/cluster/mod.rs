@@ -41,6 +41,8 @@ const JOB_QUEUE: usize = 64 * 1024;
 struct Owned {
     user: User,
     conn: u64,
+    /// Claimed in Redis (else the heartbeat claims it: registered while Redis was down).
+    published: bool,
 }
 
 /// Work for the publisher task, in arrival order.
@@ -65,8 +67,9 @@ pub(crate) struct Cluster {
     channel_prefix: String,
     jobs: mpsc::Sender<Job>,
     jobs_rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    /// The command connection while the backplane is up.
-    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The command connection while the backplane is up, with its generation (so a failure
+    /// seen late on an old connection does not tear down its successor).
+    conn: Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>,
     up: AtomicBool,
     /// Why the backplane is down (shown in bounces), without credentials.
     cause: Mutex<String>,
@@ -146,7 +149,7 @@ impl Cluster {
         wire::registration_value(&self.instance, conn, &self.cfg.node_id, user.id())
     }
 
-    fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+    fn connection(&self) -> Option<(u64, redis::aio::MultiplexedConnection)> {
         lock(&self.conn).clone()
     }
 
@@ -158,10 +161,12 @@ impl Cluster {
         )
     }
 
-    /// Called by another task whose Redis command failed: the supervisor reconnects.
-    fn command_failed(&self, e: &redis::RedisError) {
+    /// Called by another task whose Redis command on connection `generation` failed: the
+    /// supervisor reconnects.
+    fn command_failed(&self, generation: u64, e: &redis::RedisError) {
         ClusterStats::inc(&self.stats.redis_errors);
-        if self.up.load(Relaxed) {
+        let current = lock(&self.conn).as_ref().map(|(g, _)| *g);
+        if self.up.load(Relaxed) && current == Some(generation) {
             *lock(&self.cause) = format!("Redis at {}: {e}", self.cfg.endpoint);
             self.failed.notify_one();
         }
@@ -170,7 +175,8 @@ impl Cluster {
     /// Claims `uuid` for `conn` cluster-wide. `false`: another user holds it (refuse 4002).
     /// With Redis unreachable the registration is kept locally and published on recovery.
     pub(crate) async fn claim(&self, uuid: Uuid, user: &User, conn: u64) -> bool {
-        if let Some(mut c) = self.connection() {
+        let mut published = false;
+        if let Some((generation, mut c)) = self.connection() {
             let res = tokio::time::timeout(
                 self.cfg.redis_timeout,
                 self.scripts
@@ -190,10 +196,13 @@ impl Cluster {
                     ClusterStats::inc(&self.stats.claims_refused);
                     return false;
                 }
-                Ok(Ok(_)) => ClusterStats::inc(&self.stats.claims),
+                Ok(Ok(_)) => {
+                    ClusterStats::inc(&self.stats.claims);
+                    published = true;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%uuid, error = %e, "cluster claim failed: kept locally, published on recovery");
-                    self.command_failed(&e);
+                    self.command_failed(generation, &e);
                     ClusterStats::inc(&self.stats.claims_deferred);
                 }
                 Err(_) => {
@@ -209,6 +218,7 @@ impl Cluster {
             Owned {
                 user: user.clone(),
                 conn,
+                published,
             },
         );
         true
@@ -248,7 +258,7 @@ impl Cluster {
         text: Utf8Bytes,
         queue_bytes_limit: usize,
     ) -> ForwardOutcome {
-        let text = if self.is_up() {
+        let (text, error) = if self.is_up() {
             let job = Job::Forward {
                 target: *target,
                 user: user.clone(),
@@ -271,7 +281,7 @@ impl Cluster {
             ClusterStats::inc(&self.stats.bounced_down);
             (text, self.unavailable_error(target))
         };
-        self.bounce_local(registry, user, &text.0, text.1, queue_bytes_limit);
+        self.bounce_local(registry, user, &text, error, queue_bytes_limit);
         ForwardOutcome::Queued
     }
 
@@ -292,6 +302,14 @@ impl Cluster {
         {
             // The sender left (or stopped reading) in the meantime.
             ClusterStats::inc(&self.stats.inbound_dropped);
+        }
+    }
+
+    /// Records that the heartbeat claimed a registration made while Redis was down.
+    fn mark_published(&self, uuid: &Uuid, conn: u64) {
+        ClusterStats::inc(&self.stats.republished);
+        if let Some(o) = lock(&self.owned).get_mut(uuid).filter(|o| o.conn == conn) {
+            o.published = true;
         }
     }
 
