@@ -134,8 +134,25 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
     }
 }
 
-/// Delivers one message from another node.
+/// Delivers one payload from another node: a batch of forwards, or one bounce or takeover.
 fn inbound(shared: &Shared, c: &Cluster, payload: &[u8]) {
+    if wire::is_batch(payload) {
+        for rec in wire::batch_records(payload) {
+            match rec {
+                Ok(rec) if rec.first() == Some(&b'F') => inbound_one(shared, c, rec),
+                Ok(_) | Err(_) => {
+                    ClusterStats::inc(&c.stats.inbound_dropped);
+                    tracing::warn!(bytes = payload.len(), "malformed batch on the cluster channel: rest dropped");
+                    return;
+                }
+            }
+        }
+    } else {
+        inbound_one(shared, c, payload);
+    }
+}
+
+fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
     let limit = shared.config.send_queue_bytes;
     let registry = &shared.registry;
     match NodeMessage::decode(payload) {
@@ -257,20 +274,35 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
         }
         return;
     };
+    // All forwards of the batch in ONE script call (one PUBLISH per destination process),
+    // first in the pipeline; then bounces and releases.
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
+    let forwards = batch
+        .iter()
+        .filter(|j| matches!(j, Job::Forward { .. }))
+        .count();
+    if forwards > 0 {
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(c.scripts.forward.get_hash())
+            .arg(forwards);
+        for job in batch.iter() {
+            if let Job::Forward { target, .. } = job {
+                cmd.arg(wire::client_key(target));
+            }
+        }
+        cmd.arg(&c.channel_prefix);
+        for job in batch.iter() {
+            if let Job::Forward { target, user, text } = job {
+                cmd.arg(user.id())
+                    .arg(wire::framed_forward(target, &c.instance, user.id(), text));
+            }
+        }
+    }
     for job in batch.iter() {
         match job {
-            Job::Forward { target, user, text } => {
-                let payload = wire::encode_forward(target, &c.instance, user.id(), text);
-                pipe.cmd("EVALSHA")
-                    .arg(c.scripts.forward.get_hash())
-                    .arg(1)
-                    .arg(wire::client_key(target))
-                    .arg(user.id())
-                    .arg(&c.channel_prefix)
-                    .arg(payload);
-            }
+            Job::Forward { .. } => {}
             Job::Bounce { channel, payload } => {
                 pipe.cmd("PUBLISH").arg(channel).arg(payload.as_slice());
             }
@@ -283,18 +315,24 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
             }
         }
     }
+    let expected = batch.len() - forwards + usize::from(forwards > 0);
     let res = tokio::time::timeout(
         c.cfg.redis_timeout,
-        pipe.query_async::<Vec<redis::RedisResult<i64>>>(&mut conn),
+        pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn),
     )
     .await;
-    let results = match res {
-        Ok(Ok(r)) if r.len() == batch.len() => r,
+    let mut results = match res {
+        Ok(Ok(r)) if r.len() == expected => r.into_iter(),
         other => {
             let e = match other {
                 Ok(Err(e)) => e,
-                Ok(Ok(_)) => redis::RedisError::from(std::io::Error::other("pipeline reply count mismatch")),
-                Err(_) => redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply in time")),
+                Ok(Ok(_)) => redis::RedisError::from(std::io::Error::other(
+                    "pipeline reply count mismatch",
+                )),
+                Err(_) => redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no reply in time",
+                )),
             };
             // Whether these reached Redis is unknown: bounce them (at-most-once, never retried).
             c.command_failed(generation, &e);
@@ -305,35 +343,52 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
             return;
         }
     };
-    for (job, r) in batch.drain(..).zip(results) {
+    if forwards == 0 {
+        batch.clear();
+        return;
+    }
+    let statuses: Result<Vec<i64>, String> = match results.next() {
+        Some(Ok(v)) => redis::FromRedisValue::from_redis_value(v).map_err(|e| e.to_string()),
+        Some(Err(e)) => {
+            // A script error (NOSCRIPT after SCRIPT FLUSH, ...): the supervisor reconnects and
+            // reloads the scripts.
+            c.command_failed(generation, &e);
+            Err(e.to_string())
+        }
+        None => Err("no reply".into()),
+    };
+    let statuses = statuses.ok().filter(|s| s.len() == forwards);
+    let mut statuses = statuses.into_iter().flatten();
+    for job in batch.drain(..) {
         let Job::Forward { target, user, text } = job else {
             continue;
         };
-        let error = match r {
-            Ok(n) if n > 0 => {
+        let error = match statuses.next() {
+            Some(n) if n > 0 => {
                 ClusterStats::inc(&c.stats.forwards_sent);
                 continue;
             }
-            // No registration, or its node is gone and the entry has not expired yet.
-            Ok(-1 | 0) => {
+            // No registration, or its process is gone and the entry has not expired yet.
+            Some(-1 | 0) => {
                 ClusterStats::inc(&c.stats.bounced_unknown);
                 unknown_peer_error(&target)
             }
-            Ok(-2) => {
+            Some(-2) => {
                 ClusterStats::inc(&c.stats.bounced_other_user);
                 other_user_error(&target)
             }
-            Ok(_) | Err(_) => {
-                // A script error (NOSCRIPT after SCRIPT FLUSH, ...): the supervisor reconnects
-                // and reloads the scripts.
-                if let Err(e) = &r {
-                    c.command_failed(generation, e);
-                }
+            _ => {
                 ClusterStats::inc(&c.stats.bounced_down);
                 c.unavailable_error(&target)
             }
         };
-        c.bounce_local(&shared.registry, &user, &text, error, shared.config.send_queue_bytes);
+        c.bounce_local(
+            &shared.registry,
+            &user,
+            &text,
+            error,
+            shared.config.send_queue_bytes,
+        );
     }
 }
 

@@ -70,6 +70,46 @@ pub(crate) fn encode_forward(target: &Uuid, origin: &str, user: &str, text: &str
     out
 }
 
+/// A forward record framed for a batch: `<len>|<record>`. A batch payload is a sequence of
+/// these (it starts with a digit, which tells it from the single `B` and `T` messages).
+pub(crate) fn framed_forward(target: &Uuid, origin: &str, user: &str, text: &str) -> Vec<u8> {
+    let rec = encode_forward(target, origin, user, text);
+    let mut out = format!("{}|", rec.len()).into_bytes();
+    out.extend_from_slice(&rec);
+    out
+}
+
+/// Whether `payload` is a batch of framed forwards.
+pub(crate) fn is_batch(payload: &[u8]) -> bool {
+    payload.first().is_some_and(u8::is_ascii_digit)
+}
+
+/// The records of a batch payload; an error ends the iteration.
+pub(crate) fn batch_records(mut b: &[u8]) -> impl Iterator<Item = Result<&[u8], DecodeError>> {
+    std::iter::from_fn(move || {
+        if b.is_empty() {
+            return None;
+        }
+        let next = field(b).and_then(|(len, rest)| {
+            let len: usize = len.parse().map_err(|_| DecodeError::Header)?;
+            if rest.len() < len {
+                return Err(DecodeError::Header);
+            }
+            Ok(rest.split_at(len))
+        });
+        match next {
+            Ok((rec, rest)) => {
+                b = rest;
+                Some(Ok(rec))
+            }
+            Err(e) => {
+                b = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
 pub(crate) fn encode_bounce(sender: &Uuid, user: &str, text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(48 + user.len() + text.len());
     out.extend_from_slice(format!("B|{sender}|{}|", user.len()).as_bytes());
@@ -147,15 +187,39 @@ impl<'a> NodeMessage<'a> {
     }
 }
 
-/// Forward: `KEYS[1]` the target's key; `ARGV` the sender's user, the channel prefix and the
-/// payload. Returns -1 (no such registration), -2 (another user's) or the number of nodes
-/// that received the payload (0: the holder's node is gone but its entry has not expired).
+/// Forward a batch: `KEYS[i]` the key of message i's target; `ARGV[1]` the channel prefix,
+/// `ARGV[2i]` the sender's user of message i, `ARGV[2i+1]` its framed record. Messages to the
+/// same process go out as ONE `PUBLISH` of their concatenated records, in order. Returns, per
+/// message: -1 (no such registration), -2 (another user's) or the number of processes that
+/// received it (0: the holder's process is gone but its entry has not expired yet).
 pub(crate) const FORWARD_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return -1 end
-local inst, user = string.match(v, '^([^|]*)|[^|]*|[^|]*|(.*)$')
-if user ~= ARGV[1] then return -2 end
-return redis.call('PUBLISH', ARGV[2] .. inst, ARGV[3])
+local out, groups, order = {}, {}, {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v then
+    out[i] = -1
+  else
+    local inst, user = string.match(v, '^([^|]*)|[^|]*|[^|]*|(.*)$')
+    if user ~= ARGV[2 * i] then
+      out[i] = -2
+    else
+      local g = groups[inst]
+      if not g then
+        g = { recs = {}, idx = {} }
+        groups[inst] = g
+        order[#order + 1] = inst
+      end
+      g.recs[#g.recs + 1] = ARGV[2 * i + 1]
+      g.idx[#g.idx + 1] = i
+    end
+  end
+end
+for _, inst in ipairs(order) do
+  local g = groups[inst]
+  local n = redis.call('PUBLISH', ARGV[1] .. inst, table.concat(g.recs))
+  for _, i in ipairs(g.idx) do out[i] = n end
+end
+return out
 ";
 
 /// Claim or refresh: `KEYS[1]` the key; `ARGV` = value, TTL in ms, user, channel prefix,
@@ -228,6 +292,22 @@ mod tests {
     }
 
     #[test]
+    fn batches() {
+        let (u, v) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut b = framed_forward(&u, "o", "al|ce", "{\"a\":1}");
+        b.extend(framed_forward(&v, "o", "", "é"));
+        assert!(is_batch(&b));
+        let recs: Vec<_> = batch_records(&b).map(|r| NodeMessage::decode(r.unwrap()).unwrap()).collect();
+        assert_eq!(recs.len(), 2);
+        assert!(matches!(recs[1], NodeMessage::Forward { target, text: "é", .. } if target == v));
+        let mut bad = b.clone();
+        bad.extend_from_slice(b"99|x");
+        assert!(batch_records(&bad).last().unwrap().is_err());
+        assert!(batch_records(b"x|").next().unwrap().is_err());
+        assert!(!is_batch(b"B|"));
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         let u = Uuid::new_v4();
         for bad in [
@@ -250,6 +330,11 @@ mod tests {
         #[test]
         fn decode_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = NodeMessage::decode(&b);
+            for r in batch_records(&b) {
+                if let Ok(r) = r {
+                    let _ = NodeMessage::decode(r);
+                }
+            }
         }
     }
 }
