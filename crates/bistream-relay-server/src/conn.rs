@@ -494,7 +494,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             .registry
             .register(req.uuid, name.clone(), &user, &peer);
         // Cluster-wide: the UUID may be held by another user on another node.
-        if let (RegisterOutcome::Registered { .. }, Some(c)) = (&outcome, shared.registry.cluster()) {
+        if let (RegisterOutcome::Registered { .. }, Some(c)) = (&outcome, shared.registry.cluster())
+        {
             if !c.claim(req.uuid, &user, self.id).await {
                 shared.registry.unregister(&req.uuid, self.id);
                 outcome = RegisterOutcome::OwnedByOtherUser;

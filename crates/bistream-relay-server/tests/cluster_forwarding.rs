@@ -171,7 +171,10 @@ async fn takeover_across_nodes_closes_the_old_socket_4004() {
         assert_eq!(m["description"], format!("hi {i}"));
         assert_eq!(m["source_uuid"], us.to_string());
     }
-    assert_eq!(metric(&n[0], "bistream_relay_cluster_evictions_total{").await, Some(1.0));
+    assert_eq!(
+        metric(&n[0], "bistream_relay_cluster_evictions_total{").await,
+        Some(1.0)
+    );
     for node in n {
         node.shutdown().await;
     }
@@ -197,7 +200,12 @@ async fn redis_down_keeps_same_node_forwarding_and_recovers_on_the_same_sockets(
     send(&mut a1, peer_message(ua1, "a1", ub, "lost")).await;
     let m = recv_json(&mut a1).await;
     let err = m["error"].as_str().unwrap_or_default().to_string();
-    assert!(err.contains(&ub.to_string()) && err.contains("backplane is unavailable") && err.contains(&format!("127.0.0.1:{}", redis.port)), "{m}");
+    assert!(
+        err.contains(&ub.to_string())
+            && err.contains("backplane is unavailable")
+            && err.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{m}"
+    );
     assert_eq!(m["description"], "lost");
     // A client may even register while Redis is down; it is published on recovery.
     let (mut late, ulate) = registered(&n[2], "late").await;
@@ -211,7 +219,11 @@ async fn redis_down_keeps_same_node_forwarding_and_recovers_on_the_same_sockets(
     let mut i = 0;
     loop {
         i += 1;
-        send(&mut a1, peer_message(ua1, "a1", ulate, &format!("again {i}"))).await;
+        send(
+            &mut a1,
+            peer_message(ua1, "a1", ulate, &format!("again {i}")),
+        )
+        .await;
         tokio::select! {
             m = recv_json(&mut late) => {
                 assert!(m["description"].as_str().unwrap().starts_with("again"), "{m}");
@@ -220,7 +232,10 @@ async fn redis_down_keeps_same_node_forwarding_and_recovers_on_the_same_sockets(
             // Bounced (not re-published yet): try again.
             bounce = recv_json(&mut a1) => assert!(bounce["error"].is_string(), "{bounce}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "no recovery within 15 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery within 15 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     send(&mut b, peer_message(ub, "b", ua1, "back")).await;
@@ -233,11 +248,22 @@ async fn redis_down_keeps_same_node_forwarding_and_recovers_on_the_same_sockets(
     }
     // Each transition counted once per node, not once per message.
     for node in &n {
-        assert_eq!(metric(node, "bistream_relay_cluster_down_total{").await, Some(1.0));
-        assert_eq!(metric(node, "bistream_relay_cluster_connects_total{").await, Some(2.0));
+        assert_eq!(
+            metric(node, "bistream_relay_cluster_down_total{").await,
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(node, "bistream_relay_cluster_connects_total{").await,
+            Some(2.0)
+        );
     }
     assert!(
-        metric(&n[0], "bistream_relay_cluster_bounced_total{node=\"n1\",reason=\"backplane_down\"}").await >= Some(1.0)
+        metric(
+            &n[0],
+            "bistream_relay_cluster_bounced_total{node=\"n1\",reason=\"backplane_down\"}"
+        )
+        .await
+            >= Some(1.0)
     );
     for node in n {
         node.shutdown().await;

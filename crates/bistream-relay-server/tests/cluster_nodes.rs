@@ -104,7 +104,10 @@ async fn until_delivered(s: &mut Ws, us: Uuid, rx: &mut Ws, to: Uuid, within: Du
             }
             b = recv_json(s) => assert!(b["error"].is_string(), "{b}"),
         }
-        assert!(tokio::time::Instant::now() < deadline, "{to} not reachable in {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{to} not reachable in {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -119,7 +122,10 @@ async fn until_unknown(s: &mut Ws, us: Uuid, to: Uuid, within: Duration) -> Valu
         if b["error"] == unknown.as_str() {
             return b;
         }
-        assert!(tokio::time::Instant::now() < deadline, "still routed after {within:?}: {b}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still routed after {within:?}: {b}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -138,7 +144,10 @@ async fn key_exists(redis: &Redis, uuid: Uuid) -> bool {
 async fn until_key_gone(redis: &Redis, uuid: Uuid, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     while key_exists(redis, uuid).await {
-        assert!(tokio::time::Instant::now() < deadline, "registration of {uuid} still in Redis after {within:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registration of {uuid} still in Redis after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -188,7 +197,11 @@ async fn killed_and_hung_nodes_expire_and_rejoin() {
 
     // A live registration outlives the TTL (4 s): still reachable after 3 heartbeats' worth.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(key_exists(&redis, uk).await && key_exists(&redis, uz).await && key_exists(&redis, us).await);
+    assert!(
+        key_exists(&redis, uk).await
+            && key_exists(&redis, uz).await
+            && key_exists(&redis, us).await
+    );
     n1.shutdown().await;
     // A clean shutdown removes its registrations at once.
     assert!(!key_exists(&redis, us).await);

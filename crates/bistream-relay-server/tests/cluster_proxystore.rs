@@ -49,16 +49,32 @@ async fn real_relay_clients_on_two_nodes() {
         }
     }
 
-    let mut echo = python(&n2.url(), &["--mode", "echo", "--count", "1", "--name", "answerer"]);
+    let mut echo = python(
+        &n2.url(),
+        &["--mode", "echo", "--count", "1", "--name", "answerer"],
+    );
     let ready = echo.wait_for_line("READY ", Duration::from_secs(60)).await;
     let echo_uuid = ready.trim().trim_start_matches("READY ").to_string();
 
     let offer = "v=0 offer é 🎉";
     let mut sender = python(
         &n1.url(),
-        &["--mode", "send", "--to", &echo_uuid, "--description", offer, "--wait", "5", "--name", "offerer"],
+        &[
+            "--mode",
+            "send",
+            "--to",
+            &echo_uuid,
+            "--description",
+            offer,
+            "--wait",
+            "5",
+            "--name",
+            "offerer",
+        ],
     );
-    let ready = sender.wait_for_line("READY ", Duration::from_secs(60)).await;
+    let ready = sender
+        .wait_for_line("READY ", Duration::from_secs(60))
+        .await;
     let sender_uuid = ready.trim().trim_start_matches("READY ").to_string();
     let replies = json_lines_until(&mut sender, "SENT").await;
     assert_eq!(replies.len(), 1, "{replies:?}");
@@ -78,7 +94,10 @@ async fn real_relay_clients_on_two_nodes() {
 
     // To a peer registered nowhere in the cluster: ProxyStore's text, to the real client.
     let ghost = uuid::Uuid::new_v4().to_string();
-    let mut lost = python(&n1.url(), &["--mode", "send", "--to", &ghost, "--wait", "3"]);
+    let mut lost = python(
+        &n1.url(),
+        &["--mode", "send", "--to", &ghost, "--wait", "3"],
+    );
     let bounces = json_lines_until(&mut lost, "SENT").await;
     assert_eq!(bounces.len(), 1, "{bounces:?}");
     assert_eq!(

@@ -55,7 +55,10 @@ struct Setup {
 impl Setup {
     async fn stop(self) {
         let base = self.baseline.map(|b| b.0);
-        for s in [self.single.0, self.n1.0, self.n2.0, self.redis].into_iter().chain(base) {
+        for s in [self.single.0, self.n1.0, self.n2.0, self.redis]
+            .into_iter()
+            .chain(base)
+        {
             s.stop().await;
         }
     }
@@ -79,14 +82,28 @@ async fn node(ctx: &Ctx, port: u16, id: &str) -> anyhow::Result<(Server, String)
     spawn_ours(
         ctx,
         &format!("bistream relay serve --cluster ({id})"),
-        &["relay", "serve", "--port", "0", "--cluster", &url, "--node-id", id],
+        &[
+            "relay",
+            "serve",
+            "--port",
+            "0",
+            "--cluster",
+            &url,
+            "--node-id",
+            id,
+        ],
     )
     .await
 }
 
 async fn setup(ctx: &Ctx) -> anyhow::Result<Setup> {
     let (redis, port) = start_redis().await?;
-    let single = spawn_ours(ctx, "bistream relay serve", &["relay", "serve", "--port", "0"]).await?;
+    let single = spawn_ours(
+        ctx,
+        "bistream relay serve",
+        &["relay", "serve", "--port", "0"],
+    )
+    .await?;
     let n1 = node(ctx, port, "bench-1").await?;
     let n2 = node(ctx, port, "bench-2").await?;
     let baseline = match std::env::var_os(BASELINE_ENV) {
@@ -210,14 +227,22 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             let why = first_line(&format!("{e:#}"));
             let mut r = Runs::default();
             r.fail(&why);
-            for metric in ["cross-node forwarded messages/s, 10 pairs", "cross-node one-hop latency p50"] {
-                out.rows.push(Row::new(NAME, metric, "", true).ours(r.cell()));
+            for metric in [
+                "cross-node forwarded messages/s, 10 pairs",
+                "cross-node one-hop latency p50",
+            ] {
+                out.rows
+                    .push(Row::new(NAME, metric, "", true).ours(r.cell()));
             }
             pb.finish_with_message("not available");
             return out;
         }
     };
-    let (single, n1, n2) = (setup.single.1.clone(), setup.n1.1.clone(), setup.n2.1.clone());
+    let (single, n1, n2) = (
+        setup.single.1.clone(),
+        setup.n1.1.clone(),
+        setup.n2.1.clone(),
+    );
 
     // Throughput, interleaved: cross-node, same node with --cluster on, one node without.
     let mut cols: [Runs; 3] = Default::default();
@@ -229,32 +254,58 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
     for run_i in 0..runs {
         for (i, (label, a, b)) in layouts.iter().enumerate() {
             pb.set_message(format!("{PAIRS} pairs, {label}, run {}/{runs}", run_i + 1));
-            cols[i].push(pairs_run(ctx, a, b, PAIRS, IN_FLIGHT).await.map(|r| r.rate()));
+            cols[i].push(
+                pairs_run(ctx, a, b, PAIRS, IN_FLIGHT)
+                    .await
+                    .map(|r| r.rate()),
+            );
             pb.inc(1);
         }
     }
     out.rows.push(
-        Row::new(NAME, format!("forwarded messages/s, {PAIRS} pairs, A on node 1 and B on node 2"), "msg/s", true)
-            .ours(cols[0].cell())
-            .floor(cols[2].cell())
-            .ratio(Against::Floor)
-            .target(Target::RatioAtLeast { against: Against::Floor, x: 0.5 })
-            .note("reference = one node with --cluster off, same load"),
+        Row::new(
+            NAME,
+            format!("forwarded messages/s, {PAIRS} pairs, A on node 1 and B on node 2"),
+            "msg/s",
+            true,
+        )
+        .ours(cols[0].cell())
+        .floor(cols[2].cell())
+        .ratio(Against::Floor)
+        .target(Target::RatioAtLeast {
+            against: Against::Floor,
+            x: 0.5,
+        })
+        .note("reference = one node with --cluster off, same load"),
     );
     out.rows.push(
-        Row::new(NAME, format!("forwarded messages/s, {PAIRS} pairs, same node with --cluster on"), "msg/s", true)
-            .ours(cols[1].cell())
-            .floor(cols[2].cell())
-            .ratio(Against::Floor)
-            .note("reference = one node with --cluster off: the local path must not pay for clustering"),
+        Row::new(
+            NAME,
+            format!("forwarded messages/s, {PAIRS} pairs, same node with --cluster on"),
+            "msg/s",
+            true,
+        )
+        .ours(cols[1].cell())
+        .floor(cols[2].cell())
+        .ratio(Against::Floor)
+        .note(
+            "reference = one node with --cluster off: the local path must not pay for clustering",
+        ),
     );
 
     if let Some((_, base)) = &setup.baseline {
         let mut ab: [Runs; 2] = Default::default();
         for run_i in 0..runs {
             for (i, addr) in [single.as_str(), base.as_str()].into_iter().enumerate() {
-                pb.set_message(format!("{PAIRS} pairs, this build vs baseline, run {}/{runs}", run_i + 1));
-                ab[i].push(pairs_run(ctx, addr, addr, PAIRS, IN_FLIGHT).await.map(|r| r.rate()));
+                pb.set_message(format!(
+                    "{PAIRS} pairs, this build vs baseline, run {}/{runs}",
+                    run_i + 1
+                ));
+                ab[i].push(
+                    pairs_run(ctx, addr, addr, PAIRS, IN_FLIGHT)
+                        .await
+                        .map(|r| r.rate()),
+                );
             }
         }
         out.rows.push(
@@ -270,7 +321,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
     let mut p50: [Runs; 2] = Default::default();
     let mut p99: [Runs; 2] = Default::default();
     let mut hists: [crate::hist::Histogram; 2] = Default::default();
-    let lat_layouts = [("cross-node", n1.as_str(), n2.as_str()), ("one node", single.as_str(), single.as_str())];
+    let lat_layouts = [
+        ("cross-node", n1.as_str(), n2.as_str()),
+        ("one node", single.as_str(), single.as_str()),
+    ];
     for run_i in 0..runs {
         for (i, (label, a, b)) in lat_layouts.iter().enumerate() {
             pb.set_message(format!("latency, {label}, run {}/{runs}", run_i + 1));
@@ -294,7 +348,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             .ours(p50[0].cell())
             .floor(p50[1].cell())
             .ratio(Against::Floor)
-            .target(Target::RatioAtMost { against: Against::Floor, x: 3.0 })
+            .target(Target::RatioAtMost {
+                against: Against::Floor,
+                x: 3.0,
+            })
             .note("reference = one node, --cluster off"),
     );
     out.rows.push(
@@ -303,7 +360,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             .floor(p99[1].cell())
             .ratio(Against::Floor),
     );
-    for (h, l) in hists.into_iter().zip(["cross-node (node 1 → Redis → node 2)", "one node (--cluster off)"]) {
+    for (h, l) in hists.into_iter().zip([
+        "cross-node (node 1 → Redis → node 2)",
+        "one node (--cluster off)",
+    ]) {
         out.series.push(Series {
             chart: NAME.into(),
             label: l.into(),

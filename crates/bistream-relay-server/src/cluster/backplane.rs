@@ -60,7 +60,12 @@ async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, PubSubStream), r
     for s in [&c.scripts.forward, &c.scripts.claim, &c.scripts.release] {
         s.prepare_invoke().load_async(&mut conn).await?;
     }
-    let timed_out = || redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"));
+    let timed_out = || {
+        redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        ))
+    };
     let mut pubsub = tokio::time::timeout(t, client.get_async_pubsub())
         .await
         .map_err(|_| timed_out())??;
@@ -100,7 +105,11 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "Redis connection attempt failed");
-                set_down(&c, format!("Redis at {}: {e}", c.cfg.endpoint), &mut down_since);
+                set_down(
+                    &c,
+                    format!("Redis at {}: {e}", c.cfg.endpoint),
+                    &mut down_since,
+                );
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -116,8 +125,12 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         c.stats.up.store(1, Relaxed);
         ClusterStats::inc(&c.stats.connects);
         match down_since.take() {
-            Some(t) => tracing::info!(node = %c.cfg.node_id, redis = %c.cfg.redacted_url(), down_for = ?t.elapsed(), "relay cluster backplane restored: re-publishing registrations"),
-            None => tracing::info!(node = %c.cfg.node_id, redis = %c.cfg.redacted_url(), "relay cluster backplane connected"),
+            Some(t) => {
+                tracing::info!(node = %c.cfg.node_id, redis = %c.cfg.redacted_url(), down_for = ?t.elapsed(), "relay cluster backplane restored: re-publishing registrations")
+            }
+            None => {
+                tracing::info!(node = %c.cfg.node_id, redis = %c.cfg.redacted_url(), "relay cluster backplane connected")
+            }
         }
         c.republish.notify_one();
         let cause = loop {
@@ -142,7 +155,10 @@ fn inbound(shared: &Shared, c: &Cluster, payload: &[u8]) {
                 Ok(rec) if rec.first() == Some(&b'F') => inbound_one(shared, c, rec),
                 Ok(_) | Err(_) => {
                     ClusterStats::inc(&c.stats.inbound_dropped);
-                    tracing::warn!(bytes = payload.len(), "malformed batch on the cluster channel: rest dropped");
+                    tracing::warn!(
+                        bytes = payload.len(),
+                        "malformed batch on the cluster channel: rest dropped"
+                    );
                     return;
                 }
             }
@@ -163,7 +179,12 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             text,
         }) => {
             let user = User::new(user);
-            let error = match registry.forward_local(&target, &user, Utf8Bytes::from(text.to_string()), limit) {
+            let error = match registry.forward_local(
+                &target,
+                &user,
+                Utf8Bytes::from(text.to_string()),
+                limit,
+            ) {
                 ForwardOutcome::Queued => {
                     ClusterStats::inc(&c.stats.forwards_received);
                     return;
@@ -200,7 +221,12 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             }
         }
         Ok(NodeMessage::Bounce { sender, user, text }) => {
-            let out = registry.forward_local(&sender, &User::new(user), Utf8Bytes::from(text.to_string()), limit);
+            let out = registry.forward_local(
+                &sender,
+                &User::new(user),
+                Utf8Bytes::from(text.to_string()),
+                limit,
+            );
             if out == ForwardOutcome::Queued {
                 ClusterStats::inc(&c.stats.bounces_received);
             } else {
@@ -226,7 +252,13 @@ fn fail(shared: &Shared, c: &Cluster, job: Job, error_of: impl Fn(&uuid::Uuid) -
     match job {
         Job::Forward { target, user, text } => {
             ClusterStats::inc(&c.stats.bounced_down);
-            c.bounce_local(&shared.registry, &user, &text, error_of(&target), shared.config.send_queue_bytes);
+            c.bounce_local(
+                &shared.registry,
+                &user,
+                &text,
+                error_of(&target),
+                shared.config.send_queue_bytes,
+            );
         }
         Job::Bounce { .. } => ClusterStats::inc(&c.stats.inbound_dropped),
         Job::Release { .. } => {}
@@ -326,9 +358,9 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
         other => {
             let e = match other {
                 Ok(Err(e)) => e,
-                Ok(Ok(_)) => redis::RedisError::from(std::io::Error::other(
-                    "pipeline reply count mismatch",
-                )),
+                Ok(Ok(_)) => {
+                    redis::RedisError::from(std::io::Error::other("pipeline reply count mismatch"))
+                }
                 Err(_) => redis::RedisError::from(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "no reply in time",
@@ -338,7 +370,9 @@ async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
             c.command_failed(generation, &e);
             let cause = format!("Redis at {}: {e}", c.cfg.endpoint);
             for job in batch.drain(..) {
-                fail(shared, c, job, |t| format!("Cannot forward peer connection message to peer {t}: the relay cluster backplane failed while forwarding it ({cause})."));
+                fail(shared, c, job, |t| {
+                    format!("Cannot forward peer connection message to peer {t}: the relay cluster backplane failed while forwarding it ({cause}).")
+                });
             }
             return;
         }
@@ -438,10 +472,13 @@ async fn heartbeat(shared: Arc<Shared>, c: Arc<Cluster>) {
                     break;
                 }
                 Err(_) => {
-                    c.command_failed(generation, &redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "heartbeat: no reply in time",
-                    )));
+                    c.command_failed(
+                        generation,
+                        &redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "heartbeat: no reply in time",
+                        )),
+                    );
                     break;
                 }
             };

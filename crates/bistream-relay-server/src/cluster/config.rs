@@ -50,7 +50,13 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
 
-fn secs(name: &str, v: Option<f64>, default: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+fn secs(
+    name: &str,
+    v: Option<f64>,
+    default: f64,
+    min: f64,
+    max: f64,
+) -> Result<Duration, ConfigError> {
     let s = v.unwrap_or(default);
     if !(min..=max).contains(&s) {
         return Err(err(format!(
@@ -65,7 +71,9 @@ impl ClusterConfig {
     pub fn from_section(s: ClusterSection) -> Result<Option<ClusterConfig>, ConfigError> {
         let Some(url) = s.url.filter(|u| !u.trim().is_empty()) else {
             if s.node_id.is_some() {
-                tracing::warn!("[cluster] node_id is set without a cluster URL: running as a single node");
+                tracing::warn!(
+                    "[cluster] node_id is set without a cluster URL: running as a single node"
+                );
             }
             return Ok(None);
         };
@@ -158,7 +166,12 @@ fn parse_url(url: &str) -> Result<(String, i64), ConfigError> {
             shown()
         )));
     }
-    let bad = || err(format!("the cluster URL must look like redis://HOST:PORT[/DB], got {}", shown()));
+    let bad = || {
+        err(format!(
+            "the cluster URL must look like redis://HOST:PORT[/DB], got {}",
+            shown()
+        ))
+    };
     let (host, port) = match hostport.strip_prefix('[') {
         // [IPv6]:PORT
         Some(v6) => {

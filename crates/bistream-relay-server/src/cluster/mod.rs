@@ -298,7 +298,8 @@ impl Cluster {
             ClusterStats::inc(&self.stats.inbound_dropped);
             return;
         };
-        if registry.forward_local(&sender, user, bounce, queue_bytes_limit) != ForwardOutcome::Queued
+        if registry.forward_local(&sender, user, bounce, queue_bytes_limit)
+            != ForwardOutcome::Queued
         {
             // The sender left (or stopped reading) in the meantime.
             ClusterStats::inc(&self.stats.inbound_dropped);
@@ -328,9 +329,7 @@ impl Cluster {
 /// Appends the cluster's figures (if clustering is on) to the relay's rendered metrics.
 pub(crate) fn render_metrics(shared: &Shared, mut out: String) -> String {
     if let Some(c) = shared.registry.cluster() {
-        c.stats
-            .owned
-            .store(lock(&c.owned).len() as i64, Relaxed);
+        c.stats.owned.store(lock(&c.owned).len() as i64, Relaxed);
         c.stats.render(c.node_id(), &mut out);
     }
     out

@@ -56,18 +56,78 @@ impl ClusterStats {
         };
         let g = |a: &AtomicI64| a.load(Relaxed).to_string();
         let c = |a: &AtomicU64| a.load(Relaxed).to_string();
-        one("bistream_relay_cluster_up", "gauge", "1 while the Redis backplane is reachable and this node is subscribed.", g(&self.up));
-        one("bistream_relay_cluster_registrations", "gauge", "Registrations this node holds in the cluster.", g(&self.owned));
-        one("bistream_relay_cluster_down_total", "counter", "Times the Redis backplane was lost.", c(&self.down_transitions));
-        one("bistream_relay_cluster_connects_total", "counter", "Successful connections (and reconnections) to the Redis backplane.", c(&self.connects));
-        one("bistream_relay_cluster_redis_errors_total", "counter", "Failed Redis commands.", c(&self.redis_errors));
-        one("bistream_relay_cluster_claims_total", "counter", "Registrations claimed in Redis.", c(&self.claims));
-        one("bistream_relay_cluster_claims_refused_total", "counter", "Registrations refused because another user holds the UUID on another node.", c(&self.claims_refused));
-        one("bistream_relay_cluster_claims_deferred_total", "counter", "Registrations accepted locally while Redis was unreachable (published on recovery).", c(&self.claims_deferred));
-        one("bistream_relay_cluster_republished_total", "counter", "Registrations written to Redis again by a heartbeat.", c(&self.republished));
-        one("bistream_relay_cluster_evictions_total", "counter", "Local connections closed 4004 because their UUID was registered on another node.", c(&self.evictions));
-        one("bistream_relay_cluster_forwards_sent_total", "counter", "Messages published to another node.", c(&self.forwards_sent));
-        one("bistream_relay_cluster_forwards_received_total", "counter", "Messages from another node delivered to a local client.", c(&self.forwards_received));
+        one(
+            "bistream_relay_cluster_up",
+            "gauge",
+            "1 while the Redis backplane is reachable and this node is subscribed.",
+            g(&self.up),
+        );
+        one(
+            "bistream_relay_cluster_registrations",
+            "gauge",
+            "Registrations this node holds in the cluster.",
+            g(&self.owned),
+        );
+        one(
+            "bistream_relay_cluster_down_total",
+            "counter",
+            "Times the Redis backplane was lost.",
+            c(&self.down_transitions),
+        );
+        one(
+            "bistream_relay_cluster_connects_total",
+            "counter",
+            "Successful connections (and reconnections) to the Redis backplane.",
+            c(&self.connects),
+        );
+        one(
+            "bistream_relay_cluster_redis_errors_total",
+            "counter",
+            "Failed Redis commands.",
+            c(&self.redis_errors),
+        );
+        one(
+            "bistream_relay_cluster_claims_total",
+            "counter",
+            "Registrations claimed in Redis.",
+            c(&self.claims),
+        );
+        one(
+            "bistream_relay_cluster_claims_refused_total",
+            "counter",
+            "Registrations refused because another user holds the UUID on another node.",
+            c(&self.claims_refused),
+        );
+        one(
+            "bistream_relay_cluster_claims_deferred_total",
+            "counter",
+            "Registrations accepted locally while Redis was unreachable (published on recovery).",
+            c(&self.claims_deferred),
+        );
+        one(
+            "bistream_relay_cluster_republished_total",
+            "counter",
+            "Registrations written to Redis again by a heartbeat.",
+            c(&self.republished),
+        );
+        one(
+            "bistream_relay_cluster_evictions_total",
+            "counter",
+            "Local connections closed 4004 because their UUID was registered on another node.",
+            c(&self.evictions),
+        );
+        one(
+            "bistream_relay_cluster_forwards_sent_total",
+            "counter",
+            "Messages published to another node.",
+            c(&self.forwards_sent),
+        );
+        one(
+            "bistream_relay_cluster_forwards_received_total",
+            "counter",
+            "Messages from another node delivered to a local client.",
+            c(&self.forwards_received),
+        );
         let _ = writeln!(out, "# HELP bistream_relay_cluster_bounced_total Cross-node forwards returned to their sender, by reason.\n# TYPE bistream_relay_cluster_bounced_total counter");
         for (reason, v) in [
             ("unknown_peer", &self.bounced_unknown),
@@ -88,8 +148,20 @@ impl ClusterStats {
                 v.load(Relaxed)
             );
         };
-        one("bistream_relay_cluster_bounces_received_total", "Bounces from other nodes delivered to a local sender.", &self.bounces_received);
-        one("bistream_relay_cluster_inbound_dropped_total", "Cross-node messages or bounces dropped: undecodable, or their local client had left.", &self.inbound_dropped);
-        one("bistream_relay_cluster_jobs_dropped_total", "Cross-node jobs refused by the full publisher queue.", &self.jobs_dropped);
+        one(
+            "bistream_relay_cluster_bounces_received_total",
+            "Bounces from other nodes delivered to a local sender.",
+            &self.bounces_received,
+        );
+        one(
+            "bistream_relay_cluster_inbound_dropped_total",
+            "Cross-node messages or bounces dropped: undecodable, or their local client had left.",
+            &self.inbound_dropped,
+        );
+        one(
+            "bistream_relay_cluster_jobs_dropped_total",
+            "Cross-node jobs refused by the full publisher queue.",
+            &self.jobs_dropped,
+        );
     }
 }
