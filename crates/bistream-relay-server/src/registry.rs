@@ -206,12 +206,14 @@ impl Registry {
         text: Utf8Bytes,
         queue_bytes_limit: usize,
     ) -> ForwardOutcome {
-        match self.cluster.get() {
-            Some(c) if !self.shard(target).contains_key(target) => {
-                c.forward(self, target, user, text, queue_bytes_limit)
+        if let Some(c) = self.cluster.get() {
+            // The shard lock is released before the backplane runs (a bounce may lock again).
+            let here = self.shard(target).contains_key(target);
+            if !here {
+                return c.forward(self, target, user, text, queue_bytes_limit);
             }
-            _ => self.forward_local(target, user, text, queue_bytes_limit),
         }
+        self.forward_local(target, user, text, queue_bytes_limit)
     }
 
     /// Queues `text` (`bytes` long) for `target` on this node if it belongs to `user`.
