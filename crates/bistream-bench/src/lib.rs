@@ -50,6 +50,7 @@ pub static SUITES: &[SuiteDef] = &[
     suites::relay::SUITE,
     suites::packet::SUITE,
     suites::logs::SUITE,
+    suites::cluster::SUITE,
 ];
 
 /// The suite names, for the command line.

@@ -91,6 +91,8 @@ pub struct RelayConfig {
     pub client_log_interval: Option<Duration>,
     /// The periodic log also lists each client when there are fewer than this many.
     pub client_log_limit: usize,
+    /// Act as one node of a cluster with this Redis backplane (`None`: single node).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for RelayConfig {
@@ -114,6 +116,7 @@ impl Default for RelayConfig {
             auth: AuthConfig::None,
             client_log_interval: Some(Duration::from_secs(60)),
             client_log_limit: 32,
+            cluster: None,
         }
     }
 }
@@ -171,6 +174,8 @@ pub struct FileConfig {
     pub close_timeout: Option<f64>,
     pub shutdown_timeout: Option<f64>,
     pub read_buffer_bytes: Option<u64>,
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterSection,
 }
 
 impl FileConfig {
@@ -328,6 +333,7 @@ impl RelayConfig {
             },
             client_log_limit: usize::try_from(log.current_client_limit.unwrap_or(32))
                 .unwrap_or(usize::MAX),
+            cluster: crate::cluster::ClusterConfig::from_section(f.cluster)?,
         })
     }
 }

@@ -490,10 +490,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             ctl: self.ctl.clone(),
         };
         let name: Arc<str> = Arc::from(req.name);
-        match shared
+        let mut outcome = shared
             .registry
-            .register(req.uuid, name.clone(), &user, &peer)
+            .register(req.uuid, name.clone(), &user, &peer);
+        // Cluster-wide: the UUID may be held by another user on another node.
+        if let (RegisterOutcome::Registered { .. }, Some(c)) = (&outcome, shared.registry.cluster())
         {
+            if !c.claim(req.uuid, &user, self.id).await {
+                shared.registry.unregister(&req.uuid, self.id);
+                outcome = RegisterOutcome::OwnedByOtherUser;
+            }
+        }
+        match outcome {
             RegisterOutcome::OwnedByOtherUser => {
                 tracing::warn!(conn = self.id, user = %user, uuid = %req.uuid, "registration with a UUID owned by another user: closing 4002");
                 Err(End::Close(

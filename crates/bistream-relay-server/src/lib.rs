@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod fastpath;
@@ -30,6 +31,7 @@ mod registry;
 mod server;
 mod tls;
 
+pub use cluster::{ClusterConfig, ClusterSection};
 pub use config::{AuthConfig, ConfigError, FileConfig, RelayConfig, TlsFiles};
 pub use conn::{KEEPALIVE_TIMEOUT_REASON, MAX_NAME_BYTES};
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -45,7 +45,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .store(shared.registry.len() as i64, Relaxed);
             (
                 [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                m.render(),
+                crate::cluster::render_metrics(&shared, m.render()),
             )
                 .into_response()
         }

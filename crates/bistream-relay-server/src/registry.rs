@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::auth::User;
+use crate::cluster::Cluster;
 
 const SHARDS: usize = 32;
 
@@ -90,6 +91,9 @@ pub(crate) enum ForwardOutcome {
 pub(crate) struct Registry {
     shards: Vec<Mutex<HashMap<Uuid, Entry>>>,
     len: AtomicUsize,
+    /// The cluster backplane, when clustering is on: consulted on unregister and on a forward
+    /// whose target is not on this node.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Registry {
@@ -97,7 +101,18 @@ impl Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             len: AtomicUsize::new(0),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Attaches the cluster backplane (once, before the server accepts connections).
+    pub(crate) fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster backplane, if clustering is on.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
     }
 
     fn shard(&self, uuid: &Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, Entry>> {
@@ -157,14 +172,52 @@ impl Registry {
         if shard.get(uuid).is_some_and(|e| e.peer.conn_id == conn_id) {
             shard.remove(uuid);
             self.len.fetch_sub(1, Ordering::Relaxed);
+            drop(shard);
+            if let Some(c) = self.cluster.get() {
+                c.release(uuid, conn_id);
+            }
             true
         } else {
             false
         }
     }
 
-    /// Queues `text` (`bytes` long) for `target` if it belongs to `user`.
+    /// Closes connection `conn_id` with 4004 and `reason` and drops its entry, if it still
+    /// holds `uuid` (the cluster moved the UUID to another node).
+    pub(crate) fn evict(&self, uuid: &Uuid, conn_id: u64, reason: &'static str) -> bool {
+        let mut shard = self.shard(uuid);
+        match shard.get(uuid) {
+            Some(e) if e.peer.conn_id == conn_id => {
+                e.peer.ctl.request_close(4004, reason);
+                shard.remove(uuid);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues `text` for `target` if it belongs to `user`; a target not on this node goes to
+    /// the cluster backplane when there is one.
     pub(crate) fn forward(
+        &self,
+        target: &Uuid,
+        user: &User,
+        text: Utf8Bytes,
+        queue_bytes_limit: usize,
+    ) -> ForwardOutcome {
+        if let Some(c) = self.cluster.get() {
+            // The shard lock is released before the backplane runs (a bounce may lock again).
+            let here = self.shard(target).contains_key(target);
+            if !here {
+                return c.forward(self, target, user, text, queue_bytes_limit);
+            }
+        }
+        self.forward_local(target, user, text, queue_bytes_limit)
+    }
+
+    /// Queues `text` (`bytes` long) for `target` on this node if it belongs to `user`.
+    pub(crate) fn forward_local(
         &self,
         target: &Uuid,
         user: &User,

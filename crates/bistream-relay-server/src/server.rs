@@ -138,8 +138,11 @@ impl RelayServer {
             reject_permits: Arc::new(Semaphore::new(REJECT_SLOTS)),
             tracker: tracker.clone(),
         };
-        let accept_task = tokio::spawn(acceptor.run(listener));
         let mut background = Vec::new();
+        if let Some(cluster) = shared.config.cluster.clone() {
+            background.extend(crate::cluster::start(&shared, cluster));
+        }
+        let accept_task = tokio::spawn(acceptor.run(listener));
         if let Some(l) = metrics_listener {
             let router = crate::ops::router(shared.clone());
             let stop = shared.shutdown.clone();

@@ -1,6 +1,7 @@
 //! The suites, one module each, and what they share: starting the servers under test (ours
 //! from the `bistream` binary, the floors from its hidden `bench floor-server`).
 
+pub mod cluster;
 pub mod logs;
 pub mod packet;
 pub mod relay;

@@ -46,17 +46,17 @@ const NAME: &str = "relay";
 /// Client pair counts of the throughput rows.
 const PAIRS: [usize; 3] = [1, 10, 100];
 /// Messages in flight per pair.
-const IN_FLIGHT: usize = 16;
+pub(super) const IN_FLIGHT: usize = 16;
 /// Bytes of padding in each description (after the 20-digit timestamp).
 const PAD: usize = 100;
 /// Concurrent connection attempts while setting up clients.
-const CONNECT_CONCURRENCY: usize = 64;
+pub(super) const CONNECT_CONCURRENCY: usize = 64;
 
-type Ws = WebSocketStream<TcpStream>;
+pub(super) type Ws = WebSocketStream<TcpStream>;
 
 /// Which server a measurement drives.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Ours,
     Peer,
     Floor,
@@ -320,7 +320,7 @@ async fn register(ws: &mut Ws, name: &str, uuid: Uuid) -> anyhow::Result<()> {
 }
 
 /// A connected client: registered with the relay, or plain for the echo floor.
-async fn client(
+pub(super) async fn client(
     side: Side,
     addr: &str,
     name: &str,
@@ -395,7 +395,7 @@ fn stamp_of(t: &str) -> anyhow::Result<u64> {
 
 /// One client of a pair (or of the echo floor): sends `initial` messages, then answers each
 /// received message with a new one to `to`, until the run stops.
-async fn bouncer(
+pub(super) async fn bouncer(
     mut ws: Ws,
     me: Uuid,
     to: Uuid,

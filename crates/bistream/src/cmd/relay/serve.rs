@@ -119,6 +119,13 @@ pub struct ServeOptions {
     /// introspection/globus: seconds an active token is cached [default: 30].
     #[arg(long, env = "BISTREAM_RELAY_AUTH_CACHE_TTL")]
     pub auth_cache_ttl: Option<f64>,
+    /// Run as one node of a relay cluster with this Redis backplane: redis://HOST:PORT[/DB]
+    /// [default: single node, no Redis]. See docs/cluster.md.
+    #[arg(long, env = "BISTREAM_RELAY_CLUSTER", hide_env_values = true)]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster (logs, metrics) [default: node- and 8 random hex digits].
+    #[arg(long, env = "BISTREAM_RELAY_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// Overlays the flags (and their environment variables) onto the file's settings.
@@ -149,6 +156,12 @@ fn overlay(a: ServeOptions, mut f: FileConfig) -> FileConfig {
     }
     if let Some(v) = a.client_log_limit {
         f.logging.current_client_limit = Some(v);
+    }
+    if let Some(url) = a.cluster {
+        f.cluster.url = Some(url);
+    }
+    if let Some(id) = a.node_id {
+        f.cluster.node_id = Some(id);
     }
     if let Some(m) = a.auth_method {
         if f.auth.method.as_deref() != Some(m.as_str()) {
