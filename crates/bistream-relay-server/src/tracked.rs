@@ -52,6 +52,16 @@ impl<S> Tracked<S> {
         }
     }
 
+    /// Wraps a stream whose opening handshake is already done (tests drive connections over
+    /// in-memory pipes without one).
+    #[cfg(test)]
+    pub(crate) fn after_handshake(inner: S) -> Self {
+        Tracked {
+            phase: Phase::Header { have: 0 },
+            ..Tracked::new(inner)
+        }
+    }
+
     /// Whether everything read so far is whole frames of whole messages.
     pub(crate) fn at_boundary(&self) -> bool {
         self.phase == Phase::Header { have: 0 } && !self.in_message
