@@ -112,12 +112,7 @@ impl<'a> RawPeerMessage<'a> {
 
     /// Writes the message as sent by `source` (`source_name_json` is its name as a JSON
     /// string), with `error` replaced when given. Same layout as `RelayMessage::encode`.
-    pub fn encode(
-        &self,
-        source: &Uuid,
-        source_name_json: &str,
-        error: Option<&str>,
-    ) -> String {
+    pub fn encode(&self, source: &Uuid, source_name_json: &str, error: Option<&str>) -> String {
         let desc = self.description.get();
         let mut out = String::with_capacity(
             200 + source_name_json.len() + desc.len() + error.map_or(0, |e| e.len() + 8),
@@ -242,18 +237,42 @@ mod tests {
             r#""\ud83d\u0041""#,
             r#""\ud83d\ude0""#,
         ] {
-            let bad = ok.replace("\"description\": \"d\"", &format!("\"description\": {desc}"));
-            assert!(RawPeerMessage::decode(&bad).is_none(), "fast path accepted {bad}");
-            assert!(RelayMessage::decode(&bad).is_err(), "full path accepted {bad}");
+            let bad = ok.replace(
+                "\"description\": \"d\"",
+                &format!("\"description\": {desc}"),
+            );
+            assert!(
+                RawPeerMessage::decode(&bad).is_none(),
+                "fast path accepted {bad}"
+            );
+            assert!(
+                RelayMessage::decode(&bad).is_err(),
+                "full path accepted {bad}"
+            );
             let bad = ok.replace("\"error\": null", &format!("\"error\": {desc}"));
-            assert!(RawPeerMessage::decode(&bad).is_none(), "fast path accepted {bad}");
-            assert!(RelayMessage::decode(&bad).is_err(), "full path accepted {bad}");
+            assert!(
+                RawPeerMessage::decode(&bad).is_none(),
+                "fast path accepted {bad}"
+            );
+            assert!(
+                RelayMessage::decode(&bad).is_err(),
+                "full path accepted {bad}"
+            );
         }
         // A surrogate pair, and an escaped backslash before `u`, are fine in both.
         for desc in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\\""#] {
-            let good = ok.replace("\"description\": \"d\"", &format!("\"description\": {desc}"));
-            assert!(RawPeerMessage::decode(&good).is_some(), "fast path refused {good}");
-            assert!(RelayMessage::decode(&good).is_ok(), "full path refused {good}");
+            let good = ok.replace(
+                "\"description\": \"d\"",
+                &format!("\"description\": {desc}"),
+            );
+            assert!(
+                RawPeerMessage::decode(&good).is_some(),
+                "fast path refused {good}"
+            );
+            assert!(
+                RelayMessage::decode(&good).is_ok(),
+                "full path refused {good}"
+            );
         }
         // `error` may be absent (defaults to null).
         assert!(RawPeerMessage::decode(&ok.replace("\"error\": null, ", "")).is_some());
@@ -338,7 +357,11 @@ mod tests {
         ];
 
         fn with_escape(text: String, field: bool, esc: usize) -> String {
-            let key = if field { "\"description\":\"" } else { "\"error\":\"" };
+            let key = if field {
+                "\"description\":\""
+            } else {
+                "\"error\":\""
+            };
             text.replacen(key, &format!("{key}{}", ESCAPES[esc % ESCAPES.len()]), 1)
         }
 

@@ -35,6 +35,6 @@ pub use close::{
 };
 pub use fastpath::{json_string, RawPeerMessage};
 pub use message::{
-    not_reading_error, other_user_error, unknown_peer_error, DecodeError, DescriptionType, PeerConnectionRequest,
-    RelayMessage, RelayRegistrationRequest, RelayResponse,
+    not_reading_error, other_user_error, unknown_peer_error, DecodeError, DescriptionType,
+    PeerConnectionRequest, RelayMessage, RelayRegistrationRequest, RelayResponse,
 };

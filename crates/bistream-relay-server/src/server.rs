@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bistream_relay_proto::{CloseCode, AT_CAPACITY_REASON};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
-use bistream_relay_proto::{CloseCode, AT_CAPACITY_REASON};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -446,7 +446,9 @@ impl Acceptor {
             None => {
                 let mut ws = ws;
                 crate::logsafe::limited!(self.shared.metrics.log, WARN, %addr, "connection cap reached: closing 1013");
-                self.shared.metrics.server_close(CloseCode::TryAgainLater.code());
+                self.shared
+                    .metrics
+                    .server_close(CloseCode::TryAgainLater.code());
                 let frame = CloseFrame {
                     code: WsCloseCode::from(CloseCode::TryAgainLater.code()),
                     reason: AT_CAPACITY_REASON.into(),

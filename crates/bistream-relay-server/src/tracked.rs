@@ -167,7 +167,10 @@ impl<S> Tracked<S> {
 }
 
 fn detached() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "stream moved to a rebuilt WebSocket")
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "stream moved to a rebuilt WebSocket",
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

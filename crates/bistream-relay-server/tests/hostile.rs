@@ -1,5 +1,6 @@
 //! Hostile clients (issue 14): abrupt disconnects are normal client losses, connections that
 //! never register are closed, and a large message does not leave its buffers behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::time::Duration;
@@ -25,7 +26,10 @@ async fn abrupt_disconnects_are_client_losses_not_protocol_errors() {
         drop(tcp);
     }
     eventually("all unregistered", || relay.registered_clients() == 0).await;
-    eventually("all closed", || relay.metrics().snapshot().connections_open == 0).await;
+    eventually("all closed", || {
+        relay.metrics().snapshot().connections_open == 0
+    })
+    .await;
     let text = relay.metrics().render();
     assert_eq!(relay.metrics().closes_with(1002), 0, "{text}");
     assert!(text.contains("relay_client_closes_total 20"), "{text}");

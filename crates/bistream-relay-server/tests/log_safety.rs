@@ -1,6 +1,7 @@
 //! What clients send cannot write the log (issue 14, items 5 and 7): client names are escaped
 //! (no forged lines), logged values are cut, and client-caused lines are rate limited with the
 //! suppressed ones counted. One test per binary: the log capture is process-wide.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::io::Write;
@@ -44,7 +45,11 @@ async fn clients_cannot_forge_or_flood_the_log() {
     let mut ws = connect(&relay).await;
     register(&mut ws, forged, Uuid::new_v4()).await;
     eventually("registration logged", || {
-        cap.0.lock().unwrap().windows(17).any(|w| w == b"registered client")
+        cap.0
+            .lock()
+            .unwrap()
+            .windows(17)
+            .any(|w| w == b"registered client")
     })
     .await;
     let log = cap.take();
@@ -53,7 +58,10 @@ async fn clients_cannot_forge_or_flood_the_log() {
         "forged line:\n{log}"
     );
     assert!(!log.contains('\x1b'), "raw ESC in log:\n{log:?}");
-    assert!(log.contains("innocent\\n2026"), "escaped name missing:\n{log}");
+    assert!(
+        log.contains("innocent\\n2026"),
+        "escaped name missing:\n{log}"
+    );
 
     // Item 5: 100 unauthenticated connections, each sending a ~1 MiB unknown field name.
     let field = "f".repeat((1 << 20) - 100);

@@ -5,7 +5,7 @@
 mod cmd;
 mod logging;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Bidirectional streaming between processes: a ProxyStore-compatible relay, cs.packetstream
 /// packet connections, multiplexed RPC and log tailing.
@@ -33,7 +33,10 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => cmd::relay::name_env_source(e, &Cli::command()).exit(),
+    };
     if let Err(e) = logging::init(&cli.log) {
         eprintln!("bistream: {e:#}");
         return std::process::ExitCode::from(2);

@@ -29,10 +29,19 @@ async fn open(addr: &str) -> TcpStream {
             .await
             .expect("handshake in time")
             .unwrap();
-        assert_eq!(n, 1, "EOF during handshake: {:?}", String::from_utf8_lossy(&got));
+        assert_eq!(
+            n,
+            1,
+            "EOF during handshake: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.push(b[0]);
     }
-    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     s
 }
 
@@ -56,9 +65,15 @@ async fn cap_follows_the_descriptor_limit_and_extra_clients_get_1013() {
         .env("BISTREAM_LOG_LEVEL", "info");
     let mut peer = Peer::spawn(cmd).expect("spawn");
     let relay = peer.next_stdout_line(T).await.expect("address line");
-    let relay = relay.strip_prefix("relay listening on ws://").unwrap().to_string();
+    let relay = relay
+        .strip_prefix("relay listening on ws://")
+        .unwrap()
+        .to_string();
     let ops = peer.next_stdout_line(T).await.expect("metrics line");
-    let ops = ops.strip_prefix("metrics listening on http://").unwrap().to_string();
+    let ops = ops
+        .strip_prefix("metrics listening on http://")
+        .unwrap()
+        .to_string();
     // 300 descriptors minus the reserve of 128: 172 clients.
     let cap = 172;
     let mut held = Vec::new();
@@ -75,6 +90,9 @@ async fn cap_follows_the_descriptor_limit_and_extra_clients_get_1013() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&format!("\"connections\":{cap}")), "{body}");
     // The held clients were served, not refused.
-    assert_eq!(close_code(&mut held[0], Duration::from_millis(200)).await, None);
+    assert_eq!(
+        close_code(&mut held[0], Duration::from_millis(200)).await,
+        None
+    );
     drop(held);
 }

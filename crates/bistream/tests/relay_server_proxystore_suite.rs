@@ -54,7 +54,11 @@ async fn proxystore_relay_client_and_peer_tests_pass_against_bistream() {
         "ProxyStore's tests failed against bistream:\n{stdout}\n{stderr}"
     );
     // All 20 repetitions of the takeover race ran (and passed, or pytest would have failed).
-    let last = stdout.lines().rev().find(|l| l.contains("passed")).unwrap_or("");
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("passed"))
+        .unwrap_or("");
     let passed: u32 = last
         .split_whitespace()
         .zip(last.split_whitespace().skip(1))

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    AuthSetupError,
-    token_digest, AuthError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED,
+    token_digest, AuthError, AuthSetupError, Authenticator, BoxFuture, RequestCredentials, User,
+    TOKEN_EXPIRED,
 };
 
 /// Globus Auth's introspection endpoint (ProxyStore's `[auth] method = "globus"`).

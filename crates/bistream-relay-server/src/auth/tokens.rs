@@ -14,8 +14,8 @@ use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
 use super::{
-    AuthSetupError,
-    token_digest, AuthError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED,
+    token_digest, AuthError, AuthSetupError, Authenticator, BoxFuture, RequestCredentials, User,
+    TOKEN_EXPIRED,
 };
 
 /// Most tokens a file may hold (the lookup compares against every entry).

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{IntrospectionConfig, JwtConfig};
 #[cfg(test)]
 use crate::auth::{GLOBUS_INTROSPECT_URL, GLOBUS_RELAY_AUDIENCE};
-use crate::auth::{IntrospectionConfig, JwtConfig};
 
 mod auth;
 

@@ -82,7 +82,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         match e {
             WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
                 limited!(m.log, WARN, conn = self.id, addr = %self.addr, size, max_size, "message over the frame limit: closing 1009");
-                End::CloseAfterError(CloseCode::TooBig, Cow::Owned(frame_too_big_reason(max_size)))
+                End::CloseAfterError(
+                    CloseCode::TooBig,
+                    Cow::Owned(frame_too_big_reason(max_size)),
+                )
             }
             WsError::Capacity(c) => {
                 limited!(m.log, WARN, conn = self.id, addr = %self.addr, error = %c, "frame over a capacity limit: closing 1009");
@@ -90,7 +93,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             WsError::Utf8(_) => {
                 limited!(m.log, WARN, conn = self.id, addr = %self.addr, "text frame is not valid UTF-8: closing 1007");
-                End::CloseAfterError(CloseCode::InvalidPayload, Cow::Borrowed(INVALID_UTF8_REASON))
+                End::CloseAfterError(
+                    CloseCode::InvalidPayload,
+                    Cow::Borrowed(INVALID_UTF8_REASON),
+                )
             }
             // A client that drops TCP without a closing handshake is a normal client loss
             // (a crashed or killed process, a network cut), not a protocol violation.

@@ -246,5 +246,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             .await;
         }
     }
-
 }

@@ -21,6 +21,8 @@ enum RelayCommand {
     Send(client::SendArgs),
 }
 
+pub use serve::name_env_source;
+
 /// `cargo run --release` with no arguments: the relay server with its embedded defaults.
 pub async fn serve_default() -> anyhow::Result<ExitCode> {
     serve::serve_default().await

@@ -125,6 +125,56 @@ pub struct ServeOptions {
     pub auth_cache_ttl: Option<f64>,
 }
 
+/// When clap rejects a value that came from an environment variable (the flag itself was not on
+/// the command line), rewrite the message to name the variable: `BISTREAM_RELAY_PORT=abc` is
+/// reported as a bad environment variable, not as a bad `--port` the user never typed.
+pub fn name_env_source(err: clap::Error, cmd: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(long) = arg
+        .strip_prefix("--")
+        .and_then(|a| a.split([' ', '=']).next())
+    else {
+        return err;
+    };
+    let on_command_line = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a.strip_prefix("--")
+            .is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
+    });
+    let Some(var) = env_of(cmd, long) else {
+        return err;
+    };
+    if on_command_line || std::env::var_os(&var).is_none() {
+        return err;
+    }
+    let text = err.to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let text = text.replacen(
+        &format!("for '{arg}'"),
+        &format!("in environment variable {var} (read for '{arg}')"),
+        1,
+    );
+    clap::Error::raw(err.kind(), text).with_cmd(cmd)
+}
+
+/// The environment variable of the option `--long` anywhere in `cmd`'s tree.
+fn env_of(cmd: &clap::Command, long: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned())
+        .or_else(|| cmd.get_subcommands().find_map(|c| env_of(c, long)))
+}
+
 pub async fn serve_default() -> anyhow::Result<ExitCode> {
     run(ServeArgs::default()).await
 }
