@@ -146,15 +146,20 @@ async fn main() {
             while let Some(r) = set.join_next().await {
                 held.push(r.unwrap());
             }
+            // Before the rebuild (1 s after the last large frame), then well after it.
+            let early = rss_kib(&pid);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let after = rss_kib(&pid);
+            let mib = |k: u64| k as f64 / 1024.0;
             println!(
-                "clients {} message {} B: relay RSS idle {:.1} MiB, after {:.1} MiB, +{:.1} MiB",
+                "clients {} message {} B: relay RSS idle {:.1} MiB; right after the messages {:.1} MiB (+{:.1}); 3 s later {:.1} MiB (+{:.1})",
                 2 * pairs,
                 bytes,
-                idle as f64 / 1024.0,
-                after as f64 / 1024.0,
-                (after as f64 - idle as f64) / 1024.0
+                mib(idle),
+                mib(early),
+                mib(early) - mib(idle),
+                mib(after),
+                mib(after) - mib(idle)
             );
             drop(held);
         }
