@@ -14,6 +14,7 @@ import sys
 import uuid
 
 import websockets
+import websockets.asyncio.client
 from proxystore.p2p.relay.client import RelayClient
 from proxystore.p2p.relay.exceptions import RelayRegistrationError
 from proxystore.p2p.relay.messages import PeerConnectionRequest
@@ -184,6 +185,83 @@ async def frame_limit(address: str) -> None:
     say('PASS frame_limit')
 
 
+async def raw_registered(address: str, uid: uuid.UUID | None = None):
+    """A plain `websockets` client (no RelayClient), registered; waits for server TCP close."""
+    import json
+
+    ws = await websockets.asyncio.client.connect(address, max_size=None, close_timeout=60)
+    uid = uid or uuid.uuid4()
+    await ws.send(json.dumps({'name': 'raw', 'uuid': str(uid), 'message_type': 'relay_registration'}))
+    reply = json.loads(await asyncio.wait_for(ws.recv(), T))
+    assert reply['success'] is True, reply
+    return ws, uid
+
+
+async def closed_within(ws, started: float, code: int, what: str) -> None:
+    """Checks the close code and that the connection ended well before the relay's close
+    timeout (the Rust test starts the relay with --close-timeout 30)."""
+    await asyncio.wait_for(ws.wait_closed(), 60)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert ws.close_code == code, (what, ws.close_code, ws.close_reason)
+    assert elapsed < 5, f'{what}: connection ended {elapsed:.1f} s after the close'
+    say(f'OK {what} closed {code} promptly')
+
+
+async def close_promptly(address: str, mode: str) -> None:
+    """After a close the relay initiates, the connection ends at once, not at its close timeout:
+    1009 (frame over the limit, raw websockets and RelayClient), 4003 (RelayClient), and 4004
+    while a fragmented message is still arriving."""
+    loop = asyncio.get_running_loop()
+    if mode == 'frame':
+        ws, _ = await raw_registered(address)
+        t0 = loop.time()
+        try:
+            await ws.send('x' * 1_100_000)
+        except websockets.ConnectionClosed:
+            pass
+        await closed_within(ws, t0, 1009, 'websockets 1.1 MB frame')
+        async with RelayClient(address, client_name='a', reconnect_task=False) as a:
+            ws = a.websocket
+            t0 = loop.time()
+            await a.send(offer(a, uuid.uuid4(), 'x' * 1_100_000))
+            await closed_within(ws, t0, 1009, 'RelayClient 1.1 MB message')
+    elif mode == 'oversize':
+        async with RelayClient(address, client_name='a', reconnect_task=False) as a:
+            ws = a.websocket
+            t0 = loop.time()
+            await a.send(offer(a, uuid.uuid4(), 'x' * 10_000))
+            await closed_within(ws, t0, 4003, 'RelayClient over max_message_bytes')
+    elif mode == 'takeover':
+        ws, uid = await raw_registered(address)
+        first_sent = asyncio.Event()
+        taken_over = asyncio.Event()
+
+        async def fragments():
+            yield '{"message_type": "peer_connection", "description": "'
+            first_sent.set()
+            await taken_over.wait()
+            for _ in range(8):
+                yield 'x' * 100_000
+            yield '"}'
+
+        sending = asyncio.create_task(ws.send(fragments()))
+        await asyncio.wait_for(first_sent.wait(), T)
+        await asyncio.sleep(0)
+        t0 = loop.time()
+        b = RelayClient(address, client_uuid=uid, reconnect_task=False)
+        await asyncio.wait_for(b.connect(), T)
+        taken_over.set()
+        await closed_within(ws, t0, 4004, 'takeover during a fragmented message')
+        try:
+            await sending
+        except websockets.ConnectionClosed:
+            pass
+        await b.close()
+    else:
+        raise ValueError(mode)
+    say('PASS close_promptly')
+
+
 async def wait_shutdown(address: str) -> None:
     """Registers, says READY, and reports the close code the relay sends at shutdown."""
     c = RelayClient(address, client_name='s', reconnect_task=False)
@@ -265,6 +343,7 @@ SCENARIOS = {
     'oversize': oversize,
     'frame_limit': frame_limit,
     'wait_shutdown': wait_shutdown,
+    'close_promptly': close_promptly,
     'peers': peers,
     'tls': tls,
 }

@@ -100,6 +100,19 @@ pub fn sanitize(text: &str) -> String {
     sanitize_bounded(text, MAX_SANITIZED_LEN)
 }
 
+/// [`sanitize`] with a smaller output bound: at most `max` bytes (at least the length of
+/// [`TRUNCATED`]), for untrusted values logged many times (client names, field names).
+///
+/// ```
+/// use bistream_core::sanitize::{sanitize_to, TRUNCATED};
+/// let name = format!("evil\n2026-01-01 INFO forged line{}", "x".repeat(1 << 20));
+/// let logged = sanitize_to(&name, 64);
+/// assert!(logged.len() <= 64 && logged.ends_with(TRUNCATED) && !logged.contains('\n'));
+/// ```
+pub fn sanitize_to(text: &str, max: usize) -> String {
+    sanitize_bounded(text, max.clamp(TRUNCATED.len(), MAX_SANITIZED_LEN))
+}
+
 fn sanitize_bounded(text: &str, max: usize) -> String {
     let (capped, mut truncated) = cap_input(text);
     // Redact before escaping (a newline is a word boundary there; its escape `\n` would glue

@@ -34,8 +34,13 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// The numeric code.
-    pub fn code(self) -> u16 {
+    pub const fn code(self) -> u16 {
         self as u16
+    }
+
+    /// Whether a client must not reconnect after this code (see [`is_fatal_close_code`]).
+    pub fn is_fatal(self) -> bool {
+        is_fatal_close_code(self.code())
     }
 
     /// The code for a number, if it is one the relay uses.
@@ -60,10 +65,19 @@ impl CloseCode {
     }
 }
 
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
 /// Close codes after which a client must not reconnect (ProxyStore's `RelayClient` treats
 /// these as fatal): 4001, 4002, 4004.
 pub fn is_fatal_close_code(code: u16) -> bool {
-    matches!(code, 4001 | 4002 | 4004)
+    use CloseCode::*;
+    [Unauthorized, Forbidden, DuplicateRegistration]
+        .iter()
+        .any(|c| c.code() == code)
 }
 
 /// Close reason for 4000.
@@ -78,6 +92,43 @@ pub const KEEPALIVE_TIMEOUT_REASON: &str = "keepalive ping timeout";
 /// Close reason for 4002 when a client forwards before registering.
 pub const FORWARD_BEFORE_REGISTRATION: &str =
     "ForbiddenError: Client has not registered and authenticated with the relay server.";
+/// Close reason (1013) when the server is at its connection cap.
+pub const AT_CAPACITY_REASON: &str = "Relay server is at its connection limit; try again later.";
+/// Close reason (1008) for a client whose send queue overflowed.
+pub const SEND_QUEUE_FULL_REASON: &str = "Send queue full: the client is not reading its messages.";
+/// Close reason (1008) for a connection that did not register within the deadline.
+pub const REGISTRATION_TIMEOUT_REASON: &str = "Client did not register in time.";
+/// Close reason (1007) for a text frame that is not valid UTF-8.
+pub const INVALID_UTF8_REASON: &str = "invalid UTF-8 in a text frame";
+
+/// Close reason (4002) when a UUID is already registered by another user (ProxyStore's text).
+pub fn uuid_owned_by_other_user_reason(uuid: &uuid::Uuid) -> String {
+    format!("ForbiddenError: The client UUID {uuid} is already registered to another user.")
+}
+
+/// Close reason (1009) for a frame or message over the transport limit.
+pub fn frame_too_big_reason(max_bytes: usize) -> String {
+    format!("frame exceeds limit of {max_bytes} bytes")
+}
+
+/// Longest close reason RFC 6455 allows (a control frame carries at most 125 bytes, two of
+/// them the code).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// `reason` cut to [`MAX_CLOSE_REASON_BYTES`] on a character boundary.
+///
+/// ```
+/// let long = "é".repeat(100);
+/// let r = bistream_relay_proto::close_reason_fit(&long);
+/// assert!(r.len() <= 123 && r.chars().all(|c| c == 'é'));
+/// ```
+pub fn close_reason_fit(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.get(..end).unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {

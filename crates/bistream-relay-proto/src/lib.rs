@@ -23,13 +23,18 @@
 #![forbid(unsafe_code)]
 
 mod close;
+mod fastpath;
 mod message;
 
 pub use close::{
-    is_fatal_close_code, CloseCode, DUPLICATE_REGISTRATION_REASON, FORWARD_BEFORE_REGISTRATION,
-    KEEPALIVE_TIMEOUT_REASON, MESSAGE_TOO_LARGE_REASON, UNKNOWN_MESSAGE_REASON,
+    close_reason_fit, frame_too_big_reason, is_fatal_close_code, uuid_owned_by_other_user_reason,
+    CloseCode, AT_CAPACITY_REASON, DUPLICATE_REGISTRATION_REASON, FORWARD_BEFORE_REGISTRATION,
+    INVALID_UTF8_REASON, KEEPALIVE_TIMEOUT_REASON, MAX_CLOSE_REASON_BYTES,
+    MESSAGE_TOO_LARGE_REASON, REGISTRATION_TIMEOUT_REASON, SEND_QUEUE_FULL_REASON,
+    UNKNOWN_MESSAGE_REASON,
 };
+pub use fastpath::{json_string, RawPeerMessage};
 pub use message::{
-    other_user_error, unknown_peer_error, DecodeError, DescriptionType, PeerConnectionRequest,
-    RelayMessage, RelayRegistrationRequest, RelayResponse,
+    not_reading_error, other_user_error, unknown_peer_error, DecodeError, DescriptionType,
+    PeerConnectionRequest, RelayMessage, RelayRegistrationRequest, RelayResponse,
 };

@@ -229,6 +229,12 @@ pub fn other_user_error(peer: &Uuid) -> String {
     format!("The requested peer {peer} is owned by a different user.")
 }
 
+/// The `error` text bistream puts on a message bounced back because the peer's send queue was
+/// full (the peer was disconnected; ProxyStore has no such limit).
+pub fn not_reading_error(peer: &Uuid) -> String {
+    format!("The requested peer {peer} is not reading its messages and was disconnected.")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,11 @@
 //! relay_load latency URL N             # one pair, N sequential round trips a→b→a; prints p50/p99 µs
 //! relay_load echo-server               # a raw tokio-tungstenite echo server; prints its URL
 //! relay_load echo URL N                # N sequential echo round trips; prints p50/p99 µs
+//! relay_load large URL PAIRS BYTES PID # 2×PAIRS clients; each sends one BYTES message to its
+//!                                      # partner and stays connected; prints the relay's
+//!                                      # (process PID) RSS idle, then 3 s after the messages
 //! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
@@ -63,6 +67,33 @@ async fn next_text(ws: &mut Ws) -> bool {
     }
 }
 
+/// VmRSS of a process, in KiB (Linux).
+fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+async fn connect_many(url: &str, n: usize) -> Vec<(Ws, Uuid)> {
+    let mut held = Vec::with_capacity(n);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let url = url.to_string();
+        set.spawn(async move { (i, client(&url, &format!("c-{i}")).await) });
+        if set.len() >= 200 {
+            held.push(set.join_next().await.unwrap().unwrap());
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        held.push(r.unwrap());
+    }
+    held.sort_by_key(|(i, _)| *i);
+    held.into_iter().map(|(_, c)| c).collect()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -86,6 +117,50 @@ async fn main() {
             println!("READY {}", held.len());
             let mut line = String::new();
             let _ = std::io::stdin().read_line(&mut line);
+            drop(held);
+        }
+        "large" => {
+            let pairs: usize = args[3].parse().unwrap();
+            let bytes: usize = args[4].parse().unwrap();
+            let pid = args[5].clone();
+            let clients = connect_many(&url, 2 * pairs).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let idle = rss_kib(&pid);
+            let desc = "x".repeat(bytes.saturating_sub(300));
+            let mut set = tokio::task::JoinSet::new();
+            let mut it = clients.into_iter();
+            while let (Some((mut a, ua)), Some((mut b, ub))) = (it.next(), it.next()) {
+                let desc = desc.clone();
+                set.spawn(async move {
+                    a.send(msg(ua, ub, &desc)).await.expect("send");
+                    b.send(msg(ub, ua, &desc)).await.expect("send");
+                    assert!(next_text(&mut a).await && next_text(&mut b).await, "message lost");
+                    (a, b)
+                });
+                if set.len() >= 50 {
+                    // Bounded concurrency: at most 50 pairs' messages in flight.
+                    let _ = set.join_next().await;
+                }
+            }
+            let mut held = Vec::new();
+            while let Some(r) = set.join_next().await {
+                held.push(r.unwrap());
+            }
+            // Before the rebuild (1 s after the last large frame), then well after it.
+            let early = rss_kib(&pid);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let after = rss_kib(&pid);
+            let mib = |k: u64| k as f64 / 1024.0;
+            println!(
+                "clients {} message {} B: relay RSS idle {:.1} MiB; right after the messages {:.1} MiB (+{:.1}); 3 s later {:.1} MiB (+{:.1})",
+                2 * pairs,
+                bytes,
+                mib(idle),
+                mib(early),
+                mib(early) - mib(idle),
+                mib(after),
+                mib(after) - mib(idle)
+            );
             drop(held);
         }
         "throughput" => {

@@ -17,25 +17,29 @@
 //! assert!(report.drained);
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
 mod conn;
-mod fastpath;
+mod fdlimit;
+mod logsafe;
 pub mod metrics;
 mod ops;
 mod registry;
 mod server;
 mod tls;
+mod tracked;
 
+pub use auth::AuthSetupError;
+/// The close reasons the server sends, defined with the protocol (re-exported for callers
+/// that used them from here).
+pub use bistream_relay_proto::{
+    AT_CAPACITY_REASON, KEEPALIVE_TIMEOUT_REASON, SEND_QUEUE_FULL_REASON as SEND_QUEUE_FULL,
+};
 pub use cluster::{ClusterConfig, ClusterSection};
 pub use config::{AuthConfig, ConfigError, FileConfig, RelayConfig, TlsFiles};
-pub use conn::{KEEPALIVE_TIMEOUT_REASON, MAX_NAME_BYTES};
+pub use conn::MAX_NAME_BYTES;
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use registry::SEND_QUEUE_FULL;
-pub use server::{
-    build_authenticator, RelayServer, RunningRelay, ServerError, ShutdownReport, AT_CAPACITY_REASON,
-};
+pub use server::{build_authenticator, RelayServer, RunningRelay, ServerError, ShutdownReport};
+pub use tls::TlsError;

@@ -8,10 +8,30 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// Close codes counted individually (anything else is counted as `other`).
-const CLOSE_CODES: [u16; 14] = [
-    1000, 1001, 1002, 1007, 1008, 1009, 1011, 1013, 4000, 4001, 4002, 4003, 4004, 0,
-];
+use bistream_relay_proto::CloseCode;
+
+use crate::logsafe::LogLimiter;
+
+/// Close codes counted individually (the last slot, 0, counts any other code as `other`).
+const CLOSE_CODES: [u16; 14] = {
+    use CloseCode::*;
+    [
+        Normal.code(),
+        GoingAway.code(),
+        ProtocolError.code(),
+        InvalidPayload.code(),
+        Policy.code(),
+        TooBig.code(),
+        InternalError.code(),
+        TryAgainLater.code(),
+        UnknownMessage.code(),
+        Unauthorized.code(),
+        Forbidden.code(),
+        MessageTooLarge.code(),
+        DuplicateRegistration.code(),
+        0,
+    ]
+};
 
 /// Why a forwarded message went back to its sender instead of reaching its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +68,14 @@ pub struct Metrics {
     /// Connections the client closed (close frame or EOF) or that failed with an I/O error.
     pub(crate) client_closes: AtomicU64,
     pub(crate) io_errors: AtomicU64,
+    /// `accept` failures (EMFILE and the like), each followed by a back-off.
+    pub(crate) accept_errors: AtomicU64,
+    /// Connections closed (1008) for not registering within `register_timeout`.
+    pub(crate) registration_timeouts: AtomicU64,
+    /// WebSocket rebuilds that gave back the buffers of a large message.
+    pub(crate) buffer_rebuilds: AtomicU64,
+    /// The rate limit on client-caused log lines (and its count of suppressed lines).
+    pub(crate) log: LogLimiter,
 }
 
 /// A point-in-time copy of the main figures (for tests and logs).
@@ -80,6 +108,8 @@ impl Metrics {
 
     /// Counts a close sent by the server.
     pub(crate) fn server_close(&self, code: u16) {
+        // 0 is the `other` slot, never a code on the wire.
+        let code = if code == 0 { u16::MAX } else { code };
         let i = CLOSE_CODES
             .iter()
             .position(|c| *c == code)
@@ -127,7 +157,7 @@ impl Metrics {
             "Clients currently registered.",
             self.registered_clients.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             ("relay_connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("relay_connections_rejected_total", "Connections refused at the --max-connections cap (closed 1013 or dropped).", &self.connections_rejected),
             ("relay_handshake_failures_total", "TCP connections that failed or timed out during the TLS/WebSocket opening handshake.", &self.handshake_failures),
@@ -141,7 +171,11 @@ impl Metrics {
             ("relay_send_queue_drops_total", "Clients disconnected (1008) because their send queue was full.", &self.send_queue_drops),
             ("relay_decode_errors_total", "Messages that could not be decoded (closed 4000).", &self.decode_errors),
             ("relay_keepalive_timeouts_total", "Clients closed because they did not answer a ping in time.", &self.keepalive_timeouts),
-            ("relay_client_closes_total", "Connections ended by the client (close frame or EOF).", &self.client_closes),
+            ("relay_client_closes_total", "Connections ended by the client (close frame, EOF, or a reset without a closing handshake).", &self.client_closes),
+            ("relay_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.", &self.accept_errors),
+            ("relay_registration_timeouts_total", "Connections closed (1008) because they did not register in time.", &self.registration_timeouts),
+            ("relay_buffer_rebuilds_total", "WebSocket buffers given back after a large message.", &self.buffer_rebuilds),
+            ("relay_log_lines_suppressed_total", "Client-caused log lines dropped by the log rate limit.", &self.log.suppressed_total),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(

@@ -7,9 +7,10 @@
 //! own; and a forward either finds the entry and queues into it, or does not find it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bistream_relay_proto::{CloseCode, DUPLICATE_REGISTRATION_REASON, SEND_QUEUE_FULL_REASON};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -20,11 +21,14 @@ use crate::cluster::Cluster;
 const SHARDS: usize = 32;
 
 /// A close request from elsewhere in the server (takeover, full queue), delivered to the
-/// connection's task. The first request wins.
+/// connection's task. The first request wins. Also tells a takeover when the old connection
+/// has finished closing.
 #[derive(Debug)]
 pub(crate) struct Control {
-    close: OnceLock<(u16, &'static str)>,
+    close: OnceLock<(CloseCode, &'static str)>,
     notify: Notify,
+    finished: AtomicBool,
+    finished_notify: Notify,
     /// Bytes currently waiting in the send queue.
     pub(crate) queued_bytes: AtomicUsize,
 }
@@ -34,23 +38,45 @@ impl Control {
         Control {
             close: OnceLock::new(),
             notify: Notify::new(),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
         }
     }
 
     /// Asks the connection to close with `code`/`reason` (no-op if already asked).
-    pub(crate) fn request_close(&self, code: u16, reason: &'static str) {
+    pub(crate) fn request_close(&self, code: CloseCode, reason: &'static str) {
         if self.close.set((code, reason)).is_ok() {
             self.notify.notify_one();
         }
     }
 
-    pub(crate) fn close_request(&self) -> Option<(u16, &'static str)> {
+    pub(crate) fn close_request(&self) -> Option<(CloseCode, &'static str)> {
         self.close.get().copied()
     }
 
     pub(crate) async fn closed(&self) {
         self.notify.notified().await
+    }
+
+    /// Marks the connection as done: its closing handshake is over (or failed) and its
+    /// task is ending.
+    pub(crate) fn mark_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.finished_notify.notify_waiters();
+    }
+
+    /// Waits until [`Control::mark_finished`] was called.
+    pub(crate) async fn finished(&self) {
+        loop {
+            let wait = self.finished_notify.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            wait.await;
+        }
     }
 }
 
@@ -73,7 +99,7 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) enum RegisterOutcome {
     /// Registered; `replaced` is the other connection that held the UUID (now told to close).
-    Registered { replaced: bool },
+    Registered { replaced: Option<Arc<Control>> },
     /// The UUID belongs to another user.
     OwnedByOtherUser,
 }
@@ -159,11 +185,13 @@ impl Registry {
             },
         );
         drop(shard);
-        let replaced = old.is_some();
-        if let Some(ctl) = old {
-            ctl.request_close(4004, bistream_relay_proto::DUPLICATE_REGISTRATION_REASON);
+        if let Some(ctl) = &old {
+            ctl.request_close(
+                CloseCode::DuplicateRegistration,
+                DUPLICATE_REGISTRATION_REASON,
+            );
         }
-        RegisterOutcome::Registered { replaced }
+        RegisterOutcome::Registered { replaced: old }
     }
 
     /// Removes `uuid` if it is still registered by connection `conn_id`.
@@ -237,14 +265,14 @@ impl Registry {
         // One message may always be queued into an empty queue, whatever its size.
         if before > 0 && before + len > queue_bytes_limit {
             ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            ctl.request_close(1008, SEND_QUEUE_FULL);
+            ctl.request_close(CloseCode::Policy, SEND_QUEUE_FULL_REASON);
             return ForwardOutcome::QueueFull;
         }
         match entry.peer.tx.try_send(text) {
             Ok(()) => ForwardOutcome::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 ctl.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                ctl.request_close(1008, SEND_QUEUE_FULL);
+                ctl.request_close(CloseCode::Policy, SEND_QUEUE_FULL_REASON);
                 ForwardOutcome::QueueFull
             }
             // The target's task is ending and will remove the entry: as good as unknown.
@@ -274,9 +302,6 @@ impl Registry {
     }
 }
 
-/// Close reason (1008) for a client whose send queue overflowed.
-pub const SEND_QUEUE_FULL: &str = "Send queue full: the client is not reading its messages.";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,7 +327,7 @@ mod tests {
         let (p2, _rx2) = peer(2, 4);
         assert!(matches!(
             r.register(u, "a".into(), &alice, &p1),
-            RegisterOutcome::Registered { replaced: false }
+            RegisterOutcome::Registered { replaced: None }
         ));
         assert!(matches!(
             r.register(u, "a".into(), &User::new("bob"), &p2),
@@ -311,9 +336,12 @@ mod tests {
         assert!(p1.ctl.close_request().is_none());
         assert!(matches!(
             r.register(u, "a".into(), &alice, &p2),
-            RegisterOutcome::Registered { replaced: true }
+            RegisterOutcome::Registered { replaced: Some(_) }
         ));
-        assert_eq!(p1.ctl.close_request().map(|c| c.0), Some(4004));
+        assert_eq!(
+            p1.ctl.close_request().map(|c| c.0),
+            Some(CloseCode::DuplicateRegistration)
+        );
         assert_eq!(r.len(), 1);
         // The old connection ending must not remove the new registration.
         assert!(!r.unregister(&u, 1));
@@ -349,7 +377,7 @@ mod tests {
             r.forward(&u, &alice, "z".into(), 100),
             ForwardOutcome::QueueFull
         );
-        assert_eq!(p.ctl.close_request().map(|c| c.0), Some(1008));
+        assert_eq!(p.ctl.close_request().map(|c| c.0), Some(CloseCode::Policy));
         assert_eq!(rx.try_recv().unwrap(), "x");
 
         // Byte budget: one large message fits an empty queue, a second one does not.
@@ -362,5 +390,24 @@ mod tests {
             ForwardOutcome::Queued
         );
         assert_eq!(r.forward(&u2, &alice, big, 100), ForwardOutcome::QueueFull);
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn finished_wakes_waiters_before_and_after() {
+        let c = Arc::new(Control::new());
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.finished().await }
+        });
+        tokio::task::yield_now().await;
+        c.mark_finished();
+        waiter.await.unwrap();
+        // Already finished: returns at once.
+        c.finished().await;
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bistream_relay_proto::{CloseCode, AT_CAPACITY_REASON};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -21,8 +22,11 @@ use crate::auth::{
 };
 use crate::config::{AuthConfig, RelayConfig};
 use crate::conn::{Conn, Shared};
+use crate::fdlimit::{effective_cap, raise_nofile};
+use crate::logsafe::client_text;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::tracked::Tracked;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +49,18 @@ pub enum ServerError {
     },
     /// Bad TLS files.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     /// Bad authentication settings (unreadable token file, bad key, ...).
     #[error("auth: {0}")]
-    Auth(String),
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
-/// Close reason (1013) when the connection cap is reached.
-pub const AT_CAPACITY_REASON: &str = "Relay server is at its connection limit; try again later.";
-
 /// Extra handshakes allowed only to tell clients over the cap to retry later (beyond this,
-/// their TCP connections are dropped at once).
+/// their TCP connections are dropped at once). Counted in the descriptor reserve.
 const REJECT_SLOTS: usize = 64;
+
+/// Longest pause of the accept loop after repeated failures (EMFILE and the like).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The relay server. [`RelayServer::bind`] starts it and returns a [`RunningRelay`].
 ///
@@ -84,9 +88,18 @@ impl RelayServer {
         auth: Arc<dyn Authenticator>,
     ) -> Result<RunningRelay, ServerError> {
         let tls = match &config.tls {
-            Some(files) => Some(crate::tls::acceptor(files).map_err(ServerError::Tls)?),
+            Some(files) => Some(crate::tls::acceptor(files)?),
             None => None,
         };
+        let budget = effective_cap(config.max_connections, raise_nofile());
+        if budget.cap < config.max_connections {
+            tracing::warn!(
+                configured = config.max_connections,
+                nofile = ?budget.nofile,
+                effective = budget.cap,
+                "max_connections is more than the file-descriptor limit allows: lowered (raise `ulimit -n` to serve more)"
+            );
+        }
         let listener =
             listen(&config.host, config.port)
                 .await
@@ -114,6 +127,12 @@ impl RelayServer {
             })?),
             None => None,
         };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer_bytes)
+            .write_buffer_size(16 * 1024)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(config.max_frame_bytes))
+            .max_frame_size(Some(config.max_frame_bytes));
         let shared = Arc::new(Shared {
             registry: Registry::new(),
             metrics: Arc::new(Metrics::default()),
@@ -121,20 +140,14 @@ impl RelayServer {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
+            ws_config,
             config,
         });
         let tracker = TaskTracker::new();
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(shared.config.read_buffer_bytes)
-            .write_buffer_size(16 * 1024)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(shared.config.max_frame_bytes))
-            .max_frame_size(Some(shared.config.max_frame_bytes));
         let acceptor = Acceptor {
             shared: shared.clone(),
             tls,
-            ws_config,
-            permits: Arc::new(Semaphore::new(shared.config.max_connections)),
+            permits: Arc::new(Semaphore::new(budget.cap)),
             reject_permits: Arc::new(Semaphore::new(REJECT_SLOTS)),
             tracker: tracker.clone(),
         };
@@ -164,9 +177,12 @@ impl RelayServer {
             auth = shared.auth.method(),
             max_message_bytes = ?shared.config.max_message_bytes,
             max_frame_bytes = shared.config.max_frame_bytes,
+            max_connections = budget.cap,
+            nofile = ?budget.nofile,
             "relay server listening"
         );
         Ok(RunningRelay {
+            max_connections: budget.cap,
             local_addr,
             metrics_addr,
             shared,
@@ -181,13 +197,9 @@ impl RelayServer {
 pub fn build_authenticator(auth: &AuthConfig) -> Result<Arc<dyn Authenticator>, ServerError> {
     Ok(match auth {
         AuthConfig::None => Arc::new(NoAuth),
-        AuthConfig::Tokens { file } => {
-            Arc::new(StaticTokens::load(file).map_err(ServerError::Auth)?)
-        }
-        AuthConfig::Jwt(c) => Arc::new(JwtAuth::new(c.clone()).map_err(ServerError::Auth)?),
-        AuthConfig::Introspection(c) => {
-            Arc::new(Introspection::new(c.clone()).map_err(ServerError::Auth)?)
-        }
+        AuthConfig::Tokens { file } => Arc::new(StaticTokens::load(file)?),
+        AuthConfig::Jwt(c) => Arc::new(JwtAuth::new(c.clone())?),
+        AuthConfig::Introspection(c) => Arc::new(Introspection::new(c.clone())?),
     })
 }
 
@@ -215,6 +227,7 @@ async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
 
 /// A running relay. Dropping it does not stop the server; call [`RunningRelay::shutdown`].
 pub struct RunningRelay {
+    max_connections: usize,
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
@@ -246,6 +259,12 @@ impl RunningRelay {
         format!("{scheme}://{}", self.local_addr)
     }
 
+    /// The connection cap in force: `max_connections`, lowered to what the file-descriptor
+    /// limit allows.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The bound ops endpoint address, if configured.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
@@ -262,7 +281,7 @@ impl RunningRelay {
     }
 
     /// Re-reads the authenticator's files (token file on SIGHUP).
-    pub fn reload_auth(&self) -> Result<(), String> {
+    pub fn reload_auth(&self) -> Result<(), crate::auth::AuthSetupError> {
         self.shared.auth.reload()
     }
 
@@ -297,7 +316,6 @@ impl RunningRelay {
 struct Acceptor {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    ws_config: WebSocketConfig,
     permits: Arc<Semaphore>,
     reject_permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -306,17 +324,29 @@ struct Acceptor {
 impl Acceptor {
     async fn run(self, listener: TcpListener) {
         let this = Arc::new(self);
+        let mut backoff = Duration::ZERO;
         loop {
             let accepted = tokio::select! {
                 _ = this.shared.shutdown.cancelled() => return,
                 r = listener.accept() => r,
             };
             let (tcp, addr) = match accepted {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff = Duration::ZERO;
+                    x
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and friends: back off (10 ms doubling to 1 s) instead of spinning,
+                    // and log once per episode rather than per failure.
+                    Metrics::inc(&this.shared.metrics.accept_errors);
+                    if backoff.is_zero() {
+                        tracing::warn!(error = %e, "accept failed: backing off (see relay_accept_errors_total)");
+                    }
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    tokio::select! {
+                        _ = this.shared.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     continue;
                 }
             };
@@ -336,7 +366,7 @@ impl Acceptor {
                             drop(slot);
                         });
                     } else {
-                        tracing::warn!(%addr, "connection cap reached: dropping connection");
+                        crate::logsafe::limited!(this.shared.metrics.log, WARN, %addr, "connection cap reached: dropping connection");
                     }
                 }
             }
@@ -391,9 +421,10 @@ impl Acceptor {
             Ok(resp)
         };
         let limit = self.shared.config.handshake_timeout;
+        let stream = Tracked::new(stream);
         let hs = tokio::select! {
             // Boxed: the handshake state is large and short-lived; the task keeps only its own.
-            r = Box::pin(tokio::time::timeout(limit, tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(self.ws_config)))) => r,
+            r = Box::pin(tokio::time::timeout(limit, tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(self.shared.ws_config)))) => r,
             _ = self.shared.shutdown.cancelled() => return,
         };
         let ws = match hs {
@@ -417,10 +448,12 @@ impl Acceptor {
             }
             None => {
                 let mut ws = ws;
-                tracing::warn!(%addr, "connection cap reached: closing 1013");
-                self.shared.metrics.server_close(1013);
+                crate::logsafe::limited!(self.shared.metrics.log, WARN, %addr, "connection cap reached: closing 1013");
+                self.shared
+                    .metrics
+                    .server_close(CloseCode::TryAgainLater.code());
                 let frame = CloseFrame {
-                    code: WsCloseCode::from(1013),
+                    code: WsCloseCode::from(CloseCode::TryAgainLater.code()),
                     reason: AT_CAPACITY_REASON.into(),
                 };
                 let close_timeout = self.shared.config.close_timeout;
@@ -437,24 +470,34 @@ impl Acceptor {
 }
 
 /// Every `every`, log "Connected clients: N" (ProxyStore's periodic line), listing each client
-/// while there are fewer than `client_log_limit`.
+/// while there are fewer than `client_log_limit`. At INFO only when the count changed since the
+/// last line; an unchanged count goes to DEBUG (an idle relay does not fill its log).
 async fn client_log(shared: Arc<Shared>, every: Duration) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut last = None;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let n = shared.registry.len();
-        tracing::info!(
-            clients = n,
-            connections = shared.metrics.connections_open.load(Relaxed),
-            "Connected clients: {n}"
-        );
+        let changed = last != Some(n);
+        last = Some(n);
+        let connections = shared.metrics.connections_open.load(Relaxed);
+        if changed {
+            tracing::info!(clients = n, connections, "Connected clients: {n}");
+        } else {
+            tracing::debug!(clients = n, connections, "Connected clients: {n}");
+        }
         let limit = shared.config.client_log_limit;
         if n > 0 && n < limit {
             for (uuid, name, user) in shared.registry.sample(limit) {
-                tracing::info!("Client(uuid={uuid}, name={name:?}, user={user})");
+                let (name, user) = (client_text(&name), client_text(user.id()));
+                if changed {
+                    tracing::info!("Client(uuid={uuid}, name={name}, user={user})");
+                } else {
+                    tracing::debug!("Client(uuid={uuid}, name={name}, user={user})");
+                }
             }
         }
     }
@@ -478,11 +521,11 @@ mod tests {
             shutdown: Default::default(),
             hard_stop: Default::default(),
             next_conn_id: Default::default(),
+            ws_config: Default::default(),
         });
         let acc = super::Acceptor {
             shared: shared.clone(),
             tls: None,
-            ws_config: Default::default(),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             reject_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             tracker: Default::default(),
@@ -494,7 +537,7 @@ mod tests {
             std::mem::size_of_val(&serve)
         );
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            srv,
+            crate::tracked::Tracked::new(srv),
             tokio_tungstenite::tungstenite::protocol::Role::Server,
             None,
         )

@@ -1,5 +1,6 @@
 //! OAuth2 token introspection (RFC 7662) against a local HTTP server: basic auth and form
 //! body, active/inactive, audience, the positive-result cache, and an unreachable endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};

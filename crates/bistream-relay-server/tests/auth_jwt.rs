@@ -1,4 +1,5 @@
 //! JWT authentication: HS256, RS256 and ES256; expiry, audience, issuer and signature checks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,6 +1,7 @@
 //! Close codes for bad input: 4000 for anything undecodable (including the cases where
 //! ProxyStore crashes with 1011), 4002 for forwarding before registering, 1007 for invalid
 //! UTF-8; and a client closed with 4000 is unregistered (ProxyStore leaves it registered).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! Size limits: `max_message_bytes` (4003, counted in frame bytes), the transport frame limit
 //! (1009 with websockets' reason text, exactly 1 MiB allowed), and the connection cap (1013).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

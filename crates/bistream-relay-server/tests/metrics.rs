@@ -1,4 +1,5 @@
 //! The ops endpoint: /health, /healthz and Prometheus /metrics with real figures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use bistream_relay_server::RelayConfig;

@@ -1,5 +1,6 @@
 //! Registration: the reply, takeover of a UUID by the same user (old socket closed 4004),
 //! re-registration on the same socket, and unregistration when a socket ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! Graceful shutdown: every client gets 1001, the server drains; a client that never answers
 //! the close is dropped at the deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::time::Duration;

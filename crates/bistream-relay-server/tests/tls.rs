@@ -1,5 +1,6 @@
 //! TLS: wss:// with a self-signed certificate (rcgen), with a separate key file and with the
 //! key inside the certificate file (ProxyStore's behaviour), and bad files refused at startup.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use std::sync::Arc;

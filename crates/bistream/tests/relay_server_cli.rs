@@ -201,3 +201,29 @@ async fn logs_never_contain_tokens() {
         assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
     }
 }
+
+/// Issue 10: a bad value in an environment variable is reported under the variable's name.
+#[tokio::test]
+async fn a_bad_environment_variable_is_named() {
+    let out = bistream()
+        .args(["relay", "serve"])
+        .env("BISTREAM_RELAY_PORT", "eighty")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable BISTREAM_RELAY_PORT"),
+        "{stderr}"
+    );
+    // The flag itself still gets clap's usual message.
+    let out = bistream()
+        .args(["relay", "serve", "--port", "eighty"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'--port <PORT>'"), "{stderr}");
+    assert!(!stderr.contains("environment variable"), "{stderr}");
+}

@@ -133,3 +133,21 @@ async fn sigterm_closes_python_clients_1001_and_exits_0() {
     client.wait_for_line("CLOSED 1001", T).await;
     assert_eq!(exit_code(&mut s.peer).await, Some(0));
 }
+
+/// Issue 14 item 3: after a close the relay starts, the connection ends at once (the relay
+/// half-closes and drains), not when its close timeout (30 s here) fires. The Python
+/// scenario fails if a connection outlives its close frame by 5 s.
+#[tokio::test]
+async fn closes_end_promptly_for_python_clients() {
+    for (mode, extra) in [
+        ("frame", &[][..]),
+        ("oversize", &["--max-message-bytes", "2048"][..]),
+        ("takeover", &[][..]),
+    ] {
+        let mut args = vec!["--close-timeout", "30"];
+        args.extend_from_slice(extra);
+        let mut s = serve(&args).await;
+        s.peer.drain_stderr();
+        python("close_promptly", &s.url, &[mode]).await;
+    }
+}

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{
-    token_digest, AuthError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED,
+    token_digest, AuthError, AuthSetupError, Authenticator, BoxFuture, RequestCredentials, User,
+    TOKEN_EXPIRED,
 };
 
 /// Globus Auth's introspection endpoint (ProxyStore's `[auth] method = "globus"`).
@@ -87,7 +88,11 @@ enum Aud {
 
 impl Introspection {
     /// Builds the HTTP client (rustls with the ring provider and the system's root certificates).
-    pub fn new(config: IntrospectionConfig) -> Result<Introspection, String> {
+    pub fn new(config: IntrospectionConfig) -> Result<Introspection, AuthSetupError> {
+        Self::build(config).map_err(AuthSetupError::Introspection)
+    }
+
+    fn build(config: IntrospectionConfig) -> Result<Introspection, String> {
         let url = reqwest::Url::parse(&config.endpoint)
             .map_err(|e| format!("invalid introspection endpoint {:?}: {e}", config.endpoint))?;
         if !matches!(url.scheme(), "http" | "https") {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 
-use super::{AuthError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED};
+use super::{
+    AuthError, AuthSetupError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED,
+};
 
 /// The signature algorithms accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,11 @@ impl std::fmt::Debug for JwtAuth {
 
 impl JwtAuth {
     /// Builds the verifier; fails on an unusable key.
-    pub fn new(config: JwtConfig) -> Result<JwtAuth, String> {
+    pub fn new(config: JwtConfig) -> Result<JwtAuth, AuthSetupError> {
+        Self::build(config).map_err(AuthSetupError::JwtKey)
+    }
+
+    fn build(config: JwtConfig) -> Result<JwtAuth, String> {
         // jsonwebtoken picks its crypto backend from crate features; if another crate in the
         // build enabled a second backend it could not choose, so pick ours explicitly.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();

@@ -14,6 +14,8 @@ mod jwt;
 mod tokens;
 
 use std::future::Future;
+
+use bistream_relay_proto::CloseCode;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -118,11 +120,11 @@ pub enum AuthError {
 
 impl AuthError {
     /// The close code this error maps to.
-    pub fn close_code(&self) -> u16 {
+    pub fn close_code(&self) -> CloseCode {
         match self {
-            AuthError::Unauthorized(_) => 4001,
-            AuthError::Forbidden(_) => 4002,
-            AuthError::Unavailable(_) => 1011,
+            AuthError::Unauthorized(_) => CloseCode::Unauthorized,
+            AuthError::Forbidden(_) => CloseCode::Forbidden,
+            AuthError::Unavailable(_) => CloseCode::InternalError,
         }
     }
 
@@ -133,6 +135,21 @@ impl AuthError {
             other => other.to_string(),
         }
     }
+}
+
+/// Why an authenticator could not be set up (or reloaded). The texts name the file or setting
+/// and never contain a token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The token file is missing, unreadable or malformed.
+    #[error("{0}")]
+    TokenFile(String),
+    /// The JWT secret or public key is unusable.
+    #[error("{0}")]
+    JwtKey(String),
+    /// The introspection endpoint or client settings are unusable.
+    #[error("{0}")]
+    Introspection(String),
 }
 
 /// The text ProxyStore sends (4002) for an inactive, expired or revoked token.
@@ -163,7 +180,7 @@ pub trait Authenticator: Send + Sync + 'static {
     }
 
     /// Re-reads any backing file (on SIGHUP). The old state stays on error.
-    fn reload(&self) -> Result<(), String> {
+    fn reload(&self) -> Result<(), AuthSetupError> {
         Ok(())
     }
 }
@@ -223,7 +240,7 @@ mod tests {
             missing.close_reason(),
             "UnauthorizedError: Request headers are missing authorization header."
         );
-        assert_eq!(missing.close_code(), 4001);
+        assert_eq!(missing.close_code().code(), 4001);
         for bad in [
             "Basic abc",
             "Bearer a b",
@@ -245,7 +262,7 @@ mod tests {
         }
         .bearer_token()
         .unwrap_err();
-        assert_eq!(e.close_code(), 4001);
+        assert_eq!(e.close_code().code(), 4001);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 use subtle::ConstantTimeEq;
 
 use super::{
-    token_digest, AuthError, Authenticator, BoxFuture, RequestCredentials, User, TOKEN_EXPIRED,
+    token_digest, AuthError, AuthSetupError, Authenticator, BoxFuture, RequestCredentials, User,
+    TOKEN_EXPIRED,
 };
 
 /// Most tokens a file may hold (the lookup compares against every entry).
@@ -37,9 +38,9 @@ pub struct StaticTokens {
 
 impl StaticTokens {
     /// Loads the token file.
-    pub fn load(path: impl AsRef<Path>) -> Result<StaticTokens, String> {
+    pub fn load(path: impl AsRef<Path>) -> Result<StaticTokens, AuthSetupError> {
         let path = path.as_ref().to_path_buf();
-        let table = read_table(&path)?;
+        let table = read_table(&path).map_err(AuthSetupError::TokenFile)?;
         Ok(StaticTokens {
             path,
             table: RwLock::new(Arc::new(table)),
@@ -151,8 +152,8 @@ impl Authenticator for StaticTokens {
         "tokens"
     }
 
-    fn reload(&self) -> Result<(), String> {
-        let table = read_table(&self.path)?;
+    fn reload(&self) -> Result<(), AuthSetupError> {
+        let table = read_table(&self.path).map_err(AuthSetupError::TokenFile)?;
         let n = table.entries.len();
         match self.table.write() {
             Ok(mut t) => *t = Arc::new(table),
@@ -191,7 +192,7 @@ mod tests {
             .authenticate(&RequestCredentials::bearer("t-carol"))
             .await
             .unwrap_err();
-        assert_eq!(e.close_code(), 4002);
+        assert_eq!(e.close_code().code(), 4002);
         assert_eq!(
             e.close_reason(),
             "ForbiddenError: Token is expired or has been revoked."
@@ -200,7 +201,7 @@ mod tests {
             .authenticate(&RequestCredentials::default())
             .await
             .unwrap_err();
-        assert_eq!(e.close_code(), 4001);
+        assert_eq!(e.close_code().code(), 4001);
 
         std::fs::write(&p, "[tokens]\n\"t-carol\" = \"carol\"\n").unwrap();
         auth.reload().unwrap();
@@ -244,12 +245,13 @@ mod tests {
             ),
         ] {
             let p = write(&dir, text);
-            let e = StaticTokens::load(&p).unwrap_err();
+            let e = StaticTokens::load(&p).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
             assert!(!e.contains("sekrit"), "{e}");
         }
         assert!(StaticTokens::load(dir.path().join("missing"))
             .unwrap_err()
+            .to_string()
             .contains("cannot read"));
     }
 }

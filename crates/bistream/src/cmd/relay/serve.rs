@@ -46,7 +46,8 @@ pub struct ServeOptions {
     /// Serve /health, /healthz and /metrics on HOST:PORT (port 0 allowed).
     #[arg(long, env = "BISTREAM_RELAY_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Most open connections; more are closed 1013 [default: 50000].
+    /// Most open connections; more are closed 1013 [default: 50000, lowered to what the
+    /// file-descriptor limit allows].
     #[arg(long, env = "BISTREAM_RELAY_MAX_CONNECTIONS")]
     pub max_connections: Option<u64>,
     /// Per-client send queue, in messages; a client that lets it fill is closed 1008 [default: 256].
@@ -64,6 +65,9 @@ pub struct ServeOptions {
     /// Seconds allowed for the TLS + WebSocket opening handshake [default: 10].
     #[arg(long, env = "BISTREAM_RELAY_HANDSHAKE_TIMEOUT")]
     pub handshake_timeout: Option<f64>,
+    /// Seconds a connection may stay unregistered before it is closed 1008; 0 disables [default: 30].
+    #[arg(long, env = "BISTREAM_RELAY_REGISTER_TIMEOUT")]
+    pub register_timeout: Option<f64>,
     /// Seconds to wait for a client's reply to a close frame [default: 5].
     #[arg(long, env = "BISTREAM_RELAY_CLOSE_TIMEOUT")]
     pub close_timeout: Option<f64>,
@@ -147,6 +151,7 @@ fn overlay(a: ServeOptions, mut f: FileConfig) -> FileConfig {
         ping_interval,
         ping_timeout,
         handshake_timeout,
+        register_timeout,
         close_timeout,
         shutdown_timeout,
         read_buffer_bytes

@@ -13,16 +13,40 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::{IntrospectionConfig, JwtAlgorithm, JwtConfig};
+use crate::auth::{IntrospectionConfig, JwtConfig};
+#[cfg(test)]
 use crate::auth::{GLOBUS_INTROSPECT_URL, GLOBUS_RELAY_AUDIENCE};
 
-/// A configuration error, with a message naming the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+mod auth;
 
-fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+use auth::auth_config;
+
+/// A configuration error; each message names the file, key or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, or has an unknown key or a value of the wrong type.
+    #[error("{}{message}", path.as_ref().map(|p| format!("config file {}: ", p.display())).unwrap_or_default())]
+    Syntax {
+        /// The file, when the text came from one.
+        path: Option<PathBuf>,
+        /// The TOML parser's message (with line and column).
+        message: String,
+    },
+    /// A setting has an invalid value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
 }
 
 /// TLS files (PEM). As in ProxyStore, the key is read from the certificate file when no
@@ -79,6 +103,9 @@ pub struct RelayConfig {
     pub ping_timeout: Duration,
     /// Limit on the TLS + WebSocket opening handshake.
     pub handshake_timeout: Duration,
+    /// A connection that has not registered this long after its handshake is closed 1008
+    /// (`None`: never).
+    pub register_timeout: Option<Duration>,
     /// How long to wait for the peer's reply to a close frame (and for a blocked write).
     pub close_timeout: Duration,
     /// Graceful-shutdown deadline: connections still open after it are dropped.
@@ -110,6 +137,7 @@ impl Default for RelayConfig {
             ping_interval: Some(Duration::from_secs(20)),
             ping_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
+            register_timeout: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             read_buffer_bytes: 4096,
@@ -140,7 +168,7 @@ pub struct LoggingSection {
     pub log_dir: Option<String>,
     /// ProxyStore's root level; bistream takes its level from `--log-level` (accepted, warned).
     pub default_level: Option<toml::Value>,
-    /// Level of ProxyStore's websockets logger (accepted, no equivalent).
+    /// Level of ProxyStore's websockets logger (accepted, warned: no equivalent).
     pub websockets_level: Option<toml::Value>,
     /// Seconds between "Connected clients" log lines (0: off).
     pub current_client_interval: Option<u64>,
@@ -171,6 +199,7 @@ pub struct FileConfig {
     pub ping_interval: Option<f64>,
     pub ping_timeout: Option<f64>,
     pub handshake_timeout: Option<f64>,
+    pub register_timeout: Option<f64>,
     pub close_timeout: Option<f64>,
     pub shutdown_timeout: Option<f64>,
     pub read_buffer_bytes: Option<u64>,
@@ -181,19 +210,29 @@ pub struct FileConfig {
 impl FileConfig {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read config file {}: {e}", path.display())))?;
-        FileConfig::parse(&text)
-            .map_err(|e| err(format!("config file {}: {}", path.display(), e.0)))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: Some(path.to_path_buf()),
+                message,
+            },
+            other => other,
+        })
     }
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_string()))
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: None,
+            message: e.to_string().trim_end().to_string(),
+        })
     }
 }
 
-fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+pub(crate) fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
         Some(s) => Duration::try_from_secs_f64(s)
@@ -278,6 +317,9 @@ impl RelayConfig {
         if log.default_level.is_some() {
             tracing::warn!("[logging] default_level is accepted but ignored: use --log-level or BISTREAM_LOG_LEVEL");
         }
+        if log.websockets_level.is_some() {
+            tracing::warn!("[logging] websockets_level is accepted but ignored: bistream has no separate WebSocket logger (use --log-level, e.g. debug, to see connection-level events)");
+        }
         let interval = log.current_client_interval.unwrap_or(60);
         Ok(RelayConfig {
             host,
@@ -316,6 +358,14 @@ impl RelayConfig {
                 d.handshake_timeout,
             )?
             .max(Duration::from_millis(1)),
+            register_timeout: {
+                let t = secs(
+                    "register_timeout",
+                    f.register_timeout,
+                    Duration::from_secs(30),
+                )?;
+                (!t.is_zero()).then_some(t)
+            },
             close_timeout: secs("close_timeout", f.close_timeout, d.close_timeout)?,
             shutdown_timeout: secs("shutdown_timeout", f.shutdown_timeout, d.shutdown_timeout)?,
             read_buffer_bytes: size(
@@ -336,180 +386,6 @@ impl RelayConfig {
             cluster: crate::cluster::ClusterConfig::from_section(f.cluster)?,
         })
     }
-}
-
-/// Reads `[auth.kwargs]`, rejecting keys the method does not use.
-struct Kwargs {
-    method: String,
-    table: toml::Table,
-}
-
-impl Kwargs {
-    fn take_str(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
-        match self.table.remove(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(err(format!("[auth.kwargs] {key} must be a string"))),
-        }
-    }
-
-    fn take_secs(&mut self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
-        let v =
-            match self.table.remove(key) {
-                None => None,
-                Some(toml::Value::Integer(i)) => Some(i as f64),
-                Some(toml::Value::Float(f)) => Some(f),
-                Some(toml::Value::String(s)) => Some(s.trim().parse::<f64>().map_err(|_| {
-                    err(format!("[auth.kwargs] {key} must be a number of seconds"))
-                })?),
-                Some(_) => {
-                    return Err(err(format!(
-                        "[auth.kwargs] {key} must be a number of seconds"
-                    )))
-                }
-            };
-        secs(&format!("[auth.kwargs] {key}"), v, default)
-    }
-
-    fn take_count(&mut self, key: &str, default: usize) -> Result<usize, ConfigError> {
-        match self.table.remove(key) {
-            None => Ok(default),
-            Some(toml::Value::Integer(i)) if i >= 0 => Ok(usize::try_from(i).unwrap_or(usize::MAX)),
-            Some(toml::Value::String(s)) => s.trim().parse().map_err(|_| {
-                err(format!(
-                    "[auth.kwargs] {key} must be a non-negative integer"
-                ))
-            }),
-            Some(_) => Err(err(format!(
-                "[auth.kwargs] {key} must be a non-negative integer"
-            ))),
-        }
-    }
-
-    fn finish(self) -> Result<(), ConfigError> {
-        match self.table.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(err(format!(
-                "[auth.kwargs] {k} does not apply to auth method {:?} (see docs/relay.md for each method's settings)",
-                self.method
-            ))),
-        }
-    }
-}
-
-fn read_secret_file(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| err(format!("[auth.kwargs] {key}: cannot read {path}: {e}")))?;
-    Ok(bytes)
-}
-
-fn auth_config(section: AuthSection) -> Result<AuthConfig, ConfigError> {
-    let method = section
-        .method
-        .unwrap_or_else(|| "none".to_string())
-        .to_ascii_lowercase();
-    let mut kw = Kwargs {
-        method: method.clone(),
-        table: section.kwargs,
-    };
-    let cfg = match method.as_str() {
-        "none" | "null" => AuthConfig::None,
-        "tokens" => {
-            let file = kw
-                .take_str("tokens_file")?
-                .ok_or_else(|| err("auth method \"tokens\" needs [auth.kwargs] tokens_file (or --auth-tokens-file)"))?;
-            AuthConfig::Tokens {
-                file: PathBuf::from(file),
-            }
-        }
-        "jwt" => {
-            let algorithm: JwtAlgorithm = match kw.take_str("algorithm")? {
-                Some(a) => a.parse().map_err(err)?,
-                None => JwtAlgorithm::Hs256,
-            };
-            let secret = kw.take_str("secret")?;
-            let secret_file = kw.take_str("secret_file")?;
-            let public_key_file = kw.take_str("public_key_file")?;
-            let key = match (algorithm, secret, secret_file, public_key_file) {
-                (JwtAlgorithm::Hs256, Some(s), None, None) => s.into_bytes(),
-                (JwtAlgorithm::Hs256, None, Some(f), None) => {
-                    let mut b = read_secret_file("secret_file", &f)?;
-                    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
-                        b.pop();
-                    }
-                    b
-                }
-                (JwtAlgorithm::Hs256, _, _, _) => {
-                    return Err(err("JWT HS256 needs exactly one of secret (--auth-jwt-secret) or secret_file (--auth-jwt-secret-file)"))
-                }
-                (_, None, None, Some(f)) => read_secret_file("public_key_file", &f)?,
-                (_, _, _, _) => {
-                    return Err(err("JWT RS256/ES256 needs public_key_file (--auth-jwt-public-key-file) and no secret"))
-                }
-            };
-            AuthConfig::Jwt(JwtConfig {
-                algorithm,
-                key,
-                audience: kw.take_str("audience")?,
-                issuer: kw.take_str("issuer")?,
-                leeway: kw.take_secs("leeway_seconds", Duration::from_secs(30))?,
-            })
-        }
-        "introspection" | "globus" => {
-            let globus = method == "globus";
-            let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-            let endpoint = match kw.take_str("endpoint")? {
-                Some(e) => e,
-                None if globus => GLOBUS_INTROSPECT_URL.to_string(),
-                None => return Err(err("auth method \"introspection\" needs [auth.kwargs] endpoint (or --auth-endpoint)")),
-            };
-            let client_id = kw.take_str("client_id")?.or_else(|| {
-                if globus {
-                    env("PROXYSTORE_GLOBUS_CLIENT_ID")
-                } else {
-                    None
-                }
-            });
-            let client_secret = kw.take_str("client_secret")?.or_else(|| {
-                if globus {
-                    env("PROXYSTORE_GLOBUS_CLIENT_SECRET")
-                } else {
-                    None
-                }
-            });
-            let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
-                return Err(err(if globus {
-                    "auth method \"globus\" needs client_id and client_secret in [auth.kwargs] or in PROXYSTORE_GLOBUS_CLIENT_ID / PROXYSTORE_GLOBUS_CLIENT_SECRET"
-                } else {
-                    "auth method \"introspection\" needs client_id and client_secret ([auth.kwargs] or --auth-client-id / --auth-client-secret)"
-                }));
-            };
-            let audience = match kw.take_str("audience")? {
-                Some(a) if a.is_empty() => None,
-                Some(a) => Some(a),
-                None if globus => Some(GLOBUS_RELAY_AUDIENCE.to_string()),
-                None => None,
-            };
-            AuthConfig::Introspection(IntrospectionConfig {
-                endpoint,
-                client_id,
-                client_secret,
-                audience,
-                cache_ttl: kw.take_secs("cache_ttl_seconds", Duration::from_secs(30))?,
-                cache_entries: kw.take_count("cache_entries", 10_000)?,
-                timeout: kw
-                    .take_secs("timeout_seconds", Duration::from_secs(10))?
-                    .max(Duration::from_millis(1)),
-            })
-        }
-        other => {
-            return Err(err(format!(
-            "unknown auth method {other:?} (expected none, tokens, jwt, introspection or globus)"
-        )))
-        }
-    };
-    kw.finish()?;
-    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -551,7 +427,7 @@ mod tests {
             ),
             ("[auth]\nmethod = \"globus\"\nextra = 1\n", "extra"),
         ] {
-            let e = FileConfig::parse(text).unwrap_err().0;
+            let e = FileConfig::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
         for (text, needle) in [
@@ -568,7 +444,7 @@ mod tests {
             ("[auth]\nmethod = \"introspection\"\n", "endpoint"),
         ] {
             let f = FileConfig::parse(text).unwrap();
-            let e = RelayConfig::from_file_config(f).unwrap_err().0;
+            let e = RelayConfig::from_file_config(f).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
     }

@@ -1,36 +1,51 @@
 //! The forwarding fast path: decode a `peer_connection` without copying its strings, and
 //! write the forwarded message in one pass.
 //!
-//! The checks match `RelayMessage::decode` (every field's JSON type, `description_type`
-//! offer/answer, UUIDs in any spelling `uuid` accepts, no unknown or duplicate fields), but
+//! The checks match [`RelayMessage::decode`](crate::RelayMessage::decode) (every field's JSON
+//! type, `description_type` offer/answer, UUIDs in any spelling `uuid` accepts, no unknown or
+//! duplicate fields, no lone UTF-16 surrogate escape such as `\ud800` in a string), but
 //! `description` and `error` are kept as their raw JSON string tokens and written back as they
 //! came: no allocation per field, no unescape/re-escape of an SDP. A message this path does not
 //! accept goes through `RelayMessage::decode`, which accepts or classifies it.
+//!
+//! ```
+//! use bistream_relay_proto::{json_string, RawPeerMessage};
+//! use uuid::Uuid;
+//!
+//! let text = r#"{"message_type": "peer_connection", "source_uuid": "11111111-2222-4333-8444-555555555555",
+//!   "source_name": "spoofed", "peer_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
+//!   "description_type": "offer", "description": "v=0\r\n", "error": null}"#;
+//! let m = RawPeerMessage::decode(text).unwrap();
+//! let me = Uuid::new_v4();
+//! let out = m.encode(&me, &json_string("me"), None);
+//! assert!(out.contains(r#""source_name":"me""#) && out.contains(r#""description":"v=0\r\n""#));
+//! ```
 
 use std::fmt::Write as _;
 
-use bistream_relay_proto::DescriptionType;
+use crate::DescriptionType;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 enum PeerType {
     #[serde(rename = "peer_connection")]
     PeerConnection,
 }
 
 /// A `peer_connection` borrowed from the received text.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawPeerMessage<'a> {
+pub struct RawPeerMessage<'a> {
     #[allow(dead_code)]
     message_type: PeerType,
     #[allow(dead_code)]
     source_uuid: Uuid,
     #[serde(borrow)]
     source_name: &'a RawValue,
-    pub(crate) peer_uuid: Uuid,
+    /// The recipient.
+    pub peer_uuid: Uuid,
     description_type: DescriptionType,
     #[serde(borrow)]
     description: &'a RawValue,
@@ -38,14 +53,56 @@ pub(crate) struct RawPeerMessage<'a> {
     error: Option<&'a RawValue>,
 }
 
+/// Whether `raw` is a JSON string token that decodes to valid Unicode: `serde_json` (and so
+/// the full decoder) refuses a lone UTF-16 surrogate escape, while skipping a raw value does not
+/// look at escapes. Only backslashes are visited, so an SDP without escapes costs one scan.
 fn is_json_string(raw: &RawValue) -> bool {
-    raw.get().starts_with('"')
+    let s = raw.get();
+    s.starts_with('"') && escapes_are_valid_unicode(s.as_bytes())
+}
+
+fn hex4(b: &[u8]) -> Option<u16> {
+    let s = std::str::from_utf8(b.get(..4)?).ok()?;
+    u16::from_str_radix(s, 16).ok()
+}
+
+/// Checks every `\uXXXX` escape of a JSON string token: a high surrogate must be followed by a
+/// `\u` low surrogate, and a low surrogate must not stand alone.
+fn escapes_are_valid_unicode(s: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(off) = s.get(i..).and_then(|t| t.iter().position(|b| *b == b'\\')) {
+        let at = i + off;
+        match s.get(at + 1) {
+            Some(b'u') => {
+                let Some(cu) = s.get(at + 2..).and_then(hex4) else {
+                    return false;
+                };
+                i = at + 6;
+                match cu {
+                    0xD800..=0xDBFF => {
+                        let low = (s.get(i..i + 2) == Some(&b"\\u"[..]))
+                            .then(|| s.get(i + 2..).and_then(hex4))
+                            .flatten();
+                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                            return false;
+                        }
+                        i += 6;
+                    }
+                    0xDC00..=0xDFFF => return false,
+                    _ => {}
+                }
+            }
+            Some(_) => i = at + 2,
+            None => return false,
+        }
+    }
+    true
 }
 
 impl<'a> RawPeerMessage<'a> {
     /// Decodes `text` if it is a well-formed `peer_connection`; `None` otherwise (the caller
     /// then uses the full decoder).
-    pub(crate) fn decode(text: &'a str) -> Option<RawPeerMessage<'a>> {
+    pub fn decode(text: &'a str) -> Option<RawPeerMessage<'a>> {
         let m: RawPeerMessage<'a> = serde_json::from_str(text).ok()?;
         let error_ok = m
             .error
@@ -55,12 +112,7 @@ impl<'a> RawPeerMessage<'a> {
 
     /// Writes the message as sent by `source` (`source_name_json` is its name as a JSON
     /// string), with `error` replaced when given. Same layout as `RelayMessage::encode`.
-    pub(crate) fn encode(
-        &self,
-        source: &Uuid,
-        source_name_json: &str,
-        error: Option<&str>,
-    ) -> String {
+    pub fn encode(&self, source: &Uuid, source_name_json: &str, error: Option<&str>) -> String {
         let desc = self.description.get();
         let mut out = String::with_capacity(
             200 + source_name_json.len() + desc.len() + error.map_or(0, |e| e.len() + 8),
@@ -85,14 +137,14 @@ impl<'a> RawPeerMessage<'a> {
 }
 
 /// `s` as a JSON string literal.
-pub(crate) fn json_string(s: &str) -> String {
+pub fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bistream_relay_proto::{PeerConnectionRequest, RelayMessage};
+    use crate::{PeerConnectionRequest, RelayMessage};
 
     const A: &str = "11111111-2222-4333-8444-555555555555";
     const B: &str = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
@@ -176,6 +228,52 @@ mod tests {
                 "full path accepted {bad}"
             );
         }
+        // Lone surrogate escapes: the full decoder refuses them, so the fast path does too.
+        for desc in [
+            r#""\ud800""#,
+            r#""x\udc00y""#,
+            r#""\ud83d""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\ude0""#,
+        ] {
+            let bad = ok.replace(
+                "\"description\": \"d\"",
+                &format!("\"description\": {desc}"),
+            );
+            assert!(
+                RawPeerMessage::decode(&bad).is_none(),
+                "fast path accepted {bad}"
+            );
+            assert!(
+                RelayMessage::decode(&bad).is_err(),
+                "full path accepted {bad}"
+            );
+            let bad = ok.replace("\"error\": null", &format!("\"error\": {desc}"));
+            assert!(
+                RawPeerMessage::decode(&bad).is_none(),
+                "fast path accepted {bad}"
+            );
+            assert!(
+                RelayMessage::decode(&bad).is_err(),
+                "full path accepted {bad}"
+            );
+        }
+        // A surrogate pair, and an escaped backslash before `u`, are fine in both.
+        for desc in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\\""#] {
+            let good = ok.replace(
+                "\"description\": \"d\"",
+                &format!("\"description\": {desc}"),
+            );
+            assert!(
+                RawPeerMessage::decode(&good).is_some(),
+                "fast path refused {good}"
+            );
+            assert!(
+                RelayMessage::decode(&good).is_ok(),
+                "full path refused {good}"
+            );
+        }
         // `error` may be absent (defaults to null).
         assert!(RawPeerMessage::decode(&ok.replace("\"error\": null, ", "")).is_some());
     }
@@ -246,9 +344,33 @@ mod tests {
                 })
         }
 
+        /// Raw escapes a serializer never writes, spliced into `description` or `error`.
+        const ESCAPES: [&str; 8] = [
+            "",
+            "\\ud800",
+            "\\udfff",
+            "\\ud83d\\ude00",
+            "\\ud83d",
+            "\\ud83d\\u0041",
+            "\\\\ud800",
+            "\\u00e9",
+        ];
+
+        fn with_escape(text: String, field: bool, esc: usize) -> String {
+            let key = if field {
+                "\"description\":\""
+            } else {
+                "\"error\":\""
+            };
+            text.replacen(key, &format!("{key}{}", ESCAPES[esc % ESCAPES.len()]), 1)
+        }
+
         proptest! {
             #[test]
-            fn fast_and_full_paths_agree(text in any_message(), src in any::<u128>()) {
+            fn fast_and_full_paths_agree(
+                text in any_message(), src in any::<u128>(), field in any::<bool>(), esc in 0..ESCAPES.len()
+            ) {
+                let text = with_escape(text, field, esc);
                 let fast = RawPeerMessage::decode(&text);
                 let full = RelayMessage::decode(&text);
                 match (&fast, &full) {
