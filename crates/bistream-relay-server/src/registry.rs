@@ -216,7 +216,9 @@ impl Registry {
         let mut shard = self.shard(uuid);
         match shard.get(uuid) {
             Some(e) if e.peer.conn_id == conn_id => {
-                e.peer.ctl.request_close(4004, reason);
+                e.peer
+                    .ctl
+                    .request_close(CloseCode::DuplicateRegistration, reason);
                 shard.remove(uuid);
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 true

@@ -1,6 +1,7 @@
 //! Three relay nodes in one process sharing a private redis-server: cross-node forwarding in
 //! both directions with one node's replies and errors, exactly once and in order, UUID
 //! takeover across nodes, user isolation across nodes, and Redis killed and restarted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod cluster_support;
 mod common;

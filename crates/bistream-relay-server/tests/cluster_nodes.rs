@@ -2,6 +2,7 @@
 //! a SIGKILLed node's registrations leave Redis within 10 s and forwards to them get the
 //! unknown-peer error; a SIGSTOPped (hung, connections still open) node's too, and after
 //! SIGCONT it re-publishes them; a restarted node rejoins.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod cluster_support;
 mod common;

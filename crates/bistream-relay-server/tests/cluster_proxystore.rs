@@ -1,6 +1,7 @@
 //! The real ProxyStore `RelayClient` (proxystore 1.1.0, `.venv/relay`) on two different
 //! nodes of a cluster: an offer crosses nodes one way, the answer the other way, and a
 //! message to an unknown peer comes back with ProxyStore's own error text.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod cluster_support;
 mod common;

@@ -1,6 +1,7 @@
 //! The REAL ProxyStore 1.1.0 client side (`RelayClient`, `PeerManager` over WebRTC) against
 //! `bistream relay serve` run as a process: registration, forwarding, bounces, takeover (4004),
 //! auth (4001/4002, per-user isolation), 4003 + automatic reconnect, 1009, TLS, shutdown 1001.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod relay_server_support;
 use bistream_testkit::http_get;

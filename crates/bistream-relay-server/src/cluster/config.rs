@@ -47,7 +47,7 @@ pub struct ClusterConfig {
 }
 
 fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+    ConfigError::Invalid(msg.into())
 }
 
 fn secs(
@@ -272,12 +272,14 @@ mod tests {
                 "heartbeat_interval",
             ),
         ] {
-            let e = ClusterConfig::from_section(s.clone()).unwrap_err().0;
+            let e = ClusterConfig::from_section(s.clone())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{s:?}: {e}");
         }
         let e = ClusterConfig::from_section(section("redis://:hunter2@x:0"))
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
