@@ -293,6 +293,9 @@ async fn ray_file(axum::extract::RawQuery(q): axum::extract::RawQuery) -> axum::
         .into_response()
 }
 
+static BIG_LINE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "x".repeat(20_000) + "\n");
+
 async fn dashboard(d: Dash) -> String {
     let app = Router::new()
         .route("/api/jobs/{id}", get(job))
