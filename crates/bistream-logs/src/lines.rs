@@ -34,8 +34,9 @@ pub enum Piece {
 ///
 /// let mut s = LineSplitter::new(8);
 /// let mut out = Vec::new();
-/// for chunk in ["a\r\nb", "c\nthis one is too long\nd\xc3", "\xa9"] {
-///     s.feed(bytes::Bytes::copy_from_slice(chunk.as_bytes()));
+/// let chunks: [&[u8]; 3] = [b"a\r\nb", b"c\nthis one is too long\nd\xc3", b"\xa9"];
+/// for chunk in chunks {
+///     s.feed(bytes::Bytes::copy_from_slice(chunk));
 ///     while let Some(p) = s.next_piece() {
 ///         out.push(p);
 ///     }

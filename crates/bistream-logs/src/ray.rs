@@ -178,9 +178,12 @@ impl RayJob {
         );
         let mut opts = self.opts.clone();
         opts.idle_timeout = Some(opts.connect_timeout);
+        let tail = Tail::new(url, opts);
         Recovery {
-            tail: Tail::new(url, opts),
+            stats: tail.stats(),
+            tail,
             skip: seen,
+            skipped_seen: 0,
             pending: VecDeque::new(),
         }
     }
@@ -191,7 +194,10 @@ impl RayJob {
 #[derive(Debug)]
 pub struct Recovery {
     tail: Tail,
+    stats: std::sync::Arc<crate::StatsCell>,
     skip: u64,
+    /// Oversized lines the tail skipped so far (they are lines already seen, too).
+    skipped_seen: u64,
     pending: VecDeque<String>,
 }
 
@@ -211,7 +217,13 @@ impl Recovery {
                 }
                 return Some(Ok(line));
             }
-            match self.tail.next_line().await? {
+            let next = self.tail.next_line().await;
+            // Lines over max_message_size were skipped by the tail before this one: while
+            // still inside the part already seen, they are among the lines to skip.
+            let skipped = self.stats.snapshot().skipped;
+            self.skip = self.skip.saturating_sub(skipped - self.skipped_seen);
+            self.skipped_seen = skipped;
+            match next? {
                 Ok(line) if line.contains('\r') => {
                     self.pending.extend(line.split('\r').map(str::to_owned));
                 }

@@ -250,8 +250,11 @@ async fn job(Path(id): Path<String>, State(d): State<Dash>) -> axum::response::R
 
 async fn ray_tail(Path(id): Path<String>, ws: WebSocketUpgrade) -> axum::response::Response {
     let frames: Vec<&'static str> = match id.as_str() {
+        // The 20,000-byte line is skipped (default max_message_size 10 KiB) in the stream
+        // and in the file check alike.
         "raysubmit_done" => vec![
             "Runtime env is setting up.\nRunning entrypoint\n",
+            BIG_LINE.as_str(),
             "done\nno newline",
         ],
         // Ray converts \r to \n in the tail: the progress bar is two lines there.
@@ -283,8 +286,11 @@ async fn ray_file(axum::extract::RawQuery(q): axum::extract::RawQuery) -> axum::
             .into_response();
     }
     if q.contains("submission_id=raysubmit_done") {
-        return "Runtime env is setting up.\r\nRunning entrypoint\ndone\nno newline"
-            .into_response();
+        return format!(
+            "Runtime env is setting up.\r\nRunning entrypoint\n{}done\nno newline",
+            *BIG_LINE
+        )
+        .into_response();
     }
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -292,6 +298,9 @@ async fn ray_file(axum::extract::RawQuery(q): axum::extract::RawQuery) -> axum::
     )
         .into_response()
 }
+
+static BIG_LINE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "x".repeat(20_000) + "\n");
 
 async fn dashboard(d: Dash) -> String {
     let app = Router::new()
