@@ -410,6 +410,15 @@ impl Engine {
         self.stats.frames_out += 1;
     }
 
+    /// A frame under one of our own call ids.
+    fn push_own(&mut self, ty: FrameType, call: u64, data: Option<&str>) {
+        let mut s = String::with_capacity(96 + data.map_or(4, str::len));
+        let me = &self.cfg.peer_id;
+        encode(&mut s, ty, me, Some((me, call.into())), data);
+        self.out.push(s);
+        self.stats.frames_out += 1;
+    }
+
     fn push_hello(&mut self) {
         let exts: Vec<&str> = Extension::ALL.iter().map(|e| e.as_str()).collect();
         let mut data = format!(
@@ -769,11 +778,7 @@ impl Engine {
                 self.calls.remove(&call);
                 let why = format!("unexpected {} for a {} call", ty.as_str(), model.name());
                 if self.ext(Extension::Cancel) {
-                    self.push(
-                        FrameType::Cancel,
-                        Some((&self.cfg.peer_id.clone(), call.into())),
-                        None,
-                    );
+                    self.push_own(FrameType::Cancel, call, None);
                 }
                 self.events.push_back(Event::Failed {
                     call,
@@ -850,9 +855,7 @@ impl Engine {
                 remote_ended: false,
             },
         );
-        let peer = std::mem::take(&mut self.cfg.peer_id);
-        self.push(model.request_type(), Some((&peer, id.into())), Some(data));
-        self.cfg.peer_id = peer;
+        self.push_own(model.request_type(), id, Some(data));
         Ok(())
     }
 
@@ -921,9 +924,7 @@ impl Engine {
     /// Our caller dropped a call: forget it and, when negotiated, tell the peer with `cancel`.
     pub fn cancel_call(&mut self, call: u64) {
         if self.calls.remove(&call).is_some() && self.ext(Extension::Cancel) && !self.closed {
-            let peer = std::mem::take(&mut self.cfg.peer_id);
-            self.push(FrameType::Cancel, Some((&peer, call.into())), None);
-            self.cfg.peer_id = peer;
+            self.push_own(FrameType::Cancel, call, None);
         }
     }
 

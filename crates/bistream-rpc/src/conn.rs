@@ -233,6 +233,8 @@ impl<R: FrameReader> Driver<R> {
         tracing::debug!(peer = %self.shared.peer_id, %cause, stats = ?self.engine.stats(), "rpc connection ended");
         let _ = self.shared.cause.set(cause.clone());
         self.engine.close();
+        self.cmd_rx.close();
+        let _ = self.shared.state.send(ConnState::Closed);
         for (_, sink) in self.calls.drain() {
             fail_sink(sink, cause.clone());
         }
@@ -245,8 +247,6 @@ impl<R: FrameReader> Driver<R> {
             }
         }
         self.tasks.abort_all();
-        self.cmd_rx.close();
-        let _ = self.shared.state.send(ConnState::Closed);
     }
 
     fn budget_ok(&self) -> bool {

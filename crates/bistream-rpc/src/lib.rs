@@ -33,6 +33,7 @@
 mod caller;
 mod conn;
 mod data;
+pub mod demo;
 mod error;
 mod router;
 mod shared;
