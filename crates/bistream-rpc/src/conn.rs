@@ -207,7 +207,7 @@ impl<R: FrameReader> Driver<R> {
                 e
             }
             Stop::Local { code, reason } => {
-                let _ = self.shared.state.send(ConnState::Closing);
+                let _ = self.shared.state.send_replace(ConnState::Closing);
                 self.flush();
                 let _ = self.wtx.send(WOut::Close(code, reason.clone()));
                 // Wait briefly for the peer's close so the handshake completes.
@@ -234,7 +234,7 @@ impl<R: FrameReader> Driver<R> {
         let _ = self.shared.cause.set(cause.clone());
         self.engine.close();
         self.cmd_rx.close();
-        let _ = self.shared.state.send(ConnState::Closed);
+        let _ = self.shared.state.send_replace(ConnState::Closed);
         for (_, sink) in self.calls.drain() {
             fail_sink(sink, cause.clone());
         }
