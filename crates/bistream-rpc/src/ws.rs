@@ -194,3 +194,28 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<Connection, RpcEr
         .map_err(|e| RpcError::Connect(bistream_core::sanitize_error_message(&e.to_string(), url)))?;
     Ok(start(WsTransport(ws), Side::Initiator, opts.router, opts.rpc))
 }
+
+/// A rustls client configuration trusting the PEM certificates in `path` (for `wss://` to a
+/// server with a private CA).
+pub fn tls_with_ca_file(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, RpcError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| RpcError::Connect(format!("cannot read CA file {}: {e}", path.display())))?;
+    for c in certs {
+        let c = c.map_err(|e| RpcError::Connect(format!("bad PEM in {}: {e}", path.display())))?;
+        roots
+            .add(c)
+            .map_err(|e| RpcError::Connect(format!("unusable certificate in {}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(RpcError::Connect(format!("{} holds no certificate", path.display())));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RpcError::Connect(format!("tls: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
