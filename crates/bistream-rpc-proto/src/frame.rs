@@ -473,7 +473,8 @@ mod tests {
             encode(&mut s, FrameType::StreamData, &peer, Some((&peer, n.into())), Some(&data));
             let f = decode(&s).unwrap();
             proptest::prop_assert_eq!(f.request_id.unwrap(), RequestId { peer: peer.clone(), n: n.into() });
-            proptest::prop_assert_eq!(f.data.unwrap().get(), data.as_str());
+            let got = f.data.unwrap();
+            proptest::prop_assert_eq!(got.get(), data.as_str());
         }
     }
 }

@@ -8,8 +8,13 @@
 //! ```
 //! use bistream_rpc_proto::{Engine, EngineConfig, Event, Model, Side};
 //!
-//! let mut caller = Engine::new(EngineConfig::new(Side::Initiator, "peer-a"));
-//! let mut callee = Engine::new(EngineConfig::new(Side::Acceptor, "peer-b"));
+//! // Base protocol on both ends (with extensions on, the initiator's first frame is `hello`).
+//! let mut a = EngineConfig::new(Side::Initiator, "peer-a");
+//! a.extensions = false;
+//! let mut b = EngineConfig::new(Side::Acceptor, "peer-b");
+//! b.extensions = false;
+//! let mut caller = Engine::new(a);
+//! let mut callee = Engine::new(b);
 //! let id = 0;
 //! caller.start_call(id, Model::RequestResponse, r#"{"operation":"echo","x":1}"#)?;
 //! // Ship the caller's frames to the callee.
@@ -34,10 +39,12 @@
 
 pub mod engine;
 pub mod frame;
+pub mod types;
 
-pub use engine::{
-    CallFailure, Engine, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side,
-    Stats, Target,
+pub use engine::Engine;
+pub use types::{
+    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
+    Target,
 };
 pub use frame::{
     decode, encode, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model, RequestId,
