@@ -3,6 +3,7 @@
 
 pub mod packet;
 pub mod relay;
+pub mod rpc;
 
 use std::time::Duration;
 
