@@ -128,8 +128,10 @@ async fn credit_bounds_a_producer_for_a_slow_consumer() {
 #[tokio::test(start_paused = true)]
 async fn without_extensions_a_bi_stream_still_flows() {
     let (router, _) = demo();
-    let mut cfg = RpcConfig::default();
-    cfg.extensions = false;
+    let mut cfg = RpcConfig {
+        extensions: false,
+        ..Default::default()
+    };
     cfg.limits.window = 4;
     let (c, _s) = duplex_pair(router, Router::new(), cfg);
     let (mut tx, rx) = c.stream_stream::<_, String, String>("upper", &json!({})).await.unwrap();
@@ -146,8 +148,10 @@ async fn without_extensions_a_bi_stream_still_flows() {
 #[tokio::test(start_paused = true)]
 async fn keepalive_detects_a_silent_peer() {
     let (a, b) = tokio::io::duplex(1 << 16);
-    let mut cfg = RpcConfig::default();
-    cfg.keepalive = Some(Duration::from_secs(1));
+    let cfg = RpcConfig {
+        keepalive: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
     let c = bistream_rpc::stream_io::over(a, bistream_rpc::Side::Initiator, Router::new(), cfg);
     let mut raw = tokio_util::codec::Framed::new(b, tokio_util::codec::LengthDelimitedCodec::new());
     let hello = raw.next().await.unwrap().unwrap();
@@ -164,8 +168,10 @@ async fn keepalive_detects_a_silent_peer() {
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_keeps_a_live_idle_connection() {
-    let mut cfg = RpcConfig::default();
-    cfg.keepalive = Some(Duration::from_secs(1));
+    let cfg = RpcConfig {
+        keepalive: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
     let (router, _) = demo();
     let (c, _s) = duplex_pair(router, Router::new(), cfg);
     tokio::time::sleep(Duration::from_secs(30)).await;
