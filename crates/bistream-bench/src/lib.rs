@@ -46,7 +46,11 @@ pub struct SuiteDef {
 }
 
 /// Every suite, in the order `all` runs them. Add a suite here.
-pub static SUITES: &[SuiteDef] = &[suites::relay::SUITE, suites::packet::SUITE, suites::rpc::SUITE];
+pub static SUITES: &[SuiteDef] = &[
+    suites::relay::SUITE,
+    suites::packet::SUITE,
+    suites::rpc::SUITE,
+];
 
 /// The suite names, for the command line.
 pub fn suite_names() -> Vec<&'static str> {

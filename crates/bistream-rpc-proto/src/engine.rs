@@ -10,13 +10,13 @@ use std::collections::{HashMap, VecDeque};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::types::{
-    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
-    Target,
-};
 use crate::frame::{
     decode, encode, error_data, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model,
     RequestId, PROTOCOL_VERSION,
+};
+use crate::types::{
+    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
+    Target,
 };
 
 #[derive(Debug)]
@@ -574,7 +574,10 @@ impl Engine {
             FrameType::Cancel => self.forget_served(&key),
             FrameType::RequestN => self.on_request_n(Target::Serve(key), data),
             _ => {
-                let why = format!("unexpected {} frame for a request being served", ty.as_str());
+                let why = format!(
+                    "unexpected {} frame for a request being served",
+                    ty.as_str()
+                );
                 self.invalid(DecodeError {
                     request_id: Some(key),
                     frame_type: Some(ty.as_str().into()),
@@ -742,9 +745,9 @@ impl Engine {
         }
         match target {
             Target::Call(id) => match self.calls.get(id) {
-                Some(c) if sending && (c.model != Model::StreamStream || c.local_ended) => Err(
-                    EngineError::WrongState("not an open bi-stream side"),
-                ),
+                Some(c) if sending && (c.model != Model::StreamStream || c.local_ended) => {
+                    Err(EngineError::WrongState("not an open bi-stream side"))
+                }
                 Some(_) => Ok((self.cfg.peer_id.clone(), (*id).into())),
                 None => Err(EngineError::NotOpen),
             },

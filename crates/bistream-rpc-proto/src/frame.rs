@@ -370,8 +370,7 @@ pub fn encode(
 
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
-    if s
-        .bytes()
+    if s.bytes()
         .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
     {
         out.push('"');
@@ -402,18 +401,36 @@ mod tests {
     fn round_trip_keeps_data_bytes() {
         let data = r#"{"operation":"echo","big":9007199254740993,"neg":-9223372036854775808,"f":1.10,"s":"\u00e9é"}"#;
         let mut s = String::new();
-        encode(&mut s, FrameType::Request, "p\"1", Some(("p\"1", 7)), Some(data));
+        encode(
+            &mut s,
+            FrameType::Request,
+            "p\"1",
+            Some(("p\"1", 7)),
+            Some(data),
+        );
         let f = decode(&s).unwrap();
         assert_eq!(f.ty, FrameType::Request);
         assert_eq!(f.peer_id.as_deref(), Some("p\"1"));
-        assert_eq!(f.request_id, Some(RequestId { peer: "p\"1".into(), n: 7 }));
+        assert_eq!(
+            f.request_id,
+            Some(RequestId {
+                peer: "p\"1".into(),
+                n: 7
+            })
+        );
         assert_eq!(f.data.unwrap().get(), data);
     }
 
     #[test]
     fn request_needs_peer_id_and_keeps_readable_id() {
         let e = decode(r#"{"type":"request","requestId":["a",1],"data":{}}"#).unwrap_err();
-        assert_eq!(e.request_id, Some(RequestId { peer: "a".into(), n: 1 }));
+        assert_eq!(
+            e.request_id,
+            Some(RequestId {
+                peer: "a".into(),
+                n: 1
+            })
+        );
         assert!(e.reason.contains("peerID"));
     }
 
@@ -444,8 +461,8 @@ mod tests {
         let f = decode(r#"{"type":"fire_and_forget","peerID":"x","data":{"operation":"log"}}"#)
             .unwrap();
         assert!(f.request_id.is_none());
-        let f = decode(r#"{"type":"fire_and_forget","peerID":"x","requestId":null,"data":1}"#)
-            .unwrap();
+        let f =
+            decode(r#"{"type":"fire_and_forget","peerID":"x","requestId":null,"data":1}"#).unwrap();
         assert!(f.request_id.is_none());
     }
 

@@ -42,11 +42,11 @@ pub mod frame;
 pub mod types;
 
 pub use engine::Engine;
-pub use types::{
-    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
-    Target,
-};
 pub use frame::{
     decode, encode, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model, RequestId,
     PROTOCOL_VERSION,
+};
+pub use types::{
+    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
+    Target,
 };

@@ -239,4 +239,3 @@ pub struct Stats {
     /// Requests answered with `overloaded` or fire-and-forget dropped over the limit.
     pub overloaded: u64,
 }
-

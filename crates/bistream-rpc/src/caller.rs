@@ -126,7 +126,13 @@ impl Connection {
         self.closed().await;
     }
 
-    async fn start(&self, model: Model, op: &str, data: &str, sink: CallSink) -> Result<u64, RpcError> {
+    async fn start(
+        &self,
+        model: Model,
+        op: &str,
+        data: &str,
+        sink: CallSink,
+    ) -> Result<u64, RpcError> {
         let data = request_data(op, data)?;
         let id = self.shared().next_id();
         self.shared()
@@ -150,7 +156,9 @@ impl Connection {
     {
         let json = to_json(data)?;
         let (tx, rx) = oneshot::channel();
-        let id = self.start(Model::RequestResponse, op, &json, CallSink::Rr(tx)).await?;
+        let id = self
+            .start(Model::RequestResponse, op, &json, CallSink::Rr(tx))
+            .await?;
         let mut guard = CancelGuard {
             shared: self.shared(),
             id,
@@ -171,7 +179,10 @@ impl Connection {
         serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string()))
     }
 
-    fn stream_parts(&self, credit: bool) -> (CallSink, mpsc::Receiver<crate::router::Raw>, Outcome) {
+    fn stream_parts(
+        &self,
+        credit: bool,
+    ) -> (CallSink, mpsc::Receiver<crate::router::Raw>, Outcome) {
         let (tx, rx) = mpsc::channel(self.shared().window as usize);
         let outcome: Outcome = Arc::new(OnceLock::new());
         let sink = CallSink::Stream {

@@ -417,7 +417,11 @@ impl<R: FrameReader> Driver<R> {
             tracing::error!(request = ?key, "rpc handler panicked");
             if self
                 .engine
-                .fail(&key, bistream_rpc_proto::ErrorCode::HandlerFailed, "handler panicked")
+                .fail(
+                    &key,
+                    bistream_rpc_proto::ErrorCode::HandlerFailed,
+                    "handler panicked",
+                )
                 .is_ok()
             {
                 self.serving.remove(&key);
@@ -464,13 +468,20 @@ impl<R: FrameReader> Driver<R> {
                 Event::Failed { call, failure } => {
                     if let Some(sink) = self.calls.remove(&call) {
                         let e = match failure {
-                            CallFailure::Remote { code, message } => RpcError::Remote { code, message },
+                            CallFailure::Remote { code, message } => {
+                                RpcError::Remote { code, message }
+                            }
                             CallFailure::Protocol(p) => RpcError::Protocol(p),
                         };
                         fail_sink(sink, e);
                     }
                 }
-                Event::Serve { key, model, op, data } => self.serve(key, model, &op, data),
+                Event::Serve {
+                    key,
+                    model,
+                    op,
+                    data,
+                } => self.serve(key, model, &op, data),
                 Event::FireAndForget { op, data } => {
                     if let Some(Handler::Ff(h)) = self.router.get(&op) {
                         let fut = h(data);
@@ -625,7 +636,8 @@ impl<R: FrameReader> Driver<R> {
                 slot.credit = Some(credit.clone());
                 let mut items = h(data);
                 self.tasks.spawn(async move {
-                    let mut p = Producer::new(Target::Serve(k.clone()), shared.clone(), credit, None);
+                    let mut p =
+                        Producer::new(Target::Serve(k.clone()), shared.clone(), credit, None);
                     while let Some(item) = items.next().await {
                         match item {
                             Ok(v) => {

@@ -59,8 +59,15 @@ mod tests {
 
     #[test]
     fn operation_first_values_exact() {
-        let d = request_data("echo", r#"{"b":9007199254740993,"operation":"x","a":-9223372036854775808}"#).unwrap();
-        assert_eq!(d, r#"{"operation":"echo","b":9007199254740993,"a":-9223372036854775808}"#);
+        let d = request_data(
+            "echo",
+            r#"{"b":9007199254740993,"operation":"x","a":-9223372036854775808}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            d,
+            r#"{"operation":"echo","b":9007199254740993,"a":-9223372036854775808}"#
+        );
         assert_eq!(request_data("o", "null").unwrap(), r#"{"operation":"o"}"#);
         assert!(request_data("o", "[1]").is_err());
         assert!(request_data("o", "5").is_err());

@@ -22,13 +22,19 @@ struct Sleep {
     ms: serde_json::Number,
 }
 
-fn non_negative(n: Option<&serde_json::Number>, field: &str, required: bool) -> Result<u64, HandlerError> {
+fn non_negative(
+    n: Option<&serde_json::Number>,
+    field: &str,
+    required: bool,
+) -> Result<u64, HandlerError> {
     match n {
         None if !required => Ok(0),
         None => Err(HandlerError::invalid(format!("missing \"{field}\""))),
-        Some(n) => n
-            .as_u64()
-            .ok_or_else(|| HandlerError::invalid(format!("\"{field}\" must be a non-negative integer, got {n}"))),
+        Some(n) => n.as_u64().ok_or_else(|| {
+            HandlerError::invalid(format!(
+                "\"{field}\" must be a non-negative integer, got {n}"
+            ))
+        }),
     }
 }
 
@@ -129,7 +135,10 @@ pub fn compact(raw: &str) -> String {
 mod tests {
     #[test]
     fn compact_keeps_strings() {
-        assert_eq!(super::compact("{ \"a b\" : [1, 2.50] }"), "{\"a b\":[1,2.50]}");
+        assert_eq!(
+            super::compact("{ \"a b\" : [1, 2.50] }"),
+            "{\"a b\":[1,2.50]}"
+        );
         assert_eq!(super::compact(r#"{"q":"x\" y"}"#), r#"{"q":"x\" y"}"#);
     }
 }

@@ -117,9 +117,7 @@ impl<T: DeserializeOwned> Stream for ResponseStream<T> {
         match this.items.poll_raw(cx) {
             Poll::Ready(Some(Ok(raw))) => {
                 if let Some((d, sleep)) = &mut this.idle {
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + *d);
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
                 }
                 Poll::Ready(Some(
                     serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
@@ -181,7 +179,9 @@ impl Producer {
 
     pub(crate) async fn send_raw(&mut self, data: String) -> Result<(), RpcError> {
         if self.ended {
-            return Err(RpcError::Protocol("this side of the stream has ended".into()));
+            return Err(RpcError::Protocol(
+                "this side of the stream has ended".into(),
+            ));
         }
         if let Some(Some(r)) = self.outcome.as_ref().map(|o| o.get()) {
             return Err(r.clone().err().unwrap_or(RpcError::Cancelled));
@@ -229,7 +229,9 @@ pub struct BiSender<T> {
 
 impl<T> std::fmt::Debug for BiSender<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BiSender").field("target", &self.p.target).finish()
+        f.debug_struct("BiSender")
+            .field("target", &self.p.target)
+            .finish()
     }
 }
 

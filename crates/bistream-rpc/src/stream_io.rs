@@ -24,13 +24,24 @@ pub fn over<T: AsyncRead + AsyncWrite + Send + 'static>(
 
 /// Starts a connection over a read half and a write half (a child's stdout/stdin, our
 /// stdin/stdout).
-pub fn over_halves<R, W>(read: R, write: W, side: Side, router: Router, cfg: RpcConfig) -> Connection
+pub fn over_halves<R, W>(
+    read: R,
+    write: W,
+    side: Side,
+    router: Router,
+    cfg: RpcConfig,
+) -> Connection
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let max = cfg.limits.max_frame_bytes;
-    start(LengthDelimited::from_halves(read, write, max), side, router, cfg)
+    start(
+        LengthDelimited::from_halves(read, write, max),
+        side,
+        router,
+        cfg,
+    )
 }
 
 fn spawn_conn(conn: Connection, cfg: &ServerConfig) {
@@ -43,7 +54,10 @@ fn spawn_conn(conn: Connection, cfg: &ServerConfig) {
 }
 
 /// Serves every TCP connection accepted on `listener` until the future is dropped.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, cfg: ServerConfig) -> std::io::Result<()> {
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    cfg: ServerConfig,
+) -> std::io::Result<()> {
     let cfg = Arc::new(cfg);
     loop {
         let (s, _) = match listener.accept().await {
@@ -55,13 +69,19 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, cfg: ServerConfig) -> 
             }
         };
         let _ = s.set_nodelay(true);
-        spawn_conn(over(s, Side::Acceptor, cfg.router.clone(), cfg.rpc.clone()), &cfg);
+        spawn_conn(
+            over(s, Side::Acceptor, cfg.router.clone(), cfg.rpc.clone()),
+            &cfg,
+        );
     }
 }
 
 /// Serves every connection accepted on a Unix socket until the future is dropped.
 #[cfg(unix)]
-pub async fn serve_unix(listener: tokio::net::UnixListener, cfg: ServerConfig) -> std::io::Result<()> {
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    cfg: ServerConfig,
+) -> std::io::Result<()> {
     let cfg = Arc::new(cfg);
     loop {
         let (s, _) = match listener.accept().await {
@@ -72,12 +92,19 @@ pub async fn serve_unix(listener: tokio::net::UnixListener, cfg: ServerConfig) -
                 continue;
             }
         };
-        spawn_conn(over(s, Side::Acceptor, cfg.router.clone(), cfg.rpc.clone()), &cfg);
+        spawn_conn(
+            over(s, Side::Acceptor, cfg.router.clone(), cfg.rpc.clone()),
+            &cfg,
+        );
     }
 }
 
 /// Connects over TCP (`host:port`).
-pub async fn connect_tcp(addr: &str, router: Router, cfg: RpcConfig) -> Result<Connection, RpcError> {
+pub async fn connect_tcp(
+    addr: &str,
+    router: Router,
+    cfg: RpcConfig,
+) -> Result<Connection, RpcError> {
     let s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| RpcError::Connect(format!("tcp {addr}: {e}")))?;
@@ -87,7 +114,11 @@ pub async fn connect_tcp(addr: &str, router: Router, cfg: RpcConfig) -> Result<C
 
 /// Connects to a Unix socket.
 #[cfg(unix)]
-pub async fn connect_unix(path: &Path, router: Router, cfg: RpcConfig) -> Result<Connection, RpcError> {
+pub async fn connect_unix(
+    path: &Path,
+    router: Router,
+    cfg: RpcConfig,
+) -> Result<Connection, RpcError> {
     let s = tokio::net::UnixStream::connect(path)
         .await
         .map_err(|e| RpcError::Connect(format!("unix {}: {e}", path.display())))?;
@@ -113,5 +144,11 @@ pub fn over_child(
 
 /// Serves rpc on our own stdin/stdout (we are the acceptor).
 pub fn over_stdio(router: Router, cfg: RpcConfig) -> Connection {
-    over_halves(tokio::io::stdin(), tokio::io::stdout(), Side::Acceptor, router, cfg)
+    over_halves(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        Side::Acceptor,
+        router,
+        cfg,
+    )
 }

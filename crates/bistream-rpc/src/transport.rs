@@ -115,7 +115,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWriter for WsWriter<S> {
     async fn feed(&mut self, frame: String) -> io::Result<()> {
-        self.0.feed(Message::text(frame)).await.map_err(io::Error::other)
+        self.0
+            .feed(Message::text(frame))
+            .await
+            .map_err(io::Error::other)
     }
     async fn flush(&mut self) -> io::Result<()> {
         self.0.flush().await.map_err(io::Error::other)

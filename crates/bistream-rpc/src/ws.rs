@@ -60,16 +60,17 @@ async fn upgrade(cfg: Arc<ServerConfig>, mut req: Request) -> Response {
     let h = req.headers();
     let has = |name: header::HeaderName, want: &str| {
         h.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(want))
-            })
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
         })
     };
     if !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
         return bad("this endpoint speaks rpc over WebSocket: send a WebSocket upgrade");
     }
-    if h.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
         return bad("unsupported Sec-WebSocket-Version (13 required)");
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
@@ -91,7 +92,12 @@ async fn upgrade(cfg: Arc<ServerConfig>, mut req: Request) -> Response {
             Some(ws_config(cfg.rpc.limits.max_frame_bytes)),
         )
         .await;
-        let conn = start(WsTransport(ws), Side::Acceptor, cfg.router.clone(), cfg.rpc.clone());
+        let conn = start(
+            WsTransport(ws),
+            Side::Acceptor,
+            cfg.router.clone(),
+            cfg.rpc.clone(),
+        );
         if let Some(hook) = &cfg.on_connect {
             hook(conn.clone());
         }
@@ -116,7 +122,9 @@ async fn upgrade(cfg: Arc<ServerConfig>, mut req: Request) -> Response {
 ///     .route("/rpc", bistream_rpc::ws::route(bistream_rpc::ws::ServerConfig::new(bistream_rpc::Router::new())));
 /// # let _ = api;
 /// ```
-pub fn route<S: Clone + Send + Sync + 'static>(cfg: ServerConfig) -> axum::routing::MethodRouter<S> {
+pub fn route<S: Clone + Send + Sync + 'static>(
+    cfg: ServerConfig,
+) -> axum::routing::MethodRouter<S> {
     let cfg = Arc::new(cfg);
     axum::routing::get(move |req: Request| upgrade(cfg.clone(), req))
 }
@@ -191,8 +199,15 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<Connection, RpcEr
     let (ws, _resp) = tokio::time::timeout(opts.connect_timeout, fut)
         .await
         .map_err(|_| RpcError::Connect(format!("timed out after {:?}", opts.connect_timeout)))?
-        .map_err(|e| RpcError::Connect(bistream_core::sanitize_error_message(&e.to_string(), url)))?;
-    Ok(start(WsTransport(ws), Side::Initiator, opts.router, opts.rpc))
+        .map_err(|e| {
+            RpcError::Connect(bistream_core::sanitize_error_message(&e.to_string(), url))
+        })?;
+    Ok(start(
+        WsTransport(ws),
+        Side::Initiator,
+        opts.router,
+        opts.rpc,
+    ))
 }
 
 /// A rustls client configuration trusting the PEM certificates in `path` (for `wss://` to a
@@ -204,12 +219,15 @@ pub fn tls_with_ca_file(path: &std::path::Path) -> Result<Arc<rustls::ClientConf
         .map_err(|e| RpcError::Connect(format!("cannot read CA file {}: {e}", path.display())))?;
     for c in certs {
         let c = c.map_err(|e| RpcError::Connect(format!("bad PEM in {}: {e}", path.display())))?;
-        roots
-            .add(c)
-            .map_err(|e| RpcError::Connect(format!("unusable certificate in {}: {e}", path.display())))?;
+        roots.add(c).map_err(|e| {
+            RpcError::Connect(format!("unusable certificate in {}: {e}", path.display()))
+        })?;
     }
     if roots.is_empty() {
-        return Err(RpcError::Connect(format!("{} holds no certificate", path.display())));
+        return Err(RpcError::Connect(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)

@@ -62,15 +62,27 @@ async fn wait_for(flag: &AtomicBool) {
 async fn dropping_a_stream_cancels_the_remote_handler() {
     let produced = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicBool::new(false));
-    let router = ticking(produced.clone(), dropped.clone(), Duration::from_millis(100));
+    let router = ticking(
+        produced.clone(),
+        dropped.clone(),
+        Duration::from_millis(100),
+    );
     let (c, s) = duplex_pair(router, Router::new(), RpcConfig::default());
-    let mut st = c.request_stream::<_, u64>("ticks", &json!({})).await.unwrap();
+    let mut st = c
+        .request_stream::<_, u64>("ticks", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(st.next().await.unwrap().unwrap(), 0);
     assert_eq!(st.next().await.unwrap().unwrap(), 1);
     drop(st);
     wait_for(&dropped).await;
     // The connection is fine afterwards.
-    let v: Value = c.request_response::<_, Value>("nope", &json!({})).await.unwrap_err().to_string().into();
+    let v: Value = c
+        .request_response::<_, Value>("nope", &json!({}))
+        .await
+        .unwrap_err()
+        .to_string()
+        .into();
     assert!(v.as_str().unwrap().contains("unknown_operation"));
     drop(s);
 }
@@ -108,11 +120,18 @@ async fn default_timeout_is_600_seconds_for_a_silent_stream() {
 #[tokio::test(start_paused = true)]
 async fn credit_bounds_a_producer_for_a_slow_consumer() {
     let produced = Arc::new(AtomicU64::new(0));
-    let router = ticking(produced.clone(), Arc::new(AtomicBool::new(false)), Duration::ZERO);
+    let router = ticking(
+        produced.clone(),
+        Arc::new(AtomicBool::new(false)),
+        Duration::ZERO,
+    );
     let mut cfg = RpcConfig::default();
     cfg.limits.window = 16;
     let (c, _s) = duplex_pair(router, Router::new(), cfg);
-    let mut st = c.request_stream::<_, u64>("ticks", &json!({})).await.unwrap();
+    let mut st = c
+        .request_stream::<_, u64>("ticks", &json!({}))
+        .await
+        .unwrap();
     assert_eq!(st.next().await.unwrap().unwrap(), 0);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let p = produced.load(Ordering::SeqCst);
@@ -134,7 +153,10 @@ async fn without_extensions_a_bi_stream_still_flows() {
     };
     cfg.limits.window = 4;
     let (c, _s) = duplex_pair(router, Router::new(), cfg);
-    let (mut tx, rx) = c.stream_stream::<_, String, String>("upper", &json!({})).await.unwrap();
+    let (mut tx, rx) = c
+        .stream_stream::<_, String, String>("upper", &json!({}))
+        .await
+        .unwrap();
     let reader = tokio::spawn(async move { rx.map(|r| r.unwrap()).collect::<Vec<_>>().await });
     for i in 0..100 {
         tx.send(&format!("s{i}")).await.unwrap();
@@ -160,10 +182,17 @@ async fn keepalive_detects_a_silent_peer() {
     assert_eq!(hello["data"]["keepalive_ms"], 1000);
     let reply = json!({"type":"hello","peerID":"silent","requestId":null,
         "data":{"version":1,"extensions":["cancel","request_n","keepalive"],"window":8}});
-    raw.send(bytes::Bytes::from(reply.to_string())).await.unwrap();
+    raw.send(bytes::Bytes::from(reply.to_string()))
+        .await
+        .unwrap();
     // Then say nothing, and never answer the probes.
-    let e = tokio::time::timeout(Duration::from_secs(60), c.closed()).await.unwrap();
-    assert!(matches!(e, RpcError::Lost(ref m) if m.contains("keepalive")), "{e:?}");
+    let e = tokio::time::timeout(Duration::from_secs(60), c.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(e, RpcError::Lost(ref m) if m.contains("keepalive")),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

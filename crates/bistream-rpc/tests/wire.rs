@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url).await.unwrap().0
@@ -23,7 +24,12 @@ async fn send(ws: &mut Ws, v: &str) {
 
 async fn recv(ws: &mut Ws) -> Value {
     loop {
-        match tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
             Message::Close(c) => panic!("closed: {c:?}"),
             _ => continue,
@@ -51,20 +57,41 @@ async fn base_peer_all_four_models_and_no_extension_frames() {
     send(&mut ws, r#"{"type":"stream_request","peerID":"py","requestId":["py",1],"data":{"operation":"count","n":3}}"#).await;
     for i in 0..3 {
         let r = recv(&mut ws).await;
-        assert_eq!((r["type"].as_str(), &r["data"], &r["requestId"]), (Some("stream_data"), &json!(i), &json!(["py", 1])));
+        assert_eq!(
+            (r["type"].as_str(), &r["data"], &r["requestId"]),
+            (Some("stream_data"), &json!(i), &json!(["py", 1]))
+        );
     }
     assert_eq!(recv(&mut ws).await["type"], "stream_end");
 
     send(&mut ws, r#"{"type":"stream_stream_request","peerID":"py","requestId":["py",2],"data":{"operation":"upper"}}"#).await;
-    send(&mut ws, r#"{"type":"stream_data","peerID":"py","requestId":["py",2],"data":"x\u00e9"}"#).await;
+    send(
+        &mut ws,
+        r#"{"type":"stream_data","peerID":"py","requestId":["py",2],"data":"x\u00e9"}"#,
+    )
+    .await;
     let r = recv(&mut ws).await;
-    assert_eq!((r["type"].as_str(), r["data"].as_str()), (Some("stream_data"), Some("XÉ")));
-    send(&mut ws, r#"{"type":"stream_end","peerID":"py","requestId":["py",2],"data":null}"#).await;
+    assert_eq!(
+        (r["type"].as_str(), r["data"].as_str()),
+        (Some("stream_data"), Some("XÉ"))
+    );
+    send(
+        &mut ws,
+        r#"{"type":"stream_end","peerID":"py","requestId":["py",2],"data":null}"#,
+    )
+    .await;
     let r = recv(&mut ws).await;
-    assert_eq!((r["type"].as_str(), &r["requestId"]), (Some("stream_end"), &json!(["py", 2])));
+    assert_eq!(
+        (r["type"].as_str(), &r["requestId"]),
+        (Some("stream_end"), &json!(["py", 2]))
+    );
 
     send(&mut ws, r#"{"type":"fire_and_forget","peerID":"py","requestId":null,"data":{"operation":"log","a":1}}"#).await;
-    send(&mut ws, r#"{"type":"request","peerID":"py","requestId":["py",3],"data":{"operation":"fail"}}"#).await;
+    send(
+        &mut ws,
+        r#"{"type":"request","peerID":"py","requestId":["py",3],"data":{"operation":"fail"}}"#,
+    )
+    .await;
     let r = recv(&mut ws).await;
     assert_eq!(r["type"], "error");
     assert_eq!(r["data"]["code"], "handler_failed");
@@ -78,10 +105,19 @@ async fn invalid_frames_answered_when_request_id_readable_and_connection_survive
     let url = server().await;
     let mut ws = raw(&url).await;
     for (frame, n) in [
-        (r#"{"type":"request","requestId":["py",1],"data":{"operation":"echo"}}"#, 1), // no peerID
+        (
+            r#"{"type":"request","requestId":["py",1],"data":{"operation":"echo"}}"#,
+            1,
+        ), // no peerID
         (r#"{"type":"bogus","peerID":"py","requestId":["py",2]}"#, 2),
-        (r#"{"type":"request","peerID":"py","requestId":["py",3],"data":[1]}"#, 3),
-        (r#"{"type":"request","peerID":"py","requestId":["py",4],"data":{"operation":5}}"#, 4),
+        (
+            r#"{"type":"request","peerID":"py","requestId":["py",3],"data":[1]}"#,
+            3,
+        ),
+        (
+            r#"{"type":"request","peerID":"py","requestId":["py",4],"data":{"operation":5}}"#,
+            4,
+        ),
         (r#"{"type":7,"requestId":["py",5]}"#, 5),
     ] {
         send(&mut ws, frame).await;
@@ -91,16 +127,33 @@ async fn invalid_frames_answered_when_request_id_readable_and_connection_survive
         assert_eq!(r["requestId"], json!(["py", n]));
     }
     // Unreadable ones are only counted.
-    for frame in ["not json", "[]", r#"{"type":"request"}"#, r#"{"requestId":["py"]}"#, ""] {
+    for frame in [
+        "not json",
+        "[]",
+        r#"{"type":"request"}"#,
+        r#"{"requestId":["py"]}"#,
+        "",
+    ] {
         send(&mut ws, frame).await;
     }
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
-    send(&mut ws, r#"{"type":"request","peerID":"py","requestId":["py",9],"data":{"operation":"echo"}}"#).await;
+    send(
+        &mut ws,
+        r#"{"type":"request","peerID":"py","requestId":["py",9],"data":{"operation":"echo"}}"#,
+    )
+    .await;
     let r = recv(&mut ws).await;
-    assert_eq!((r["type"].as_str(), &r["requestId"]), (Some("response"), &json!(["py", 9])));
+    assert_eq!(
+        (r["type"].as_str(), &r["requestId"]),
+        (Some("response"), &json!(["py", 9]))
+    );
     // A duplicate request id while the first is in flight.
     send(&mut ws, r#"{"type":"request","peerID":"py","requestId":["py",10],"data":{"operation":"sleep","ms":300}}"#).await;
-    send(&mut ws, r#"{"type":"request","peerID":"py","requestId":["py",10],"data":{"operation":"echo"}}"#).await;
+    send(
+        &mut ws,
+        r#"{"type":"request","peerID":"py","requestId":["py",10],"data":{"operation":"echo"}}"#,
+    )
+    .await;
     let r = recv(&mut ws).await;
     assert_eq!(r["data"]["code"], "invalid_request");
     let r = recv(&mut ws).await;
@@ -115,7 +168,11 @@ async fn hundred_invalid_frames_in_a_row_close_1008() {
         send(&mut ws, "garbage").await;
     }
     // A valid frame resets the run.
-    send(&mut ws, r#"{"type":"request","peerID":"py","requestId":["py",0],"data":{"operation":"echo"}}"#).await;
+    send(
+        &mut ws,
+        r#"{"type":"request","peerID":"py","requestId":["py",0],"data":{"operation":"echo"}}"#,
+    )
+    .await;
     assert_eq!(recv(&mut ws).await["type"], "response");
     for _ in 0..100 {
         let _ = ws.send(Message::text("garbage")).await;
@@ -222,18 +279,43 @@ async fn peer_vanishing_mid_stream_fails_everything_at_once() {
     let mut s = c.request_stream::<_, u64>("s", &json!({})).await.unwrap();
     assert_eq!(s.next().await.unwrap().unwrap(), 1);
     let c2 = c.clone();
-    let pending = tokio::spawn(async move { c2.request_response::<_, Value>("never", &json!({})).await });
-    let (_tx, mut rx) = c.stream_stream::<_, Value, Value>("bi", &json!({})).await.unwrap();
-    let e1 = tokio::time::timeout(T, s.next()).await.unwrap().unwrap().unwrap_err();
-    let e2 = tokio::time::timeout(T, pending).await.unwrap().unwrap().unwrap_err();
-    let e3 = tokio::time::timeout(T, rx.next()).await.unwrap().unwrap().unwrap_err();
+    let pending =
+        tokio::spawn(async move { c2.request_response::<_, Value>("never", &json!({})).await });
+    let (_tx, mut rx) = c
+        .stream_stream::<_, Value, Value>("bi", &json!({}))
+        .await
+        .unwrap();
+    let e1 = tokio::time::timeout(T, s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    let e2 = tokio::time::timeout(T, pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    let e3 = tokio::time::timeout(T, rx.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     for e in [&e1, &e2, &e3] {
         assert!(
-            matches!(e, bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }),
+            matches!(
+                e,
+                bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }
+            ),
             "{e:?}"
         );
     }
-    let after = c.request_response::<_, Value>("x", &json!({})).await.unwrap_err();
-    assert!(matches!(after, bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }));
+    let after = c
+        .request_response::<_, Value>("x", &json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        after,
+        bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }
+    ));
     assert_eq!(c.state(), bistream_rpc::ConnState::Closed);
 }

@@ -40,17 +40,24 @@ struct Out {
 async fn call(args: &[&str], stdin: Option<&str>) -> Out {
     let mut cmd = Command::new(BIN);
     cmd.args(["rpc", "call"]).args(args);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
         let mut i = child.stdin.take().unwrap();
         i.write_all(input.as_bytes()).await.unwrap();
         drop(i);
     }
-    let out = tokio::time::timeout(T, child.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -64,7 +71,15 @@ async fn serve_ws_and_call_every_demo_operation() {
     assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
     let url = format!("{url}/any/path");
 
-    let o = call(&[&url, "echo", r#"{"n":9007199254740993,"m":-9223372036854775808,"s":"é"}"#], None).await;
+    let o = call(
+        &[
+            &url,
+            "echo",
+            r#"{"n":9007199254740993,"m":-9223372036854775808,"s":"é"}"#,
+        ],
+        None,
+    )
+    .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(
         o.stdout,
@@ -72,10 +87,20 @@ async fn serve_ws_and_call_every_demo_operation() {
     );
 
     let o = call(&[&url, "count", r#"{"n":4}"#, "--stream"], None).await;
-    assert_eq!((o.code, o.stdout.as_str()), (0, "0\n1\n2\n3\n"), "{}", o.stderr);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "0\n1\n2\n3\n"),
+        "{}",
+        o.stderr
+    );
 
     let o = call(&[&url, "upper", "--bistream"], Some("\"ab\"\n\"cd\"\n")).await;
-    assert_eq!((o.code, o.stdout.as_str()), (0, "\"AB\"\n\"CD\"\n"), "{}", o.stderr);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "\"AB\"\n\"CD\"\n"),
+        "{}",
+        o.stderr
+    );
 
     let o = call(&[&url, "sleep", r#"{"ms":10}"#], None).await;
     assert_eq!(o.stdout, "{\"slept_ms\":10}\n");
@@ -86,20 +111,32 @@ async fn serve_ws_and_call_every_demo_operation() {
 
     let o = call(&[&url, "nope"], None).await;
     assert_eq!(o.code, 5);
-    assert!(o.stderr.contains("unknown_operation") && o.stderr.contains("nope"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("unknown_operation") && o.stderr.contains("nope"),
+        "{}",
+        o.stderr
+    );
 
     let o = call(&[&url, "count", r#"{"n":-1}"#, "--stream"], None).await;
     assert_eq!(o.code, 5);
     assert!(o.stderr.contains("invalid_request"), "{}", o.stderr);
 
-    let o = call(&[&url, "sleep", r#"{"ms":20000}"#, "--timeout", "0.3"], None).await;
+    let o = call(
+        &[&url, "sleep", r#"{"ms":20000}"#, "--timeout", "0.3"],
+        None,
+    )
+    .await;
     assert_eq!(o.code, 6, "{}", o.stderr);
 
     let o = call(&[&url, "upper", "--bistream"], Some("\"ok\"\n7\n")).await;
     assert_eq!(o.code, 5, "{}", o.stderr);
     assert_eq!(o.stdout, "\"OK\"\n");
 
-    let o = call(&[&url, "log", r#"{"line": [1, 2.50]}"#, "--fire-and-forget"], None).await;
+    let o = call(
+        &[&url, "log", r#"{"line": [1, 2.50]}"#, "--fire-and-forget"],
+        None,
+    )
+    .await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     let line = server.next_stdout_line(T).await.unwrap();
     assert_eq!(line.trim(), r#"{"operation":"log","line":[1,2.50]}"#);
@@ -131,14 +168,26 @@ async fn tcp_and_unix_transports() {
     let (mut unix, url) = spawn_serve(&[path.to_str().unwrap(), "--transport", "unix"]).await;
     assert_eq!(url, format!("unix:{}", path.display()));
     let o = call(&[&url, "echo", r#"{"a":1}"#], None).await;
-    assert_eq!((o.code, o.stdout.as_str()), (0, "{\"operation\":\"echo\",\"a\":1}\n"), "{}", o.stderr);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "{\"operation\":\"echo\",\"a\":1}\n"),
+        "{}",
+        o.stderr
+    );
     unix.terminate(T).await;
 }
 
 #[tokio::test]
 async fn serve_over_child_stdio() {
     let mut child = Command::new(BIN)
-        .args(["rpc", "serve", "--transport", "stdio", "--log-level", "warn"])
+        .args([
+            "rpc",
+            "serve",
+            "--transport",
+            "stdio",
+            "--log-level",
+            "warn",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -151,10 +200,18 @@ async fn serve_over_child_stdio() {
         .unwrap()
         .unwrap();
     assert_eq!(v, json!({"operation": "echo", "x": 1}));
-    let s = conn.request_stream::<_, u64>("count", &json!({"n": 1000})).await.unwrap();
-    let n = tokio::time::timeout(T, s.map(|r| r.unwrap()).collect::<Vec<_>>()).await.unwrap();
+    let s = conn
+        .request_stream::<_, u64>("count", &json!({"n": 1000}))
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(T, s.map(|r| r.unwrap()).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(n.len(), 1000);
     conn.close().await;
-    let st = tokio::time::timeout(T, child.wait()).await.unwrap().unwrap();
+    let st = tokio::time::timeout(T, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(st.success(), "{st:?}");
 }

@@ -42,7 +42,11 @@ async fn python_client_against_bistream_server() {
             .next_stdout_line(T)
             .await
             .unwrap_or_else(|| panic!("python ended early:\n{}", py.transcript.join("\n")));
-        assert!(!line.starts_with("FAIL"), "{line}\n{}", py.transcript.join("\n"));
+        assert!(
+            !line.starts_with("FAIL"),
+            "{line}\n{}",
+            py.transcript.join("\n")
+        );
         if line.starts_with("OK ") {
             oks += 1;
         }
@@ -70,44 +74,73 @@ async fn bistream_client_against_python_server() {
         .unwrap();
     tokio::time::timeout(T, async {
         let v: Value = c
-            .request_response("echo", &json!({"a": 9007199254740993u64, "b": i64::MIN, "s": "é"}))
+            .request_response(
+                "echo",
+                &json!({"a": 9007199254740993u64, "b": i64::MIN, "s": "é"}),
+            )
             .await
             .unwrap();
         assert_eq!(v["a"].as_u64(), Some(9007199254740993));
         assert_eq!(v["b"].as_i64(), Some(i64::MIN));
         assert_eq!(v["s"], "é");
-        let s = c.request_stream::<_, u64>("count", &json!({"n": 50})).await.unwrap();
+        let s = c
+            .request_stream::<_, u64>("count", &json!({"n": 50}))
+            .await
+            .unwrap();
         let items: Vec<u64> = s.map(|r| r.unwrap()).collect().await;
         assert_eq!(items, (0..50).collect::<Vec<_>>());
-        let (mut tx, rx) = c.stream_stream::<_, String, String>("upper", &json!({})).await.unwrap();
+        let (mut tx, rx) = c
+            .stream_stream::<_, String, String>("upper", &json!({}))
+            .await
+            .unwrap();
         for w in ["a", "bé", "c"] {
             tx.send(&w.to_string()).await.unwrap();
         }
         tx.end().await.unwrap();
         let up: Vec<String> = rx.map(|r| r.unwrap()).collect().await;
         assert_eq!(up, ["A", "BÉ", "C"]);
-        c.fire_and_forget("log", &json!({"from": "rust"})).await.unwrap();
+        c.fire_and_forget("log", &json!({"from": "rust"}))
+            .await
+            .unwrap();
         // concurrency and out-of-order replies
         let slow = {
             let c = c.clone();
-            tokio::spawn(async move { c.request_response::<_, Value>("sleep", &json!({"ms": 500})).await })
+            tokio::spawn(async move {
+                c.request_response::<_, Value>("sleep", &json!({"ms": 500}))
+                    .await
+            })
         };
         let calls = (0..200).map(|i| {
             let c = c.clone();
-            async move { c.request_response::<_, Value>("echo", &json!({"i": i})).await.unwrap()["i"].clone() }
+            async move {
+                c.request_response::<_, Value>("echo", &json!({"i": i}))
+                    .await
+                    .unwrap()["i"]
+                    .clone()
+            }
         });
         let got = futures_util::future::join_all(calls).await;
         assert_eq!(got, (0..200).map(|i| json!(i)).collect::<Vec<_>>());
         assert!(!slow.is_finished());
         assert_eq!(slow.await.unwrap().unwrap(), json!({"slept_ms": 500}));
         for (op, code) in [("fail", "handler_failed"), ("nope", "unknown_operation")] {
-            match c.request_response::<_, Value>(op, &json!({})).await.unwrap_err() {
+            match c
+                .request_response::<_, Value>(op, &json!({}))
+                .await
+                .unwrap_err()
+            {
                 bistream_rpc::RpcError::Remote { code: got, .. } => assert_eq!(got, code),
                 other => panic!("{other:?}"),
             }
         }
-        let mut s = c.request_stream::<_, Value>("count", &json!({"n": -1})).await.unwrap();
-        assert!(matches!(s.next().await, Some(Err(bistream_rpc::RpcError::Remote { .. }))));
+        let mut s = c
+            .request_stream::<_, Value>("count", &json!({"n": -1}))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.next().await,
+            Some(Err(bistream_rpc::RpcError::Remote { .. }))
+        ));
     })
     .await
     .unwrap();
@@ -124,12 +157,22 @@ async fn bistream_client_against_python_server() {
 
     // The Python peer vanishing fails a pending call at once.
     let c2 = c.clone();
-    let pending = tokio::spawn(async move { c2.request_response::<_, Value>("sleep", &json!({"ms": 60000})).await });
+    let pending = tokio::spawn(async move {
+        c2.request_response::<_, Value>("sleep", &json!({"ms": 60000}))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
     py.terminate(T).await;
-    let e = tokio::time::timeout(T, pending).await.unwrap().unwrap().unwrap_err();
+    let e = tokio::time::timeout(T, pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(
-        matches!(e, bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }),
+        matches!(
+            e,
+            bistream_rpc::RpcError::Lost(_) | bistream_rpc::RpcError::Closed { .. }
+        ),
         "{e:?}"
     );
 }

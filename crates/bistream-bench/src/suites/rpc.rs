@@ -179,7 +179,9 @@ pub async fn jsonrpsee_server(addr: std::net::SocketAddr) -> anyhow::Result<()> 
         .with_context(|| format!("cannot bind {addr}"))?;
     let mut module = jsonrpsee::RpcModule::new(());
     module.register_method("echo", |params, _, _| {
-        params.parse::<Value>().map_err(jsonrpsee::types::ErrorObjectOwned::from)
+        params
+            .parse::<Value>()
+            .map_err(jsonrpsee::types::ErrorObjectOwned::from)
     })?;
     println!("jsonrpsee-echo listening on {}", server.local_addr()?);
     let handle = server.start(module);
@@ -195,7 +197,12 @@ async fn python_calls(ctx: &Ctx, addr: &str) -> anyhow::Result<f64> {
         Duration::from_secs_f64(secs + 30.0),
         tokio::process::Command::new(&ctx.cfg.relay_python)
             .arg(script)
-            .args(["bench", &format!("ws://{addr}/"), &format!("{secs}"), &CONCURRENT.to_string()])
+            .args([
+                "bench",
+                &format!("ws://{addr}/"),
+                &format!("{secs}"),
+                &CONCURRENT.to_string(),
+            ])
             .output(),
     )
     .await
@@ -203,7 +210,12 @@ async fn python_calls(ctx: &Ctx, addr: &str) -> anyhow::Result<f64> {
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("calls_per_sec ")?.trim().parse::<f64>().ok())
-        .ok_or_else(|| anyhow!("python bench client printed no rate: {}", String::from_utf8_lossy(&out.stderr)))
+        .ok_or_else(|| {
+            anyhow!(
+                "python bench client printed no rate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 #[derive(Default)]
@@ -219,8 +231,10 @@ impl Figures {
         match r {
             Ok(o) => {
                 self.rate.push(Ok(o.rate()));
-                self.p50.push(o.quantile_us(0.5).ok_or_else(|| anyhow!("no samples")));
-                self.p99.push(o.quantile_us(0.99).ok_or_else(|| anyhow!("no samples")));
+                self.p50
+                    .push(o.quantile_us(0.5).ok_or_else(|| anyhow!("no samples")));
+                self.p99
+                    .push(o.quantile_us(0.99).ok_or_else(|| anyhow!("no samples")));
                 self.hist.merge(&o.hist);
             }
             Err(e) => {
@@ -248,11 +262,17 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
     let python = start_python(ctx).await;
     let floor = spawn_floor(ctx, FloorKind::WsEcho).await;
     let jrpc = spawn_floor(ctx, FloorKind::JsonrpseeEcho).await;
-    let (o, py, fl, jr) = (addr_of(&ours), addr_of(&python), addr_of(&floor), addr_of(&jrpc));
+    let (o, py, fl, jr) = (
+        addr_of(&ours),
+        addr_of(&python),
+        addr_of(&floor),
+        addr_of(&jrpc),
+    );
     // The request frame our client sends for `echo` (for the floor's message size).
     let frame_len = 120;
 
-    let (mut seq_ours, mut seq_py, mut seq_floor) = (Figures::default(), Figures::default(), Figures::default());
+    let (mut seq_ours, mut seq_py, mut seq_floor) =
+        (Figures::default(), Figures::default(), Figures::default());
     let (mut conc_ours, mut conc_jr) = (Figures::default(), Figures::default());
     let (mut stream_ours, mut stream_py) = (Figures::default(), Figures::default());
     let mut py_conc = Runs::default();
@@ -318,8 +338,13 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             .peer(seq_py.p50.cell())
             .floor(seq_floor.p50.cell())
             .ratio(Against::Floor)
-            .target(Target::RatioAtMost { against: Against::Floor, x: 2.0 })
-            .note("peer: Python example server; floor: raw WebSocket echo of a 120-byte text message"),
+            .target(Target::RatioAtMost {
+                against: Against::Floor,
+                x: 2.0,
+            })
+            .note(
+                "peer: Python example server; floor: raw WebSocket echo of a 120-byte text message",
+            ),
     );
     out.rows.push(
         Row::new(NAME, "sequential echo request/response p99", "µs", false)
@@ -329,12 +354,20 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             .ratio(Against::Floor),
     );
     out.rows.push(
-        Row::new(NAME, format!("{CONCURRENT} concurrent echo calls/s, one connection, vs jsonrpsee"), "calls/s", true)
-            .ours(conc_ours.rate.cell())
-            .peer(conc_jr.rate.cell())
-            .ratio(Against::Peer)
-            .target(Target::RatioAtLeast { against: Against::Peer, x: 1.5 })
-            .note("peer: jsonrpsee 0.26 WebSocket server and client"),
+        Row::new(
+            NAME,
+            format!("{CONCURRENT} concurrent echo calls/s, one connection, vs jsonrpsee"),
+            "calls/s",
+            true,
+        )
+        .ours(conc_ours.rate.cell())
+        .peer(conc_jr.rate.cell())
+        .ratio(Against::Peer)
+        .target(Target::RatioAtLeast {
+            against: Against::Peer,
+            x: 1.5,
+        })
+        .note("peer: jsonrpsee 0.26 WebSocket server and client"),
     );
     out.rows.push(
         Row::new(NAME, "stream items/s, one connection", "items/s", true)
@@ -345,11 +378,19 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             .note("peer: Python example server's count, read by our client"),
     );
     out.rows.push(
-        Row::new(NAME, format!("{CONCURRENT} concurrent echo calls/s: all-Rust vs all-Python"), "calls/s", true)
-            .ours(conc_ours.rate.cell())
-            .peer(py_conc.cell())
-            .ratio(Against::Peer)
-            .target(Target::RatioAtLeast { against: Against::Peer, x: 30.0 }),
+        Row::new(
+            NAME,
+            format!("{CONCURRENT} concurrent echo calls/s: all-Rust vs all-Python"),
+            "calls/s",
+            true,
+        )
+        .ours(conc_ours.rate.cell())
+        .peer(py_conc.cell())
+        .ratio(Against::Peer)
+        .target(Target::RatioAtLeast {
+            against: Against::Peer,
+            x: 30.0,
+        }),
     );
     for (fig, label) in [
         (seq_ours, "Rust client → bistream rpc serve"),

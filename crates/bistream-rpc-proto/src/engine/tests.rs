@@ -45,15 +45,25 @@ fn negotiation_both_sides() {
     assert_eq!(json(&sent[0])["type"], "hello");
     let back = ship(&mut s, &mut c);
     assert_eq!(json(&back[0])["type"], "hello");
-    assert!(matches!(c.negotiated(), Negotiated::Extended { request_n: true, .. }));
-    assert!(matches!(s.negotiated(), Negotiated::Extended { cancel: true, .. }));
+    assert!(matches!(
+        c.negotiated(),
+        Negotiated::Extended {
+            request_n: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.negotiated(),
+        Negotiated::Extended { cancel: true, .. }
+    ));
     assert!(c.credit_in_force() && s.credit_in_force());
 }
 
 #[test]
 fn base_server_never_answers_hello_and_client_falls_back() {
     let (mut c, mut s) = pair(true, false);
-    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#).unwrap();
+    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
     ship(&mut c, &mut s);
     // The base server counted the hello as invalid and served the request.
     assert_eq!(s.stats().invalid, 1);
@@ -69,7 +79,8 @@ fn base_server_never_answers_hello_and_client_falls_back() {
     assert!(back.iter().all(|f| json(f)["type"] != "hello"));
     assert_eq!(c.negotiated(), &Negotiated::Base);
     // No extension frame is produced toward a base peer.
-    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#).unwrap();
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
     c.take_output();
     c.grant(&Target::Call(1), 10);
     c.cancel_call(1);
@@ -80,7 +91,8 @@ fn base_server_never_answers_hello_and_client_falls_back() {
 #[test]
 fn base_client_gets_no_hello() {
     let (mut c, mut s) = pair(false, true);
-    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#).unwrap();
+    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
     ship(&mut c, &mut s);
     assert_eq!(s.negotiated(), &Negotiated::Base);
     let out = s.take_output();
@@ -100,7 +112,8 @@ fn errors_for_unknown_wrong_model_duplicate_and_overload() {
         (3, Model::RequestStream, "count"),
         (4, Model::RequestResponse, "echo"),
     ] {
-        c.start_call(id, model, &format!(r#"{{"operation":"{op}"}}"#)).unwrap();
+        c.start_call(id, model, &format!(r#"{{"operation":"{op}"}}"#))
+            .unwrap();
     }
     ship(&mut c, &mut s);
     let frames = s.take_output();
@@ -128,9 +141,15 @@ fn errors_for_unknown_wrong_model_duplicate_and_overload() {
         .collect();
     assert_eq!(failed, [0, 1, 4]);
     // duplicate id while in flight
-    s.on_frame(r#"{"type":"request","peerID":"C","requestId":["C",2],"data":{"operation":"echo"}}"#, &ops);
+    s.on_frame(
+        r#"{"type":"request","peerID":"C","requestId":["C",2],"data":{"operation":"echo"}}"#,
+        &ops,
+    );
     let out = s.take_output();
-    assert_eq!(json(&out[0])["data"]["code"], ErrorCode::InvalidRequest.as_str());
+    assert_eq!(
+        json(&out[0])["data"]["code"],
+        ErrorCode::InvalidRequest.as_str()
+    );
 }
 
 #[test]
@@ -139,7 +158,8 @@ fn bi_stream_both_sides_end() {
     ship(&mut c, &mut s);
     ship(&mut s, &mut c);
     events(&mut c);
-    c.start_call(7, Model::StreamStream, r#"{"operation":"upper"}"#).unwrap();
+    c.start_call(7, Model::StreamStream, r#"{"operation":"upper"}"#)
+        .unwrap();
     c.send_item(&Target::Call(7), "\"a\"").unwrap();
     c.end(&Target::Call(7)).unwrap();
     assert!(c.send_item(&Target::Call(7), "\"b\"").is_err());
@@ -157,7 +177,13 @@ fn bi_stream_both_sides_end() {
     s.end(&Target::Serve(key)).unwrap();
     ship(&mut s, &mut c);
     let ev = events(&mut c);
-    assert!(matches!(&ev[..], [Event::Item { call: 7, .. }, Event::End { call: 7 }]), "{ev:?}");
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Item { call: 7, .. }, Event::End { call: 7 }]
+        ),
+        "{ev:?}"
+    );
     assert_eq!(c.pending_calls(), 0);
     assert_eq!(s.served(), 0);
 }
@@ -168,14 +194,22 @@ fn hundred_invalid_in_a_row_close_and_valid_resets() {
     for _ in 0..99 {
         s.on_frame("nope", &ops);
     }
-    s.on_frame(r#"{"type":"fire_and_forget","peerID":"x","data":{"operation":"log"}}"#, &ops);
+    s.on_frame(
+        r#"{"type":"fire_and_forget","peerID":"x","data":{"operation":"log"}}"#,
+        &ops,
+    );
     for _ in 0..99 {
         s.on_frame("{}", &ops);
     }
-    assert!(!events(&mut s).iter().any(|e| matches!(e, Event::Close { .. })));
+    assert!(!events(&mut s)
+        .iter()
+        .any(|e| matches!(e, Event::Close { .. })));
     s.on_frame("[]", &ops);
     let ev = events(&mut s);
-    assert!(matches!(ev.last(), Some(Event::Close { code: 1008, .. })), "{ev:?}");
+    assert!(
+        matches!(ev.last(), Some(Event::Close { code: 1008, .. })),
+        "{ev:?}"
+    );
     assert_eq!(s.stats().invalid, 199);
 }
 
@@ -186,7 +220,8 @@ fn cancel_and_credit_reach_the_callee() {
     ship(&mut s, &mut c);
     events(&mut c);
     events(&mut s);
-    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#).unwrap();
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
     ship(&mut c, &mut s);
     c.grant(&Target::Call(1), 5);
     c.cancel_call(1);
@@ -194,10 +229,23 @@ fn cancel_and_credit_reach_the_callee() {
     assert_eq!(json(&frames[0])["type"], "request_n");
     assert_eq!(json(&frames[1])["type"], "cancel");
     let ev = events(&mut s);
-    assert!(matches!(&ev[..], [Event::Serve { .. }, Event::Credit { n: 5, .. }, Event::ServeCancelled { .. }]), "{ev:?}");
+    assert!(
+        matches!(
+            &ev[..],
+            [
+                Event::Serve { .. },
+                Event::Credit { n: 5, .. },
+                Event::ServeCancelled { .. }
+            ]
+        ),
+        "{ev:?}"
+    );
     assert_eq!(s.served(), 0);
     // A late item for the cancelled call is dropped and counted, not an error.
-    c.on_frame(r#"{"type":"stream_data","peerID":"S","requestId":["C",1],"data":1}"#, &ops);
+    c.on_frame(
+        r#"{"type":"stream_data","peerID":"S","requestId":["C",1],"data":1}"#,
+        &ops,
+    );
     assert_eq!(c.stats().unmatched, 1);
     assert!(c.take_output().is_empty());
 }
@@ -205,11 +253,24 @@ fn cancel_and_credit_reach_the_callee() {
 #[test]
 fn broken_reply_fails_only_that_call() {
     let (mut c, _) = pair(false, false);
-    c.start_call(3, Model::RequestResponse, r#"{"operation":"echo"}"#).unwrap();
+    c.start_call(3, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
     c.take_output();
-    c.on_frame(r#"{"type":"stream_data","peerID":"S","requestId":["C",3],"data":1}"#, &ops);
+    c.on_frame(
+        r#"{"type":"stream_data","peerID":"S","requestId":["C",3],"data":1}"#,
+        &ops,
+    );
     let ev = events(&mut c);
-    assert!(matches!(&ev[..], [Event::Failed { call: 3, failure: CallFailure::Protocol(_) }]), "{ev:?}");
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Failed {
+                call: 3,
+                failure: CallFailure::Protocol(_)
+            }]
+        ),
+        "{ev:?}"
+    );
     // An invalid frame carrying our own id is never answered (no error ping-pong).
     c.on_frame(r#"{"type":"bogus","requestId":["C",9]}"#, &ops);
     assert!(c.take_output().is_empty());

@@ -14,7 +14,9 @@ pub fn demo() -> (Router, Arc<Mutex<Vec<String>>>) {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let l = logs.clone();
     (
-        bistream_rpc::demo::router(Arc::new(move |s: &str| l.lock().unwrap().push(s.to_string()))),
+        bistream_rpc::demo::router(Arc::new(move |s: &str| {
+            l.lock().unwrap().push(s.to_string())
+        })),
         logs,
     )
 }
@@ -36,5 +38,7 @@ pub async fn ws_server(cfg: ServerConfig) -> String {
 }
 
 pub async fn ws_client(url: &str) -> Connection {
-    bistream_rpc::ws::connect(url, ClientOptions::default()).await.unwrap()
+    bistream_rpc::ws::connect(url, ClientOptions::default())
+        .await
+        .unwrap()
 }
