@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use crate::router::{Handler, Raw};
 use crate::shared::{CallSink, Cmd, Ctl, Outcome, Shared};
 use crate::stream::{Items, Producer, ServeReceiver, ServeSender};
-use crate::transport::{FrameReader, FrameWriter, Inbound, Transport};
+use crate::transport::{FrameReader, Inbound, Transport};
+use crate::writer::{write_loop, Budget, WOut};
 use crate::{ConnState, Connection, Router, RpcError};
 
 /// Bytes queued for the writer above which local producers wait.
@@ -50,16 +51,6 @@ impl Default for RpcConfig {
             timeout: Duration::from_secs(600),
         }
     }
-}
-
-struct Budget {
-    bytes: AtomicUsize,
-    notify: Notify,
-}
-
-enum WOut {
-    Frame(String),
-    Close(u16, String),
 }
 
 struct Serving {
@@ -117,61 +108,6 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
     };
     tokio::spawn(driver.run(wdead_rx));
     Connection::new(shared, cfg.timeout)
-}
-
-async fn write_loop<W: FrameWriter>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<WOut>,
-    budget: Arc<Budget>,
-    dead: tokio::sync::oneshot::Sender<String>,
-) {
-    let mut failed: Option<String> = None;
-    while let Some(m) = rx.recv().await {
-        let mut bytes = 0usize;
-        let mut next = Some(m);
-        while let Some(m) = next.take() {
-            match m {
-                WOut::Frame(s) => {
-                    bytes += s.len();
-                    if failed.is_none() {
-                        if let Err(e) = w.feed(s).await {
-                            failed = Some(e.to_string());
-                        }
-                    }
-                }
-                WOut::Close(code, reason) => {
-                    if failed.is_none() {
-                        let _ = w.flush().await;
-                        w.close(code, &reason).await;
-                    }
-                    budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
-                    budget.notify.notify_waiters();
-                    return;
-                }
-            }
-            if bytes < 256 * 1024 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if failed.is_none() {
-            if let Err(e) = w.flush().await {
-                failed = Some(e.to_string());
-            }
-        }
-        budget.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        budget.notify.notify_waiters();
-        if let Some(f) = &failed {
-            let _ = dead.send(f.clone());
-            // Keep draining so producers never wait on a dead writer.
-            while let Some(m) = rx.recv().await {
-                if let WOut::Frame(s) = m {
-                    budget.bytes.fetch_sub(s.len(), Ordering::AcqRel);
-                    budget.notify.notify_waiters();
-                }
-            }
-            return;
-        }
-    }
 }
 
 struct Driver<R> {

@@ -40,6 +40,7 @@ mod shared;
 mod stream;
 pub mod stream_io;
 pub mod transport;
+mod writer;
 pub mod ws;
 
 pub use bistream_rpc_proto::{ErrorCode, Limits, Model, Side};
