@@ -230,7 +230,16 @@ impl<R: FrameReader> Driver<R> {
                     }
                 }
                 cmd = self.cmd_rx.recv(), if budget_ok => match cmd {
-                    Some(cmd) => self.on_cmd(cmd),
+                    Some(cmd) => {
+                        self.on_cmd(cmd);
+                        // Take what else is queued so its frames go out in one batch.
+                        for _ in 0..255 {
+                            match self.cmd_rx.try_recv() {
+                                Ok(cmd) => self.on_cmd(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return Stop::Local { code: 1000, reason: String::new() },
                 },
                 _ = self.budget.notify.notified(), if !budget_ok => {}
