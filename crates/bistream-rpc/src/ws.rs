@@ -117,7 +117,7 @@ async fn upgrade(cfg: Arc<ServerConfig>, mut req: Request) -> Response {
 /// An axum method router serving rpc over WebSocket; mount it at a path:
 ///
 /// ```
-/// let api = axum::Router::new()
+/// let api: axum::Router = axum::Router::new()
 ///     .route("/health", axum::routing::get(|| async { "ok" }))
 ///     .route("/rpc", bistream_rpc::ws::route(bistream_rpc::ws::ServerConfig::new(bistream_rpc::Router::new())));
 /// # let _ = api;
