@@ -144,6 +144,10 @@ impl<R: FrameReader> Driver<R> {
             }
             Stop::Local { code, reason } => {
                 let _ = self.shared.state.send_replace(ConnState::Closing);
+                // Frames queued before the close (e.g. a fire-and-forget) still go out.
+                while let Ok(cmd) = self.cmd_rx.try_recv() {
+                    self.on_cmd(cmd);
+                }
                 self.flush();
                 let _ = self.wtx.send(WOut::Close(code, reason.clone()));
                 // Wait briefly for the peer's close so the handshake completes.
