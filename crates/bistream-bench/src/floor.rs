@@ -18,6 +18,8 @@ pub enum FloorKind {
     WsEcho,
     /// Copies every byte back to the sender.
     TcpEcho,
+    /// jsonrpsee's WebSocket server with an `echo` method (the rpc suite's peer).
+    JsonrpseeEcho,
 }
 
 impl FloorKind {
@@ -26,6 +28,7 @@ impl FloorKind {
         match self {
             FloorKind::WsEcho => "ws-echo",
             FloorKind::TcpEcho => "tcp-echo",
+            FloorKind::JsonrpseeEcho => "jsonrpsee-echo",
         }
     }
 }
@@ -36,13 +39,19 @@ impl std::str::FromStr for FloorKind {
         match s {
             "ws-echo" => Ok(FloorKind::WsEcho),
             "tcp-echo" => Ok(FloorKind::TcpEcho),
-            _ => Err(format!("unknown floor server {s:?} (ws-echo, tcp-echo)")),
+            "jsonrpsee-echo" => Ok(FloorKind::JsonrpseeEcho),
+            _ => Err(format!(
+                "unknown floor server {s:?} (ws-echo, tcp-echo, jsonrpsee-echo)"
+            )),
         }
     }
 }
 
 /// Binds `addr`, prints the bound address on stdout, and serves forever.
 pub async fn run_floor_server(kind: FloorKind, addr: SocketAddr) -> anyhow::Result<()> {
+    if kind == FloorKind::JsonrpseeEcho {
+        return crate::suites::rpc::jsonrpsee_server(addr).await;
+    }
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
@@ -62,7 +71,7 @@ pub async fn run_floor_server(kind: FloorKind, addr: SocketAddr) -> anyhow::Resu
         tokio::spawn(async move {
             let res = match kind {
                 FloorKind::WsEcho => ws_echo(sock).await,
-                FloorKind::TcpEcho => tcp_echo(sock).await,
+                FloorKind::TcpEcho | FloorKind::JsonrpseeEcho => tcp_echo(sock).await,
             };
             if let Err(e) = res {
                 tracing::debug!("floor connection ended: {e:#}");

@@ -51,6 +51,7 @@ pub static SUITES: &[SuiteDef] = &[
     suites::packet::SUITE,
     suites::logs::SUITE,
     suites::cluster::SUITE,
+    suites::rpc::SUITE,
 ];
 
 /// The suite names, for the command line.

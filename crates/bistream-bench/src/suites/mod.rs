@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod logs;
 pub mod packet;
 pub mod relay;
+pub mod rpc;
 
 use std::time::Duration;
 

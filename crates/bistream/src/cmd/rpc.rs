@@ -1,14 +1,361 @@
-//! `bistream rpc`: not yet implemented (see the issue tracker).
+//! `bistream rpc`: `serve` the demo service (echo, count, upper, log, sleep, fail) over
+//! WebSocket, TCP, a Unix socket or stdio, and `call` one operation on a server, printing each
+//! result as a JSON line.
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bistream_rpc::ws::{ClientOptions, ServerConfig};
+use bistream_rpc::{stream_io, Connection, Raw, Router, RpcConfig, RpcError};
+use futures_util::StreamExt;
+use tokio::io::AsyncBufReadExt;
 
 #[derive(Debug, clap::Args)]
 pub struct RpcArgs {
-    /// Arguments (reserved until this part lands).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    #[command(subcommand)]
+    command: RpcCommand,
 }
 
-pub async fn run(_args: RpcArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`bistream rpc` is not yet implemented")
+#[derive(Debug, clap::Subcommand)]
+enum RpcCommand {
+    /// Serve the demo operations. Prints `rpc listening on ws://HOST:PORT` (or tcp://,
+    /// unix:) as the first stdout line; stdout then carries only the `log` lines.
+    Serve(ServeArgs),
+    /// Call OP on URL (ws://, wss://, tcp://HOST:PORT or unix:PATH) and print each result as
+    /// a JSON line. Exit codes: 4 cannot connect, 5 error reply, 6 timeout, 7 connection lost.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TransportKind {
+    Ws,
+    Tcp,
+    Unix,
+    Stdio,
+}
+
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Largest frame accepted, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Requests served at once per connection before `overloaded`.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Streams and bi-streams served at once per connection before `overloaded`.
+    #[arg(long, default_value_t = 256)]
+    max_streams: usize,
+    /// Per-stream window (queue size and credit unit).
+    #[arg(long, default_value_t = 256)]
+    window: u32,
+    /// Keepalive interval in seconds once negotiated (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    keepalive: f64,
+    /// Speak the base protocol only (no hello, cancel, credit or keepalive).
+    #[arg(long)]
+    no_extensions: bool,
+}
+
+impl LimitArgs {
+    fn config(&self) -> anyhow::Result<RpcConfig> {
+        if self.max_frame_bytes < 1024 {
+            bail!("--max-frame-bytes must be at least 1024");
+        }
+        if self.max_in_flight == 0 || self.max_streams == 0 || self.window == 0 {
+            bail!("--max-in-flight, --max-streams and --window must be at least 1");
+        }
+        let mut cfg = RpcConfig::default();
+        cfg.limits.max_frame_bytes = self.max_frame_bytes;
+        cfg.limits.max_in_flight = self.max_in_flight;
+        cfg.limits.max_streams = self.max_streams;
+        cfg.limits.window = self.window;
+        cfg.extensions = !self.no_extensions;
+        if self.keepalive != 0.0 {
+            let d = bistream_core::validate_timeout_max(self.keepalive, 3600.0)
+                .context("--keepalive")?;
+            cfg.keepalive = Some(d);
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// HOST:PORT for ws/tcp (default 127.0.0.1:8701), or a socket path for unix.
+    addr: Option<String>,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
+    transport: TransportKind,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("model").args(["stream", "bistream", "fire_and_forget"])))]
+struct CallArgs {
+    /// ws://HOST:PORT/PATH, wss://…, tcp://HOST:PORT or unix:PATH.
+    url: String,
+    /// Operation name.
+    op: String,
+    /// Request data: a JSON object (`operation` is set to OP). Default `{}`.
+    json: Option<String>,
+    /// Request/stream: print each item.
+    #[arg(long)]
+    stream: bool,
+    /// Stream/stream: send each stdin line (one JSON value) as an item, print each reply item.
+    #[arg(long)]
+    bistream: bool,
+    /// Fire-and-forget: send and exit.
+    #[arg(long)]
+    fire_and_forget: bool,
+    /// Timeout in seconds (request/response: whole call; streams: wait per item).
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// Extra WebSocket request header, `Name: value` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// PEM file of CA certificates to trust for wss:// (default: system roots).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+pub async fn run(args: RpcArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        RpcCommand::Serve(a) => serve(a).await,
+        RpcCommand::Call(a) => call(a).await,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut i), Ok(mut t)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::select! {
+                _ = i.recv() => {},
+                _ = t.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn demo_router(to_stderr: bool) -> Router {
+    bistream_rpc::demo::router(Arc::new(move |line: &str| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }))
+}
+
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let rpc = a.limits.config()?;
+    let stdio = a.transport == TransportKind::Stdio;
+    let cfg = ServerConfig {
+        router: demo_router(stdio),
+        rpc: rpc.clone(),
+        on_connect: None,
+    };
+    let addr = a.addr.unwrap_or_else(|| "127.0.0.1:8701".into());
+    let server = async move {
+        match a.transport {
+            TransportKind::Ws | TransportKind::Tcp => {
+                let l = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let local = l.local_addr()?;
+                if a.transport == TransportKind::Ws {
+                    announce(&format!("rpc listening on ws://{local}"));
+                    bistream_rpc::ws::serve(l, cfg).await?;
+                } else {
+                    announce(&format!("rpc listening on tcp://{local}"));
+                    stream_io::serve_tcp(l, cfg).await?;
+                }
+            }
+            TransportKind::Unix => {
+                let path = addr.strip_prefix("unix:").unwrap_or(&addr).to_string();
+                let l = tokio::net::UnixListener::bind(&path)
+                    .with_context(|| format!("cannot listen on unix:{path}"))?;
+                announce(&format!("rpc listening on unix:{path}"));
+                let r = stream_io::serve_unix(l, cfg).await;
+                let _ = std::fs::remove_file(&path);
+                r?;
+            }
+            TransportKind::Stdio => {
+                let conn = stream_io::over_stdio(cfg.router, rpc);
+                let cause = conn.closed().await;
+                tracing::info!(%cause, "stdio rpc connection ended");
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = shutdown_signal() => tracing::info!("shutdown requested"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connect(a: &CallArgs, rpc: RpcConfig) -> Result<Connection, RpcError> {
+    let url = a.url.as_str();
+    if let Some(hp) = url.strip_prefix("tcp://") {
+        return stream_io::connect_tcp(hp.trim_end_matches('/'), Router::new(), rpc).await;
+    }
+    if let Some(p) = url.strip_prefix("unix:") {
+        return stream_io::connect_unix(std::path::Path::new(p), Router::new(), rpc).await;
+    }
+    let ws_url = if url.starts_with("ws://") || url.starts_with("wss://") {
+        url.to_string()
+    } else {
+        bistream_core::http_to_websocket_url(url)
+            .map_err(|e| RpcError::Connect(format!("unsupported url: {e}")))?
+    };
+    let mut headers = Vec::new();
+    for h in &a.headers {
+        let Some((k, v)) = h.split_once(':') else {
+            return Err(RpcError::Connect(format!(
+                "--header {h:?} must look like `Name: value`"
+            )));
+        };
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let tls = match &a.ca_file {
+        Some(p) => Some(bistream_rpc::ws::tls_with_ca_file(p)?),
+        None => None,
+    };
+    let opts = ClientOptions {
+        rpc,
+        headers,
+        tls,
+        ..Default::default()
+    };
+    bistream_rpc::ws::connect(&ws_url, opts).await
+}
+
+fn exit_for(e: &RpcError) -> ExitCode {
+    let code = match e {
+        RpcError::Connect(_) => 4,
+        RpcError::Remote { .. } => 5,
+        RpcError::Timeout(_) => 6,
+        RpcError::Closed { .. } | RpcError::Lost(_) => 7,
+        _ => 1,
+    };
+    ExitCode::from(code)
+}
+
+fn print_line(raw: &Raw) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", bistream_rpc::demo::compact(raw.get()))?;
+    out.flush()?;
+    Ok(())
+}
+
+fn report(e: &RpcError) -> ExitCode {
+    match e {
+        RpcError::Remote { code, message } => {
+            eprintln!("error {code}: {message}");
+        }
+        other => eprintln!("bistream rpc call: {other}"),
+    }
+    exit_for(e)
+}
+
+async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
+    let timeout: Duration =
+        bistream_core::validate_timeout_max(a.timeout, 86_400.0).context("--timeout")?;
+    let mut rpc = a.limits.config()?;
+    rpc.timeout = timeout;
+    let data: Raw = match &a.json {
+        Some(j) => serde_json::from_str(j).context("JSON argument is not valid JSON")?,
+        None => serde_json::from_str("{}")?,
+    };
+    let conn = match connect(&a, rpc).await {
+        Ok(c) => c,
+        Err(e) => return Ok(report(&e)),
+    };
+    let r = if a.stream {
+        call_stream(&conn, &a.op, &data).await
+    } else if a.bistream {
+        call_bistream(&conn, &a.op, &data).await
+    } else if a.fire_and_forget {
+        conn.fire_and_forget(&a.op, &data).await
+    } else {
+        match conn.request_response::<_, Raw>(&a.op, &data).await {
+            Ok(v) => print_line(&v).map_err(|e| RpcError::Data(e.to_string())),
+            Err(e) => Err(e),
+        }
+    };
+    conn.close().await;
+    Ok(match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    })
+}
+
+async fn call_stream(conn: &Connection, op: &str, data: &Raw) -> Result<(), RpcError> {
+    let mut s = conn.request_stream::<_, Raw>(op, data).await?;
+    while let Some(item) = s.next().await {
+        print_line(&item?).map_err(|e| RpcError::Data(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn call_bistream(conn: &Connection, op: &str, data: &Raw) -> Result<(), RpcError> {
+    let (mut tx, mut rx) = conn.stream_stream::<_, Raw, Raw>(op, data).await?;
+    let feeder = async move {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut n = 0u64;
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| RpcError::Data(format!("reading stdin: {e}")))?
+        {
+            n += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let item: Raw = serde_json::from_str(&line)
+                .map_err(|e| RpcError::Data(format!("stdin line {n} is not JSON: {e}")))?;
+            tx.send(&item).await?;
+        }
+        tx.end().await
+    };
+    let printer = async move {
+        while let Some(item) = rx.next().await {
+            print_line(&item?).map_err(|e| RpcError::Data(e.to_string()))?;
+        }
+        Ok::<(), RpcError>(())
+    };
+    let feeder = tokio::spawn(feeder);
+    let printed = printer.await;
+    match printed {
+        Ok(()) => {
+            // The callee ended; a feeder still reading stdin is no longer needed.
+            feeder.abort();
+            Ok(())
+        }
+        Err(e) => {
+            feeder.abort();
+            Err(e)
+        }
+    }
 }

@@ -1,0 +1,277 @@
+//! Engine tests: two engines wired back to back in memory.
+
+use super::*;
+use crate::frame::ErrorCode;
+
+fn ops(op: &str) -> Option<Model> {
+    match op {
+        "echo" => Some(Model::RequestResponse),
+        "count" => Some(Model::RequestStream),
+        "upper" => Some(Model::StreamStream),
+        "log" => Some(Model::FireAndForget),
+        _ => None,
+    }
+}
+
+fn pair(client_ext: bool, server_ext: bool) -> (Engine, Engine) {
+    let mut c = EngineConfig::new(Side::Initiator, "C");
+    c.extensions = client_ext;
+    let mut s = EngineConfig::new(Side::Acceptor, "S");
+    s.extensions = server_ext;
+    (Engine::new(c), Engine::new(s))
+}
+
+/// Moves every frame from `a` to `b`; returns them.
+fn ship(a: &mut Engine, b: &mut Engine) -> Vec<String> {
+    let frames = a.take_output();
+    for f in &frames {
+        b.on_frame(f, &ops);
+    }
+    frames
+}
+
+fn events(e: &mut Engine) -> Vec<Event> {
+    std::iter::from_fn(|| e.next_event()).collect()
+}
+
+fn json(f: &str) -> serde_json::Value {
+    serde_json::from_str(f).unwrap()
+}
+
+#[test]
+fn negotiation_both_sides() {
+    let (mut c, mut s) = pair(true, true);
+    let sent = ship(&mut c, &mut s);
+    assert_eq!(json(&sent[0])["type"], "hello");
+    let back = ship(&mut s, &mut c);
+    assert_eq!(json(&back[0])["type"], "hello");
+    assert!(matches!(
+        c.negotiated(),
+        Negotiated::Extended {
+            request_n: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        s.negotiated(),
+        Negotiated::Extended { cancel: true, .. }
+    ));
+    assert!(c.credit_in_force() && s.credit_in_force());
+}
+
+#[test]
+fn base_server_never_answers_hello_and_client_falls_back() {
+    let (mut c, mut s) = pair(true, false);
+    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    // The base server counted the hello as invalid and served the request.
+    assert_eq!(s.stats().invalid, 1);
+    let key = events(&mut s)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Serve { key, .. } => Some(key),
+            _ => None,
+        })
+        .unwrap();
+    s.respond(&key, "1").unwrap();
+    let back = ship(&mut s, &mut c);
+    assert!(back.iter().all(|f| json(f)["type"] != "hello"));
+    assert_eq!(c.negotiated(), &Negotiated::Base);
+    // No extension frame is produced toward a base peer.
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    c.take_output();
+    c.grant(&Target::Call(1), 10);
+    c.cancel_call(1);
+    assert!(!c.keepalive());
+    assert!(c.take_output().is_empty());
+}
+
+#[test]
+fn base_client_gets_no_hello() {
+    let (mut c, mut s) = pair(false, true);
+    c.start_call(0, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    assert_eq!(s.negotiated(), &Negotiated::Base);
+    let out = s.take_output();
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn errors_for_unknown_wrong_model_duplicate_and_overload() {
+    let (mut c, _) = pair(false, false);
+    let mut cfg = EngineConfig::new(Side::Acceptor, "S");
+    cfg.limits.max_in_flight = 2;
+    let mut s = Engine::new(cfg);
+    for (id, model, op) in [
+        (0, Model::RequestResponse, "nope"),
+        (1, Model::RequestResponse, "count"),
+        (2, Model::RequestResponse, "echo"),
+        (3, Model::RequestStream, "count"),
+        (4, Model::RequestResponse, "echo"),
+    ] {
+        c.start_call(id, model, &format!(r#"{{"operation":"{op}"}}"#))
+            .unwrap();
+    }
+    ship(&mut c, &mut s);
+    let frames = s.take_output();
+    let out: Vec<_> = frames.iter().map(|f| json(f)).collect();
+    let codes: Vec<_> = out.iter().map(|f| f["data"]["code"].clone()).collect();
+    assert_eq!(
+        codes,
+        [
+            serde_json::json!("unknown_operation"),
+            serde_json::json!("invalid_request"),
+            serde_json::json!("overloaded")
+        ]
+    );
+    assert!(out[0]["data"]["message"].as_str().unwrap().contains("nope"));
+    assert_eq!(out[2]["requestId"], serde_json::json!(["C", 4]));
+    for f in &frames {
+        c.on_frame(f, &ops);
+    }
+    let failed: Vec<_> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Failed { call, .. } => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [0, 1, 4]);
+    // duplicate id while in flight
+    s.on_frame(
+        r#"{"type":"request","peerID":"C","requestId":["C",2],"data":{"operation":"echo"}}"#,
+        &ops,
+    );
+    let out = s.take_output();
+    assert_eq!(
+        json(&out[0])["data"]["code"],
+        ErrorCode::InvalidRequest.as_str()
+    );
+}
+
+#[test]
+fn bi_stream_both_sides_end() {
+    let (mut c, mut s) = pair(true, true);
+    ship(&mut c, &mut s);
+    ship(&mut s, &mut c);
+    events(&mut c);
+    c.start_call(7, Model::StreamStream, r#"{"operation":"upper"}"#)
+        .unwrap();
+    c.send_item(&Target::Call(7), "\"a\"").unwrap();
+    c.end(&Target::Call(7)).unwrap();
+    assert!(c.send_item(&Target::Call(7), "\"b\"").is_err());
+    ship(&mut c, &mut s);
+    let ev = events(&mut s);
+    let key = match &ev[..] {
+        [Event::Negotiated(_), Event::Serve { key, .. }, Event::ServeItem { data, .. }, Event::ServeEnd { .. }]
+        | [Event::Serve { key, .. }, Event::ServeItem { data, .. }, Event::ServeEnd { .. }] => {
+            assert_eq!(data.get(), "\"a\"");
+            key.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    s.send_item(&Target::Serve(key.clone()), "\"A\"").unwrap();
+    s.end(&Target::Serve(key)).unwrap();
+    ship(&mut s, &mut c);
+    let ev = events(&mut c);
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Item { call: 7, .. }, Event::End { call: 7 }]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(c.pending_calls(), 0);
+    assert_eq!(s.served(), 0);
+}
+
+#[test]
+fn hundred_invalid_in_a_row_close_and_valid_resets() {
+    let (_, mut s) = pair(false, false);
+    for _ in 0..99 {
+        s.on_frame("nope", &ops);
+    }
+    s.on_frame(
+        r#"{"type":"fire_and_forget","peerID":"x","data":{"operation":"log"}}"#,
+        &ops,
+    );
+    for _ in 0..99 {
+        s.on_frame("{}", &ops);
+    }
+    assert!(!events(&mut s)
+        .iter()
+        .any(|e| matches!(e, Event::Close { .. })));
+    s.on_frame("[]", &ops);
+    let ev = events(&mut s);
+    assert!(
+        matches!(ev.last(), Some(Event::Close { code: 1008, .. })),
+        "{ev:?}"
+    );
+    assert_eq!(s.stats().invalid, 199);
+}
+
+#[test]
+fn cancel_and_credit_reach_the_callee() {
+    let (mut c, mut s) = pair(true, true);
+    ship(&mut c, &mut s);
+    ship(&mut s, &mut c);
+    events(&mut c);
+    events(&mut s);
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    c.grant(&Target::Call(1), 5);
+    c.cancel_call(1);
+    let frames = ship(&mut c, &mut s);
+    assert_eq!(json(&frames[0])["type"], "request_n");
+    assert_eq!(json(&frames[1])["type"], "cancel");
+    let ev = events(&mut s);
+    assert!(
+        matches!(
+            &ev[..],
+            [
+                Event::Serve { .. },
+                Event::Credit { n: 5, .. },
+                Event::ServeCancelled { .. }
+            ]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(s.served(), 0);
+    // A late item for the cancelled call is dropped and counted, not an error.
+    c.on_frame(
+        r#"{"type":"stream_data","peerID":"S","requestId":["C",1],"data":1}"#,
+        &ops,
+    );
+    assert_eq!(c.stats().unmatched, 1);
+    assert!(c.take_output().is_empty());
+}
+
+#[test]
+fn broken_reply_fails_only_that_call() {
+    let (mut c, _) = pair(false, false);
+    c.start_call(3, Model::RequestResponse, r#"{"operation":"echo"}"#)
+        .unwrap();
+    c.take_output();
+    c.on_frame(
+        r#"{"type":"stream_data","peerID":"S","requestId":["C",3],"data":1}"#,
+        &ops,
+    );
+    let ev = events(&mut c);
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::Failed {
+                call: 3,
+                failure: CallFailure::Protocol(_)
+            }]
+        ),
+        "{ev:?}"
+    );
+    // An invalid frame carrying our own id is never answered (no error ping-pong).
+    c.on_frame(r#"{"type":"bogus","requestId":["C",9]}"#, &ops);
+    assert!(c.take_output().is_empty());
+}

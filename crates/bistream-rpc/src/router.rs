@@ -1,0 +1,191 @@
+//! The router: handlers by operation name, one per interaction model, typed through serde
+//! (`Box<RawValue>` or `serde_json::Value` work too). A connection consults it to answer
+//! `unknown_operation` / wrong-model errors and to start handlers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bistream_rpc_proto::Model;
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::stream::{ServeReceiver, ServeSender};
+use crate::HandlerError;
+
+/// A JSON value kept as raw text.
+pub type Raw = Box<RawValue>;
+pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type RawItems = Pin<Box<dyn Stream<Item = Result<Raw, HandlerError>> + Send>>;
+
+type RrFn = dyn Fn(Raw) -> BoxFut<Result<Raw, HandlerError>> + Send + Sync;
+type RsFn = dyn Fn(Raw) -> RawItems + Send + Sync;
+type SsFn = dyn Fn(Raw, ServeReceiver<Raw>, ServeSender<Raw>) -> BoxFut<Result<(), HandlerError>>
+    + Send
+    + Sync;
+type FfFn = dyn Fn(Raw) -> BoxFut<()> + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Rr(Arc<RrFn>),
+    Rs(Arc<RsFn>),
+    Ss(Arc<SsFn>),
+    Ff(Arc<FfFn>),
+}
+
+impl Handler {
+    fn model(&self) -> Model {
+        match self {
+            Self::Rr(_) => Model::RequestResponse,
+            Self::Rs(_) => Model::RequestStream,
+            Self::Ss(_) => Model::StreamStream,
+            Self::Ff(_) => Model::FireAndForget,
+        }
+    }
+}
+
+/// Handlers by operation name.
+///
+/// ```
+/// use bistream_rpc::{HandlerError, Router};
+/// use futures_util::stream;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Count { n: u64 }
+///
+/// let router = Router::new()
+///     .request_response("echo", |v: serde_json::Value| async move { Ok::<_, HandlerError>(v) })
+///     .request_stream("count", |c: Count| stream::iter((0..c.n).map(Ok::<_, HandlerError>)))
+///     .fire_and_forget("log", |v: serde_json::Value| async move { println!("{v}") });
+/// assert!(router.has("echo"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Router {
+    ops: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.ops.keys().collect();
+        names.sort();
+        f.debug_struct("Router").field("ops", &names).finish()
+    }
+}
+
+fn parse<T: DeserializeOwned>(raw: &RawValue) -> Result<T, HandlerError> {
+    serde_json::from_str(raw.get()).map_err(|e| HandlerError::invalid(format!("invalid data: {e}")))
+}
+
+pub(crate) fn to_raw<T: Serialize>(v: &T) -> Result<Raw, HandlerError> {
+    serde_json::value::to_raw_value(v)
+        .map_err(|e| HandlerError::failed(format!("cannot serialize the result: {e}")))
+}
+
+impl Router {
+    /// An empty router (every request is answered `unknown_operation`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True if `op` has a handler.
+    pub fn has(&self, op: &str) -> bool {
+        self.ops.contains_key(op)
+    }
+
+    /// The model of `op`'s handler.
+    pub fn model(&self, op: &str) -> Option<Model> {
+        self.ops.get(op).map(Handler::model)
+    }
+
+    pub(crate) fn get(&self, op: &str) -> Option<&Handler> {
+        self.ops.get(op)
+    }
+
+    /// Request/response: the handler gets the whole `data` and returns the response value.
+    pub fn request_response<Req, Resp, F, Fut>(mut self, op: &str, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, HandlerError>> + Send + 'static,
+    {
+        let h = move |raw: Raw| -> BoxFut<Result<Raw, HandlerError>> {
+            match parse::<Req>(&raw) {
+                Ok(req) => {
+                    let fut = f(req);
+                    Box::pin(async move { to_raw(&fut.await?) })
+                }
+                Err(e) => Box::pin(async move { Err(e) }),
+            }
+        };
+        self.ops.insert(op.to_string(), Handler::Rr(Arc::new(h)));
+        self
+    }
+
+    /// Request/stream: the handler returns a `Stream` of items; an `Err` item ends the stream
+    /// with an `error` frame.
+    pub fn request_stream<Req, Item, F, S>(mut self, op: &str, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Item: Serialize + 'static,
+        F: Fn(Req) -> S + Send + Sync + 'static,
+        S: Stream<Item = Result<Item, HandlerError>> + Send + 'static,
+    {
+        let h = move |raw: Raw| -> RawItems {
+            match parse::<Req>(&raw) {
+                Ok(req) => Box::pin(f(req).map(|r| r.and_then(|v| to_raw(&v)))),
+                Err(e) => Box::pin(futures_util::stream::once(async move { Err(e) })),
+            }
+        };
+        self.ops.insert(op.to_string(), Handler::Rs(Arc::new(h)));
+        self
+    }
+
+    /// Stream/stream: the handler gets the opening `data`, a receiver of the caller's items
+    /// and a sender for its own; returning ends its side (`stream_end`), an `Err` ends the
+    /// exchange with an `error` frame.
+    pub fn stream_stream<Req, In, Out, F, Fut>(mut self, op: &str, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        In: DeserializeOwned + Send + 'static,
+        Out: Serialize + Send + Sync + 'static,
+        F: Fn(Req, ServeReceiver<In>, ServeSender<Out>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let h = move |raw: Raw,
+                      rx: ServeReceiver<Raw>,
+                      tx: ServeSender<Raw>|
+              -> BoxFut<Result<(), HandlerError>> {
+            match parse::<Req>(&raw) {
+                Ok(req) => Box::pin(f(req, rx.typed(), tx.typed())),
+                Err(e) => Box::pin(async move { Err(e) }),
+            }
+        };
+        self.ops.insert(op.to_string(), Handler::Ss(Arc::new(h)));
+        self
+    }
+
+    /// Fire-and-forget: the handler gets `data`; nothing is answered (bad data is logged).
+    pub fn fire_and_forget<Req, F, Fut>(mut self, op: &str, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let op_name = op.to_string();
+        let h = move |raw: Raw| -> BoxFut<()> {
+            match parse::<Req>(&raw) {
+                Ok(req) => Box::pin(f(req)),
+                Err(e) => {
+                    tracing::warn!(op = %op_name, error = %e, "fire_and_forget dropped");
+                    Box::pin(async {})
+                }
+            }
+        };
+        self.ops.insert(op.to_string(), Handler::Ff(Arc::new(h)));
+        self
+    }
+}

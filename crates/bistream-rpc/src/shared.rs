@@ -1,0 +1,107 @@
+//! State shared between a connection's driver task and its handles: the command channels,
+//! the call-id counter, credit mode and the connection state.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bistream_rpc_proto::{ErrorCode, Model, ServeKey, Target};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::router::Raw;
+use crate::{ConnState, RpcError};
+
+/// How a stream ended, set by the driver before it drops the item sender.
+pub(crate) type Outcome = Arc<OnceLock<Result<(), RpcError>>>;
+
+/// Where the driver delivers what a call receives.
+pub(crate) enum CallSink {
+    Rr(oneshot::Sender<Result<Raw, RpcError>>),
+    Stream {
+        /// Dropped (set to `None`) when the callee's side ends.
+        tx: Option<mpsc::Sender<Raw>>,
+        outcome: Outcome,
+        /// Credit for our own items (bi-stream calls only).
+        credit: Option<Arc<Semaphore>>,
+        /// Our side of a bi-stream has ended (always true for request/stream).
+        local_ended: bool,
+    },
+}
+
+/// Data-path commands (bounded channel: handlers and callers wait when it is full).
+pub(crate) enum Cmd {
+    Start {
+        id: u64,
+        model: Model,
+        data: String,
+        sink: CallSink,
+    },
+    Ff {
+        data: String,
+    },
+    Item {
+        target: Target,
+        data: String,
+    },
+    End {
+        target: Target,
+    },
+    Respond {
+        key: ServeKey,
+        data: String,
+    },
+    Fail {
+        key: ServeKey,
+        code: ErrorCode,
+        message: String,
+    },
+    FfDone,
+}
+
+/// Control commands: small, sent from `Drop` and from consumers (cannot wait).
+pub(crate) enum Ctl {
+    Cancel(u64),
+    Grant(Target, u32),
+    Close { code: u16, reason: String },
+}
+
+pub(crate) struct Shared {
+    pub peer_id: String,
+    pub cmd: mpsc::Sender<Cmd>,
+    pub ctl: mpsc::UnboundedSender<Ctl>,
+    pub next_id: AtomicU64,
+    /// `request_n` credit is in force (set when both sides said hello).
+    pub credit_on: AtomicBool,
+    /// The peer's initial per-stream window.
+    pub peer_window: AtomicU32,
+    /// Our per-stream window (queue size, grant unit).
+    pub window: u32,
+    pub state: watch::Sender<ConnState>,
+    pub cause: OnceLock<RpcError>,
+}
+
+impl Shared {
+    pub fn cause(&self) -> RpcError {
+        self.cause
+            .get()
+            .cloned()
+            .unwrap_or_else(|| RpcError::Lost("connection ended".into()))
+    }
+
+    pub fn credit_on(&self) -> bool {
+        self.credit_on.load(Ordering::Acquire)
+    }
+
+    /// A producer's credit: the peer's window when credit is already in force.
+    pub fn new_credit(&self) -> Arc<Semaphore> {
+        let n = if self.credit_on() {
+            self.peer_window.load(Ordering::Acquire) as usize
+        } else {
+            0
+        };
+        Arc::new(Semaphore::new(n))
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,338 @@
+//! Stream halves: [`ResponseStream`] (items a call receives), [`BiSender`] (items a bi-stream
+//! call sends), and for handlers [`ServeReceiver`] / [`ServeSender`]. Receivers grant credit
+//! as they are drained; senders wait for credit when it is in force.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bistream_rpc_proto::{ServeKey, Target};
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::router::Raw;
+use crate::shared::{Cmd, Ctl, Outcome, Shared};
+use crate::{HandlerError, RpcError};
+
+/// Receiving half shared by calls and handlers: delivery, end/failure, credit grants.
+pub(crate) struct Items {
+    rx: mpsc::Receiver<Raw>,
+    outcome: Outcome,
+    target: Target,
+    shared: Arc<Shared>,
+    consumed: u32,
+    done: bool,
+}
+
+impl Items {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Raw>,
+        outcome: Outcome,
+        target: Target,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            rx,
+            outcome,
+            target,
+            shared,
+            consumed: 0,
+            done: false,
+        }
+    }
+
+    /// Next raw item; `Some(Err)` once on failure, then `None`.
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Raw, RpcError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(raw)) => {
+                if self.shared.credit_on() {
+                    self.consumed += 1;
+                    if self.consumed >= (self.shared.window / 2).max(1) {
+                        let n = std::mem::take(&mut self.consumed);
+                        let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), n));
+                    }
+                }
+                Poll::Ready(Some(Ok(raw)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.outcome.get() {
+                    Some(Ok(())) => Poll::Ready(None),
+                    Some(Err(e)) => Poll::Ready(Some(Err(e.clone()))),
+                    None => Poll::Ready(Some(Err(self.shared.cause()))),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The items a request/stream or stream/stream call receives, as a `Stream` of
+/// `Result<T, RpcError>`. It ends after the callee's `stream_end`, or after one `Err`.
+/// Dropping it before the end cancels the call (a `cancel` frame when negotiated).
+pub struct ResponseStream<T> {
+    items: Items,
+    call: u64,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ResponseStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("call", &self.call)
+            .finish()
+    }
+}
+
+impl<T> ResponseStream<T> {
+    pub(crate) fn new(items: Items, call: u64, idle: Option<Duration>) -> Self {
+        Self {
+            items,
+            call,
+            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            _t: PhantomData,
+        }
+    }
+
+    /// Our request id counter for this call.
+    pub fn call_id(&self) -> u64 {
+        self.call
+    }
+}
+
+impl<T: DeserializeOwned> Stream for ResponseStream<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.items.poll_raw(cx) {
+            Poll::Ready(Some(Ok(raw))) => {
+                if let Some((d, sleep)) = &mut this.idle {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                }
+                Poll::Ready(Some(
+                    serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
+                ))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map(|_| unreachable_item()))),
+            Poll::Pending => {
+                if let Some((d, sleep)) = &mut this.idle {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        this.items.done = true;
+                        let _ = this.items.shared.ctl.send(Ctl::Cancel(this.call));
+                        return Poll::Ready(Some(Err(RpcError::Timeout(*d))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+#[allow(clippy::unreachable)]
+fn unreachable_item<T>() -> T {
+    // poll_raw yields Ok only with Some(raw), handled above.
+    unreachable!("ok items are handled by the first arm")
+}
+
+impl<T> Drop for ResponseStream<T> {
+    fn drop(&mut self) {
+        if !self.items.done {
+            let _ = self.items.shared.ctl.send(Ctl::Cancel(self.call));
+        }
+    }
+}
+
+/// Sending half of a producer (call side or handler side).
+pub(crate) struct Producer {
+    target: Target,
+    shared: Arc<Shared>,
+    credit: Arc<Semaphore>,
+    outcome: Option<Outcome>,
+    ended: bool,
+}
+
+impl Producer {
+    pub(crate) fn new(
+        target: Target,
+        shared: Arc<Shared>,
+        credit: Arc<Semaphore>,
+        outcome: Option<Outcome>,
+    ) -> Self {
+        Self {
+            target,
+            shared,
+            credit,
+            outcome,
+            ended: false,
+        }
+    }
+
+    pub(crate) async fn send_raw(&mut self, data: String) -> Result<(), RpcError> {
+        if self.ended {
+            return Err(RpcError::Protocol(
+                "this side of the stream has ended".into(),
+            ));
+        }
+        if let Some(Some(r)) = self.outcome.as_ref().map(|o| o.get()) {
+            return Err(r.clone().err().unwrap_or(RpcError::Cancelled));
+        }
+        if self.shared.credit_on() {
+            match self.credit.acquire().await {
+                Ok(p) => p.forget(),
+                Err(_) => return Err(self.shared.cause()),
+            }
+        }
+        self.shared
+            .cmd
+            .send(Cmd::Item {
+                target: self.target.clone(),
+                data,
+            })
+            .await
+            .map_err(|_| self.shared.cause())
+    }
+
+    pub(crate) async fn end(&mut self) -> Result<(), RpcError> {
+        if std::mem::replace(&mut self.ended, true) {
+            return Ok(());
+        }
+        self.shared
+            .cmd
+            .send(Cmd::End {
+                target: self.target.clone(),
+            })
+            .await
+            .map_err(|_| self.shared.cause())
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<String, RpcError> {
+    serde_json::to_string(v).map_err(|e| RpcError::Data(e.to_string()))
+}
+
+/// Sends the caller's items of a stream/stream call. [`BiSender::end`] (or dropping it) ends
+/// the caller's side with `stream_end`.
+pub struct BiSender<T> {
+    p: Producer,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for BiSender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BiSender")
+            .field("target", &self.p.target)
+            .finish()
+    }
+}
+
+impl<T: Serialize> BiSender<T> {
+    pub(crate) fn new(p: Producer) -> Self {
+        Self { p, _t: PhantomData }
+    }
+
+    /// Sends one item (waits for credit when flow control is in force).
+    pub async fn send(&mut self, item: &T) -> Result<(), RpcError> {
+        let data = encode(item)?;
+        self.p.send_raw(data).await
+    }
+
+    /// Ends our side (`stream_end`); the receiver still gets the callee's remaining items.
+    pub async fn end(mut self) -> Result<(), RpcError> {
+        self.p.end().await
+    }
+}
+
+impl<T> Drop for BiSender<T> {
+    fn drop(&mut self) {
+        if !self.p.ended {
+            self.p.ended = true;
+            let target = self.p.target.clone();
+            let _ = self.p.shared.cmd.try_send(Cmd::End { target });
+        }
+    }
+}
+
+/// A handler's receiver of the caller's bi-stream items: `recv` yields each item parsed as
+/// `T` (an item that does not parse is an `invalid_request` error), `None` after the
+/// caller's `stream_end`.
+pub struct ServeReceiver<T> {
+    items: Items,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for ServeReceiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeReceiver").finish()
+    }
+}
+
+impl<T: DeserializeOwned> ServeReceiver<T> {
+    pub(crate) fn new(items: Items) -> Self {
+        Self {
+            items,
+            _t: PhantomData,
+        }
+    }
+
+    pub(crate) fn typed<U>(self) -> ServeReceiver<U> {
+        ServeReceiver {
+            items: self.items,
+            _t: PhantomData,
+        }
+    }
+
+    /// The next item.
+    pub async fn recv(&mut self) -> Option<Result<T, HandlerError>> {
+        std::future::poll_fn(|cx| self.items.poll_raw(cx))
+            .await
+            .map(|r| match r {
+                Ok(raw) => serde_json::from_str(raw.get())
+                    .map_err(|e| HandlerError::invalid(format!("invalid stream item: {e}"))),
+                Err(e) => Err(HandlerError::failed(e)),
+            })
+    }
+}
+
+/// A handler's sender of bi-stream items. The handler's return ends its side.
+pub struct ServeSender<T> {
+    p: Producer,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for ServeSender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeSender").finish()
+    }
+}
+
+impl<T: Serialize> ServeSender<T> {
+    pub(crate) fn new(key: ServeKey, shared: Arc<Shared>, credit: Arc<Semaphore>) -> Self {
+        Self {
+            p: Producer::new(Target::Serve(key), shared, credit, None),
+            _t: PhantomData,
+        }
+    }
+
+    pub(crate) fn typed<U>(self) -> ServeSender<U> {
+        ServeSender {
+            p: self.p,
+            _t: PhantomData,
+        }
+    }
+
+    /// Sends one item to the caller (waits for credit when flow control is in force).
+    pub async fn send(&mut self, item: &T) -> Result<(), HandlerError> {
+        let data = encode(item).map_err(HandlerError::failed)?;
+        self.p.send_raw(data).await.map_err(HandlerError::failed)
+    }
+}
