@@ -178,11 +178,7 @@ pub async fn jsonrpsee_server(addr: std::net::SocketAddr) -> anyhow::Result<()> 
         .await
         .with_context(|| format!("cannot bind {addr}"))?;
     let mut module = jsonrpsee::RpcModule::new(());
-    module.register_method("echo", |params, _, _| {
-        params
-            .parse::<Value>()
-            .map_err(jsonrpsee::types::ErrorObjectOwned::from)
-    })?;
+    module.register_method("echo", |params, _, _| params.parse::<Value>())?;
     println!("jsonrpsee-echo listening on {}", server.local_addr()?);
     let handle = server.start(module);
     handle.stopped().await;
