@@ -116,7 +116,10 @@ fn help_says_no_arguments_starts_the_relay() {
         "{out}"
     );
     // A subcommand does not take the top-level relay flags (an error, not ignored) ...
-    let o = run(&["--port", "0", "packet", "serve", "127.0.0.1:0"], &[]);
+    let o = run(
+        &["--port", "0", "packet", "serve", "--demo", "127.0.0.1:0"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("--port is a relay server option"),

@@ -45,7 +45,7 @@ impl std::fmt::Debug for IntrospectionConfig {
         f.debug_struct("IntrospectionConfig")
             .field("endpoint", &self.endpoint)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field("client_secret", &bistream_core::REDACTED)
             .field("audience", &self.audience)
             .field("cache_ttl", &self.cache_ttl)
             .finish()
