@@ -27,6 +27,8 @@ use crate::{ConnState, Connection, Router, RpcError};
 pub const HIGH_WATER: usize = 1 << 20;
 /// Bytes queued for the writer above which the peer is judged not to read: close 1008.
 pub const HARD_CAP: usize = 64 << 20;
+/// How long fire-and-forget handlers may keep running after their connection ended.
+pub const FF_GRACE: Duration = Duration::from_secs(10);
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -101,6 +103,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         calls: HashMap::new(),
         serving: HashMap::new(),
         tasks: JoinSet::new(),
+        ff_tasks: JoinSet::new(),
         task_keys: HashMap::new(),
         keepalive: cfg.keepalive,
         keepalive_on: false,
@@ -122,6 +125,8 @@ struct Driver<R> {
     calls: HashMap<u64, CallSink>,
     serving: HashMap<ServeKey, Serving>,
     tasks: JoinSet<()>,
+    /// Fire-and-forget handlers: apart from `tasks` because they outlive the connection.
+    ff_tasks: JoinSet<()>,
     task_keys: HashMap<tokio::task::Id, ServeKey>,
     keepalive: Option<Duration>,
     keepalive_on: bool,
@@ -187,6 +192,29 @@ impl<R: FrameReader> Driver<R> {
             }
         }
         self.tasks.abort_all();
+        self.let_fire_and_forget_finish();
+    }
+
+    /// A fire-and-forget frame that arrived is the peer's last word: its handler runs to the
+    /// end even when the connection closes right after it (a caller sends and hangs up), but
+    /// only for [`FF_GRACE`]; the engine's fire-and-forget limit bounds how many there are.
+    fn let_fire_and_forget_finish(&mut self) {
+        let mut running = std::mem::take(&mut self.ff_tasks);
+        if running.is_empty() {
+            return;
+        }
+        let peer = self.shared.peer_id.clone();
+        tokio::spawn(async move {
+            let drained = tokio::time::timeout(FF_GRACE, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(%peer, left = running.len(), grace = ?FF_GRACE,
+                    "fire-and-forget handlers still running after the connection ended: aborted");
+                running.abort_all();
+            }
+        });
     }
 
     fn budget_ok(&self) -> bool {
@@ -435,7 +463,9 @@ impl<R: FrameReader> Driver<R> {
                     if let Some(Handler::Ff(h)) = self.router.get(&op) {
                         let fut = h(data);
                         let cmd = self.shared.cmd.clone();
-                        self.tasks.spawn(async move {
+                        // Reap finished ones so the set stays as small as the engine's limit.
+                        while self.ff_tasks.try_join_next().is_some() {}
+                        self.ff_tasks.spawn(async move {
                             fut.await;
                             let _ = cmd.send(Cmd::FfDone).await;
                         });

@@ -319,3 +319,31 @@ async fn peer_vanishing_mid_stream_fails_everything_at_once() {
     ));
     assert_eq!(c.state(), bistream_rpc::ConnState::Closed);
 }
+
+#[tokio::test]
+async fn a_fire_and_forget_sent_just_before_hanging_up_still_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let router = bistream_rpc::Router::new().fire_and_forget("slow_log", move |_v: Value| {
+        let d = d.clone();
+        async move {
+            // Still running when the connection ends below.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            d.store(true, Ordering::SeqCst);
+        }
+    });
+    let url = ws_server(ServerConfig::new(router)).await;
+    let mut ws = raw(&url).await;
+    send(&mut ws, r#"{"type":"fire_and_forget","peerID":"py","requestId":null,"data":{"operation":"slow_log"}}"#).await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let ran = tokio::time::timeout(T, async {
+        while !done.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(ran.is_ok(), "the handler was cancelled with the connection");
+}
