@@ -1,8 +1,12 @@
 //! What a tail needs besides its URL ([`TailOptions`]): headers, timeouts, limits, context.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bistream_core::{validate_timeout, ClientError, StreamLimits};
+
+use crate::tls::TlsTrust;
 
 /// Default connect timeout and idle timeout: 30 s (the seed's WebSocket `timeout=30.0`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +34,7 @@ pub struct TailOptions {
     pub(crate) limits: StreamLimits,
     pub(crate) context: String,
     pub(crate) max_frame_size: usize,
+    pub(crate) tls: TlsTrust,
 }
 
 impl TailOptions {
@@ -43,6 +48,7 @@ impl TailOptions {
             limits: StreamLimits::default(),
             context: context.into(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            tls: TlsTrust::default(),
         }
     }
 
@@ -113,6 +119,23 @@ impl TailOptions {
     #[must_use]
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes.max(1);
+        self
+    }
+
+    /// For `wss`/`https`: trust only the certificates in this PEM file (a private CA, or a
+    /// self-signed server certificate) instead of the system roots. Read when connecting: an
+    /// unreadable file or one without a certificate is a 400. The last TLS setting wins.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls = TlsTrust::CaFile(path.into());
+        self
+    }
+
+    /// For `wss`/`https`: use this rustls configuration as is (client certificates, custom
+    /// verification). The last TLS setting wins.
+    #[must_use]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = TlsTrust::Custom(config);
         self
     }
 

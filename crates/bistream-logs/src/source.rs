@@ -104,7 +104,7 @@ async fn connect_ws(url: &str, opts: &TailOptions) -> Result<Source, ClientError
         .max_frame_size(Some(opts.max_frame_size));
     let connector = if url.starts_with("wss") || url.starts_with("WSS") {
         Some(tokio_tungstenite::Connector::Rustls(
-            crate::tls::client_config(ctx)?,
+            crate::tls::client_config(&opts.tls, ctx)?,
         ))
     } else {
         None
@@ -128,6 +128,13 @@ async fn connect_ws(url: &str, opts: &TailOptions) -> Result<Source, ClientError
 }
 
 fn ws_connect_error(e: tungstenite::Error, url: &str, ctx: &str) -> ClientError {
+    if let Some(why) = crate::tls::certificate_problem(&e) {
+        return ClientError::with_context(
+            Status::ConnectionFailed,
+            ctx,
+            format!("TLS with {url} failed: {why}"),
+        );
+    }
     match e {
         tungstenite::Error::Http(resp) => {
             let body = resp.body().as_deref().unwrap_or_default();
@@ -272,7 +279,7 @@ async fn connect_http(url: reqwest::Url, opts: &TailOptions) -> Result<Source, C
     let client = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .tls_backend_preconfigured((*crate::tls::client_config(ctx)?).clone())
+        .tls_backend_preconfigured((*crate::tls::client_config(&opts.tls, ctx)?).clone())
         .build()
         .map_err(|e| {
             ClientError::with_context(
@@ -382,6 +389,13 @@ async fn error_body(mut resp: reqwest::Response, limit: Duration) -> String {
 }
 
 fn reqwest_error(e: &reqwest::Error, ctx: &str, doing: &str) -> ClientError {
+    if let Some(why) = crate::tls::certificate_problem(e) {
+        return ClientError::with_context(
+            Status::ConnectionFailed,
+            ctx,
+            format!("{doing}: TLS failed: {why}"),
+        );
+    }
     // The whole cause chain: reqwest's top-level text alone hides "connection refused".
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

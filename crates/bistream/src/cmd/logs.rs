@@ -73,6 +73,10 @@ struct TailArgs {
     /// Text every error message starts with (default: the URL's host, or `job ID`).
     #[arg(long)]
     context: Option<String>,
+    /// For wss:// and https://: trust only the certificates in this PEM file (a private CA or
+    /// a self-signed server certificate) instead of the system roots.
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// The exit code for an error's status class (documented in `EXIT_CODES`).
@@ -123,6 +127,9 @@ fn options(args: &TailArgs, context: String) -> Result<TailOptions, ClientError>
     let mut opts = TailOptions::new(context.clone())
         .limits(limits)
         .timeouts(connect, idle);
+    if let Some(ca) = &args.ca_file {
+        opts = opts.ca_file(ca);
+    }
     for h in &args.headers {
         let Some((k, v)) = h.split_once(':') else {
             // Only the name part is quoted: a malformed header may still hold a secret.
