@@ -76,6 +76,9 @@ pub struct Tail {
     splitter: LineSplitter,
     tracker: LimitTracker,
     stats: Arc<StatsCell>,
+    /// The counters, owned here and published to `stats` with plain stores: a `fetch_add`
+    /// per line is a locked instruction, a relaxed store is an ordinary write.
+    counts: LogStats,
     hold_last: bool,
     held: Option<String>,
     wait_deadline: Option<tokio::time::Instant>,
@@ -99,6 +102,7 @@ impl Tail {
             splitter: LineSplitter::new(max_line),
             tracker: LimitTracker::new(opts.limits).with_oversize(Oversize::Skip),
             stats: Arc::new(StatsCell::default()),
+            counts: LogStats::default(),
             opts,
             hold_last: false,
             held: None,
@@ -200,11 +204,15 @@ impl Tail {
                         if let Err(e) = self.tracker.count_message() {
                             return Some(Err(self.limit(e)));
                         }
-                        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+                        self.counts.messages += 1;
+                        self.stats
+                            .messages
+                            .store(self.counts.messages, Ordering::Relaxed);
                     }
+                    self.counts.received += bytes.len() as u64;
                     self.stats
                         .received
-                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        .store(self.counts.received, Ordering::Relaxed);
                     self.splitter.feed(bytes);
                 }
                 Ok(Chunk::End) => {
@@ -231,16 +239,24 @@ impl Tail {
         match self.tracker.admit_line(size) {
             Ok(Admitted::Accepted) => match piece {
                 Piece::Line { text, size } => {
-                    self.stats.lines.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes.fetch_add(size as u64, Ordering::Relaxed);
+                    self.counts.lines += 1;
+                    self.counts.bytes += size as u64;
+                    self.stats.lines.store(self.counts.lines, Ordering::Relaxed);
+                    self.stats.bytes.store(self.counts.bytes, Ordering::Relaxed);
                     Some(Ok(text))
                 }
                 // The tracker skips what the splitter found overlong (same limit); never here.
                 Piece::Overlong { .. } => None,
             },
             Ok(Admitted::Skipped { size }) => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                self.stats.skipped_bytes.fetch_add(size, Ordering::Relaxed);
+                self.counts.skipped += 1;
+                self.counts.skipped_bytes = self.counts.skipped_bytes.saturating_add(size);
+                self.stats
+                    .skipped
+                    .store(self.counts.skipped, Ordering::Relaxed);
+                self.stats
+                    .skipped_bytes
+                    .store(self.counts.skipped_bytes, Ordering::Relaxed);
                 tracing::debug!(context = %self.opts.context, size, "skipped a line longer than max_message_size");
                 None
             }
