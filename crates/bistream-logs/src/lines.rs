@@ -6,6 +6,8 @@
 //! never buffered past the limit: its bytes are counted and discarded until its end, and it
 //! comes out as [`Piece::Overlong`] with its full size.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// One item cut from the byte stream.
@@ -24,6 +26,38 @@ pub enum Piece {
         /// Its size in bytes (without the terminator).
         size: u64,
     },
+}
+
+/// Where the next piece is ([`LineSplitter::next_span`]): a line inside the current chunk,
+/// read in place with [`LineSplitter::text`], or a piece already made (a line joined from
+/// several chunks, or an overlong line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    /// A complete line (without terminator) at these offsets of the current chunk.
+    InChunk {
+        /// Offset of its first byte.
+        start: usize,
+        /// Offset just past its last byte.
+        end: usize,
+    },
+    /// A piece that does not lie in the current chunk.
+    Joined(Piece),
+}
+
+impl Span {
+    /// The piece's size in bytes as received (without the terminator).
+    pub fn size(&self) -> usize {
+        match self {
+            Span::InChunk { start, end } => end - start,
+            Span::Joined(Piece::Line { size, .. }) => *size,
+            Span::Joined(Piece::Overlong { size }) => usize::try_from(*size).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Whether it is a line longer than the limit.
+    pub fn is_overlong(&self) -> bool {
+        matches!(self, Span::Joined(Piece::Overlong { .. }))
+    }
 }
 
 /// Cuts lines out of a sequence of byte chunks, holding at most `max_line + 1` bytes of an
@@ -99,38 +133,56 @@ impl LineSplitter {
     /// The next complete line (or overlong line) from the data fed so far, or `None` when
     /// more data is needed.
     pub fn next_piece(&mut self) -> Option<Piece> {
+        let span = self.next_span()?;
+        Some(match span {
+            Span::InChunk { .. } => Piece::Line {
+                size: span.size(),
+                text: self.text(span).into_owned(),
+            },
+            Span::Joined(piece) => piece,
+        })
+    }
+
+    /// As [`next_piece`](Self::next_piece), without copying a line that lies inside the
+    /// current chunk: read its text with [`text`](Self::text) before the next call.
+    pub fn next_span(&mut self) -> Option<Span> {
         if self.pos >= self.chunk.len() {
             return None;
         }
-        {
-            let rest = &self.chunk[self.pos..];
-            let Some(nl) = memchr::memchr(b'\n', rest) else {
-                let rest = self.chunk.slice(self.pos..);
-                self.pos = self.chunk.len();
-                self.append(&rest);
-                return None;
-            };
-            let start = self.pos;
-            self.pos = start + nl + 1;
-            if self.skipping.is_none() && self.partial.is_empty() {
-                // Fast path: the whole line is inside this chunk.
-                let mut line = &self.chunk[start..start + nl];
-                if let [head @ .., b'\r'] = line {
-                    line = head;
-                }
-                if line.len() > self.max_line {
-                    return Some(Piece::Overlong {
-                        size: line.len() as u64,
-                    });
-                }
-                return Some(Piece::Line {
-                    text: to_text(line),
-                    size: line.len(),
-                });
+        let rest = &self.chunk[self.pos..];
+        let Some(nl) = memchr::memchr(b'\n', rest) else {
+            let rest = self.chunk.slice(self.pos..);
+            self.pos = self.chunk.len();
+            self.append(&rest);
+            return None;
+        };
+        let start = self.pos;
+        self.pos = start + nl + 1;
+        if self.skipping.is_none() && self.partial.is_empty() {
+            // Fast path: the whole line is inside this chunk.
+            let mut end = start + nl;
+            if end > start && self.chunk[end - 1] == b'\r' {
+                end -= 1;
             }
-            let tail = self.chunk.slice(start..start + nl);
-            self.append(&tail);
-            Some(self.take_line())
+            if end - start > self.max_line {
+                return Some(Span::Joined(Piece::Overlong {
+                    size: (end - start) as u64,
+                }));
+            }
+            return Some(Span::InChunk { start, end });
+        }
+        let tail = self.chunk.slice(start..start + nl);
+        self.append(&tail);
+        Some(Span::Joined(self.take_line()))
+    }
+
+    /// The text of a line `span` (from the last [`next_span`](Self::next_span)); borrowed
+    /// unless it held invalid UTF-8 (replaced by U+FFFD) or was joined from several chunks.
+    pub fn text(&self, span: Span) -> Cow<'_, str> {
+        match span {
+            Span::InChunk { start, end } => to_text(self.chunk.get(start..end).unwrap_or_default()),
+            Span::Joined(Piece::Line { text, .. }) => Cow::Owned(text),
+            Span::Joined(Piece::Overlong { .. }) => Cow::Borrowed(""),
         }
     }
 
@@ -182,7 +234,7 @@ impl LineSplitter {
             }
         } else {
             Piece::Line {
-                text: to_text(line),
+                text: to_text(line).into_owned(),
                 size: line.len(),
             }
         };
@@ -192,12 +244,13 @@ impl LineSplitter {
 }
 
 /// The line as text. Valid UTF-8 (nearly every line) takes `from_utf8`'s word-at-a-time
-/// ASCII path; `from_utf8_lossy` alone walks every byte through `Utf8Chunks` and was the
-/// largest symbol of the profile (7% of `bench logs`, more than the rest of the pipeline).
-fn to_text(bytes: &[u8]) -> String {
+/// ASCII path and is borrowed; `from_utf8_lossy` alone walks every byte through `Utf8Chunks`
+/// and was the largest symbol of the profile (7% of `bench logs`, more than the rest of the
+/// pipeline).
+fn to_text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

@@ -252,3 +252,68 @@ async fn blocking_iterator_reads_the_same_lines() {
     .unwrap();
     assert_eq!(lines, ["x", "y", "z"]);
 }
+
+/// `next_line_ref` (borrowed lines, what the CLI uses) and `next_line` agree line for line
+/// and on the limit error: lines inside a chunk, joined across chunks, invalid UTF-8,
+/// overlong (skipped) lines, and the last line without `\n`.
+#[tokio::test]
+async fn borrowed_and_owned_lines_are_the_same() {
+    let router = Router::new().route(
+        "/logs",
+        get(|| async {
+            chunked(vec![
+                b"in one chunk\nspl",
+                b"it line\r\nbad \xff byte\nthis line is far too long for the limit\nok\n",
+                b"caf\xc3",
+                b"\xa9\nno newline",
+            ])
+        }),
+    );
+    let addr = serve(router).await;
+    let url = format!("http://{addr}/logs");
+    let expected = [
+        "in one chunk",
+        "split line",
+        "bad \u{fffd} byte",
+        "ok",
+        "café",
+    ];
+    for max_lines in [6, 5] {
+        let opts = || opts(limits(|b| b.max_message_size(20).max_lines(max_lines)));
+        let mut owned = bistream_logs::Tail::new(url.clone(), opts());
+        let mut borrowed = bistream_logs::Tail::new(url.clone(), opts());
+        let mut got = Vec::new();
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                let a = owned.next_line().await;
+                let b = borrowed
+                    .next_line_ref()
+                    .await
+                    .map(|r| r.map(|c| c.into_owned()));
+                match (a, b) {
+                    (None, None) => break,
+                    (Some(Ok(a)), Some(Ok(b))) => {
+                        assert_eq!(a, b);
+                        got.push(a);
+                    }
+                    (Some(Err(a)), Some(Err(b))) => {
+                        assert_eq!(a.to_string(), b.to_string());
+                        assert_eq!(a.status_code(), 429);
+                        got.push("429".into());
+                    }
+                    (a, b) => panic!("{a:?} vs {b:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        // 6 lines: the skipped one counts toward max_lines, the unterminated last is the 7th.
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        if max_lines == 5 {
+            want.truncate(4);
+        }
+        want.push("429".into());
+        assert_eq!(got, want, "max_lines {max_lines}");
+        assert_eq!(borrowed.stats().snapshot().skipped, 1);
+    }
+}

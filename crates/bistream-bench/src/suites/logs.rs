@@ -183,16 +183,26 @@ fn limits(lines: u64) -> anyhow::Result<StreamLimits> {
         .build()?)
 }
 
-/// Ours: lines/s through the whole pipeline.
-async fn ours(url: &str, lines: u64) -> anyhow::Result<f64> {
+/// Ours: lines/s through the whole pipeline, each line borrowed (`next_line_ref`, what
+/// `bistream logs tail` uses) or copied into a `String` (`next_line`, the `LogStream` and
+/// `BlockingLogs` item).
+async fn ours(url: &str, lines: u64, owned: bool) -> anyhow::Result<f64> {
     let opts = TailOptions::new("bench").limits(limits(lines)?);
     let mut tail = Tail::new(url, opts);
     let t = Instant::now();
     let mut n = 0u64;
-    while let Some(line) = tail.next_line().await {
-        let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
-        n += 1;
-        std::hint::black_box(line);
+    if owned {
+        while let Some(line) = tail.next_line().await {
+            let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += 1;
+            std::hint::black_box(line);
+        }
+    } else {
+        while let Some(line) = tail.next_line_ref().await {
+            let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
+            n += 1;
+            std::hint::black_box(line);
+        }
     }
     let secs = t.elapsed().as_secs_f64();
     if n != lines {
@@ -357,7 +367,7 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         ("http", "chunked HTTP (64 KiB chunks)"),
     ] {
         let (mut o, mut p, mut f) = (Runs::default(), Runs::default(), Runs::default());
-        let mut tcp = Runs::default();
+        let (mut owned, mut tcp) = (Runs::default(), Runs::default());
         match (servers(blocks).await, servers(peer_blocks).await) {
             (Ok(full), Ok(small)) => {
                 let url = if mode == "ws" { &full.1 } else { &full.0 };
@@ -365,7 +375,8 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                 let lines = (blocks * block_lines) as u64;
                 for r in 0..runs {
                     pb.set_message(format!("{mode} run {}/{runs}", r + 1));
-                    o.push(ours(url, lines).await);
+                    o.push(ours(url, lines, false).await);
+                    owned.push(ours(url, lines, true).await);
                     pb.inc(1);
                     f.push(floor(url, lines).await);
                     pb.inc(1);
@@ -391,27 +402,33 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             (Err(e), _) | (_, Err(e)) => {
                 let why = format!("{e:#}");
                 o.fail(&why);
+                owned.fail(&why);
                 p.fail(&why);
                 f.fail(&why);
             }
         }
-        rows.push(
-            Row::new(
-                NAME,
-                format!("{label}: lines/s through the limit pipeline"),
-                "lines/s",
-                true,
-            )
-            .ours(o.cell())
-            .peer(p.cell())
-            .floor(f.cell())
-            .ratio(Against::Peer)
-            .target(Target::AtLeast { x: 1_000_000.0 })
-            .target(Target::RatioAtLeast {
-                against: Against::Floor,
-                x: 1.0 / 1.5,
-            }),
-        );
+        for (what, cell) in [
+            ("borrowed lines (`logs tail`)", o.cell()),
+            ("a String per line (LogStream)", owned.cell()),
+        ] {
+            rows.push(
+                Row::new(
+                    NAME,
+                    format!("{label}: lines/s through the limit pipeline, {what}"),
+                    "lines/s",
+                    true,
+                )
+                .ours(cell)
+                .peer(p.cell())
+                .floor(f.cell())
+                .ratio(Against::Peer)
+                .target(Target::AtLeast { x: 1_000_000.0 })
+                .target(Target::RatioAtLeast {
+                    against: Against::Floor,
+                    x: 1.0 / 1.5,
+                }),
+            );
+        }
     }
     // Peak RSS of the CLI for a stream and one 4× longer (and Python's for the short one).
     pb.set_message("peak RSS");

@@ -357,14 +357,14 @@ impl Printer {
             }
             let item = if self.progress.is_some() {
                 tokio::select! {
-                    item = tail.next_line() => item,
+                    item = tail.next_line_ref() => item,
                     _ = tick.tick() => {
                         self.draw(&stats);
                         continue;
                     }
                 }
             } else {
-                tail.next_line().await
+                tail.next_line_ref().await
             };
             match item {
                 None => break,
