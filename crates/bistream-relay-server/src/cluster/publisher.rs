@@ -33,7 +33,7 @@ use crate::conn::Shared;
 const BATCH: usize = 512;
 /// Most message bytes in one pipeline write.
 const BATCH_BYTES: usize = 1024 * 1024;
-/// Most forwards written and not yet answered; beyond, the queue waits (and fills).
+/// Most jobs written and not yet answered; beyond, the queue waits (and fills).
 const MAX_PENDING_JOBS: usize = 16 * 1024;
 /// How long a found route is used without asking Redis again.
 const ROUTE_TTL: Duration = Duration::from_secs(1);
@@ -61,6 +61,16 @@ enum What {
     Route(Vec<Fwd>),
     /// A bounce or a release: nothing to do with the reply.
     Other,
+}
+
+impl What {
+    /// How many jobs this command carries.
+    fn jobs(&self) -> usize {
+        match self {
+            What::Script(f) | What::Route(f) => f.len(),
+            What::Other => 1,
+        }
+    }
 }
 
 struct Publisher {
@@ -341,9 +351,7 @@ impl Publisher {
     }
 
     fn push_waiting(&mut self, sent: Instant, what: What) {
-        if let What::Script(f) | What::Route(f) = &what {
-            self.waiting_jobs += f.len();
-        }
+        self.waiting_jobs += what.jobs();
         self.waiting.push_back(Waiting { sent, what });
     }
 
@@ -376,9 +384,7 @@ impl Publisher {
 
     fn handle(&mut self, generation: u64, what: What, outcome: Outcome) {
         let c = self.c.clone();
-        if let What::Script(f) | What::Route(f) = &what {
-            self.waiting_jobs = self.waiting_jobs.saturating_sub(f.len());
-        }
+        self.waiting_jobs = self.waiting_jobs.saturating_sub(what.jobs());
         match (what, outcome) {
             (What::Other, Outcome::Error(e)) => {
                 tracing::debug!(error = %e, "cluster bounce or release failed in Redis");
