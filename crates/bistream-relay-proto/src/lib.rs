@@ -35,6 +35,7 @@ pub use close::{
 };
 pub use fastpath::{json_string, RawPeerMessage};
 pub use message::{
-    not_reading_error, other_user_error, unknown_peer_error, DecodeError, DescriptionType,
-    PeerConnectionRequest, RelayMessage, RelayRegistrationRequest, RelayResponse,
+    cluster_failed_error, cluster_overloaded_error, cluster_unavailable_error, not_reading_error,
+    other_user_error, unknown_peer_error, DecodeError, DescriptionType, PeerConnectionRequest,
+    RelayMessage, RelayRegistrationRequest, RelayResponse,
 };

@@ -235,6 +235,30 @@ pub fn not_reading_error(peer: &Uuid) -> String {
     format!("The requested peer {peer} is not reading its messages and was disconnected.")
 }
 
+/// The `error` text a clustered relay puts on a message for a peer on another node when the
+/// Redis backplane is down; `cause` names it (no credentials).
+pub fn cluster_unavailable_error(peer: &Uuid, cause: &str) -> String {
+    format!(
+        "Cannot forward peer connection message to peer {peer}: the peer is not on this relay node and the relay cluster backplane is unavailable ({cause})."
+    )
+}
+
+/// The `error` text a clustered relay puts on a message for a peer on another node when the
+/// backplane failed while the message was in flight (it may have been delivered).
+pub fn cluster_failed_error(peer: &Uuid, cause: &str) -> String {
+    format!(
+        "Cannot forward peer connection message to peer {peer}: the relay cluster backplane failed while forwarding it ({cause})."
+    )
+}
+
+/// The `error` text a clustered relay puts on a message for a peer on another node when its
+/// queue towards the backplane is full.
+pub fn cluster_overloaded_error(peer: &Uuid) -> String {
+    format!(
+        "Cannot forward peer connection message to peer {peer}: the relay cluster backplane is overloaded; try again later."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

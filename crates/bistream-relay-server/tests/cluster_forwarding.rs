@@ -270,3 +270,61 @@ async fn redis_down_keeps_same_node_forwarding_and_recovers_on_the_same_sockets(
         node.shutdown().await;
     }
 }
+
+/// A sender's node caches where a target is; when the target moves (takeover on another
+/// node) or leaves, the stale route must still deliver exactly once, or bounce with the
+/// unknown-peer text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_cached_routes_deliver_once_or_bounce_unknown() {
+    let redis = Redis::start().await;
+    let n = nodes(&redis, config()).await;
+    let (mut a, ua) = registered(&n[0], "a").await;
+    let u = Uuid::new_v4();
+    let mut b = connect(&n[1]).await;
+    register(&mut b, "b", u).await;
+    // Node 1 learns (and caches) that `u` is on node 2.
+    send(&mut a, peer_message(ua, "a", u, "m0")).await;
+    assert_eq!(recv_json(&mut b).await["description"], "m0");
+    let learned = std::time::Instant::now();
+    // `u` moves to node 3; node 1 may still route to node 2, which sends it on.
+    let mut b3 = connect(&n[2]).await;
+    register(&mut b3, "b", u).await;
+    let (code, _) = expect_close(&mut b).await;
+    assert_eq!(code, 4004);
+    let fresh = learned.elapsed() < std::time::Duration::from_millis(500);
+    for i in 1..=50 {
+        send(&mut a, peer_message(ua, "a", u, &format!("m{i}"))).await;
+    }
+    for i in 1..=50 {
+        let m = recv_json(&mut b3).await;
+        assert_forwarded(&m, ua, "a", u, &format!("m{i}"));
+    }
+    assert_silent(&mut a).await;
+    if fresh {
+        // The route was still cached when the messages left: node 2 sent them on.
+        assert!(metric(&n[1], "bistream_relay_cluster_rerouted_total{").await >= Some(1.0));
+    }
+    // `u` leaves: whatever node 1 still believes, the sender gets the unknown-peer text.
+    let _ = b3.close(None).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(&n[2], "bistream_relay_cluster_registrations{").await != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 kept the registration"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for i in 0..3 {
+        send(&mut a, peer_message(ua, "a", u, &format!("after {i}"))).await;
+        let m = recv_json(&mut a).await;
+        assert_eq!(m["description"], format!("after {i}"), "{m}");
+        assert_eq!(
+            m["error"],
+            format!("Cannot forward peer connection message to peer {u} because this peer is not registered this relay server."),
+            "{m}"
+        );
+    }
+    for node in n {
+        node.shutdown().await;
+    }
+}

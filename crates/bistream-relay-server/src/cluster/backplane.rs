@@ -1,11 +1,11 @@
 //! The three tasks that talk to Redis.
 //!
-//! * The supervisor owns the node's one subscriber connection: it (re)connects both
-//!   connections, loads the scripts, subscribes, delivers inbound messages into local queues,
-//!   and logs each up/down transition once.
-//! * The publisher drains the job queue in batches, one pipeline (one round trip) per batch,
-//!   one batch at a time: messages leave in the order they were accepted, which gives the
-//!   per-pair ordering guarantee.
+//! * The supervisor owns the node's one subscriber connection: it (re)connects the three
+//!   connections (commands, publisher, subscriber), loads the scripts, subscribes, delivers
+//!   inbound messages into local queues as it reads them, and logs each up/down transition
+//!   once.
+//! * The publisher ([`super::publisher`]) drains the job queue onto its own connection, in
+//!   order, without waiting for replies between batches.
 //! * The heartbeat refreshes the TTL of every registration this node holds, re-publishes
 //!   the missing ones (after a Redis restart or an expiry) and closes local sockets whose UUID
 //!   was meanwhile taken elsewhere.
@@ -14,27 +14,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bistream_relay_proto::{other_user_error, unknown_peer_error};
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubStream};
+use bistream_relay_proto::{not_reading_error, other_user_error, unknown_peer_error};
+use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::link::Link;
+use super::resp::Reply;
 use super::wire::{self, NodeMessage};
-use super::{bounce_of, lock, Cluster, ClusterStats, Job};
+use super::{bounce_of, lock, Cluster, ClusterStats, Fwd, Job};
 use crate::auth::User;
 use crate::conn::Shared;
 use crate::registry::ForwardOutcome;
 
-/// Most jobs in one pipeline.
-const BATCH: usize = 512;
 /// Most registrations refreshed in one pipeline.
 const HEARTBEAT_CHUNK: usize = 1000;
 /// Reconnect delays: from the first to the last (the recovery target is 15 s).
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long the publisher keeps flushing releases after the hard stop.
-const FLUSH_ON_STOP: Duration = Duration::from_secs(1);
 
 pub(super) fn spawn(shared: Arc<Shared>, c: Arc<Cluster>) -> Vec<tokio::task::JoinHandle<()>> {
     let rx = lock(&c.jobs_rx).take();
@@ -43,12 +40,14 @@ pub(super) fn spawn(shared: Arc<Shared>, c: Arc<Cluster>) -> Vec<tokio::task::Jo
         tokio::spawn(heartbeat(shared.clone(), c.clone())),
     ];
     if let Some(rx) = rx {
-        tasks.push(tokio::spawn(publish(shared, c, rx)));
+        tasks.push(tokio::spawn(super::publisher::run(shared, c, rx)));
     }
     tasks
 }
 
-async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, PubSubStream), redis::RedisError> {
+/// The node's three connections: commands (claims, heartbeats), the publisher's, and the
+/// subscriber (already subscribed to this process's channel).
+async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, Link, Link), redis::RedisError> {
     let t = c.cfg.redis_timeout;
     let client = redis::Client::open(c.cfg.url.as_str())?;
     let config = redis::AsyncConnectionConfig::new()
@@ -60,24 +59,17 @@ async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, PubSubStream), r
     for s in [&c.scripts.forward, &c.scripts.claim, &c.scripts.release] {
         s.prepare_invoke().load_async(&mut conn).await?;
     }
-    let timed_out = || {
-        redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "timed out",
-        ))
-    };
-    let mut pubsub = tokio::time::timeout(t, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
-    tokio::time::timeout(t, pubsub.subscribe(c.own_channel()))
-        .await
-        .map_err(|_| timed_out())??;
-    Ok((conn, pubsub.into_on_message()))
+    let info = client.get_connection_info();
+    let publisher = Link::open(info, t).await?;
+    let mut subscriber = Link::open(info, t).await?;
+    subscriber.subscribe(&c.own_channel(), t).await?;
+    Ok((conn, publisher, subscriber))
 }
 
 fn set_down(c: &Cluster, cause: String, since: &mut Option<Instant>) {
     let was_up = c.up.swap(false, Relaxed);
     *lock(&c.conn) = None;
+    *lock(&c.publisher_link) = None;
     if was_up {
         c.stats.up.store(0, Relaxed);
         ClusterStats::inc(&c.stats.down_transitions);
@@ -101,7 +93,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             _ = stop.cancelled() => return,
             r = connect(&c) => r,
         };
-        let (conn, mut stream) = match attempt {
+        let (conn, publisher, mut subscriber) = match attempt {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "Redis connection attempt failed");
@@ -120,6 +112,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         };
         backoff = BACKOFF_MIN;
         generation += 1;
+        *lock(&c.publisher_link) = Some((generation, publisher));
         *lock(&c.conn) = Some((generation, conn));
         c.up.store(true, Relaxed);
         c.stats.up.store(1, Relaxed);
@@ -136,15 +129,36 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         let cause = loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = c.failed.notified() => break lock(&c.cause).clone(),
-                m = stream.next() => match m {
-                    Some(msg) => inbound(&shared, &c, msg.get_payload_bytes()),
-                    None => break format!("Redis at {}: subscriber connection closed", c.cfg.endpoint),
+                // A wake-up left over from the previous connections is not about these.
+                _ = c.failed.notified() => if c.failed_generation.load(Relaxed) == generation {
+                    break lock(&c.cause).clone();
                 },
+                r = subscriber.fill() => {
+                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber)) {
+                        break format!("Redis at {}: subscriber connection: {e}", c.cfg.endpoint);
+                    }
+                }
             }
         };
         set_down(&c, cause, &mut down_since);
     }
+}
+
+/// Delivers every complete pub/sub message read so far.
+fn deliver_pushes(shared: &Shared, c: &Cluster, sub: &mut Link) -> std::io::Result<()> {
+    while sub
+        .with_next(|r| {
+            if let Reply::Array(Some(items)) = r {
+                if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] =
+                    items.as_slice()
+                {
+                    inbound(shared, c, payload);
+                }
+            }
+        })?
+        .is_some()
+    {}
+    Ok(())
 }
 
 /// Delivers one payload from another node: a batch of forwards, or one bounce or takeover.
@@ -152,7 +166,7 @@ fn inbound(shared: &Shared, c: &Cluster, payload: &[u8]) {
     if wire::is_batch(payload) {
         for rec in wire::batch_records(payload) {
             match rec {
-                Ok(rec) if rec.first() == Some(&b'F') => inbound_one(shared, c, rec),
+                Ok(rec) if matches!(rec.first(), Some(b'F' | b'R')) => inbound_one(shared, c, rec),
                 Ok(_) | Err(_) => {
                     ClusterStats::inc(&c.stats.inbound_dropped);
                     tracing::warn!(
@@ -177,6 +191,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             origin,
             user,
             text,
+            rerouted,
         }) => {
             let user = User::new(user);
             let error = match registry.forward_local(
@@ -189,6 +204,22 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
                     ClusterStats::inc(&c.stats.forwards_received);
                     return;
                 }
+                ForwardOutcome::UnknownPeer if !rerouted => {
+                    // The sender's cached route is stale (the client left or moved): ask
+                    // Redis where it is now; that answer is final.
+                    ClusterStats::inc(&c.stats.rerouted);
+                    let job = Job::Forward(Fwd {
+                        target,
+                        user,
+                        text: Utf8Bytes::from(text.to_string()),
+                        origin: Some(origin.into()),
+                        no_cache: true,
+                    });
+                    if c.jobs.try_send(job).is_err() {
+                        ClusterStats::inc(&c.stats.jobs_dropped);
+                    }
+                    return;
+                }
                 ForwardOutcome::UnknownPeer => {
                     ClusterStats::inc(&c.stats.bounced_unknown);
                     unknown_peer_error(&target)
@@ -199,7 +230,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
                 }
                 ForwardOutcome::QueueFull => {
                     ClusterStats::inc(&c.stats.bounced_queue_full);
-                    format!("The requested peer {target} is not reading its messages and was disconnected.")
+                    not_reading_error(&target)
                 }
             };
             let Some((sender, bounce)) = bounce_of(text, error) else {
@@ -244,185 +275,6 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             ClusterStats::inc(&c.stats.inbound_dropped);
             tracing::warn!(error = %e, bytes = payload.len(), "undecodable message on the cluster channel: dropped");
         }
-    }
-}
-
-/// Returns a failed job to its sender (forwards only; the rest is dropped and counted).
-fn fail(shared: &Shared, c: &Cluster, job: Job, error_of: impl Fn(&uuid::Uuid) -> String) {
-    match job {
-        Job::Forward { target, user, text } => {
-            ClusterStats::inc(&c.stats.bounced_down);
-            c.bounce_local(
-                &shared.registry,
-                &user,
-                &text,
-                error_of(&target),
-                shared.config.send_queue_bytes,
-            );
-        }
-        Job::Bounce { .. } => ClusterStats::inc(&c.stats.inbound_dropped),
-        Job::Release { .. } => {}
-    }
-}
-
-async fn publish(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: tokio::sync::mpsc::Receiver<Job>) {
-    let stop = shared.hard_stop.clone();
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let first = tokio::select! {
-            j = rx.recv() => j,
-            _ = stop.cancelled() => break,
-        };
-        let Some(first) = first else { return };
-        batch.push(first);
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        run_batch(&shared, &c, &mut batch).await;
-    }
-    // Stopping: flush what is queued (releases of the clients that just closed), briefly.
-    let _ = tokio::time::timeout(FLUSH_ON_STOP, async {
-        while let Ok(j) = rx.try_recv() {
-            batch.push(j);
-            if batch.len() >= BATCH {
-                run_batch(&shared, &c, &mut batch).await;
-            }
-        }
-        run_batch(&shared, &c, &mut batch).await;
-    })
-    .await;
-}
-
-async fn run_batch(shared: &Shared, c: &Cluster, batch: &mut Vec<Job>) {
-    if batch.is_empty() {
-        return;
-    }
-    let Some((generation, mut conn)) = c.connection() else {
-        for job in batch.drain(..) {
-            fail(shared, c, job, |t| c.unavailable_error(t));
-        }
-        return;
-    };
-    // All forwards of the batch in ONE script call (one PUBLISH per destination process),
-    // first in the pipeline; then bounces and releases.
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    let forwards = batch
-        .iter()
-        .filter(|j| matches!(j, Job::Forward { .. }))
-        .count();
-    if forwards > 0 {
-        let cmd = pipe
-            .cmd("EVALSHA")
-            .arg(c.scripts.forward.get_hash())
-            .arg(forwards);
-        for job in batch.iter() {
-            if let Job::Forward { target, .. } = job {
-                cmd.arg(wire::client_key(target));
-            }
-        }
-        cmd.arg(&c.channel_prefix);
-        for job in batch.iter() {
-            if let Job::Forward { target, user, text } = job {
-                cmd.arg(user.id())
-                    .arg(wire::framed_forward(target, &c.instance, user.id(), text));
-            }
-        }
-    }
-    for job in batch.iter() {
-        match job {
-            Job::Forward { .. } => {}
-            Job::Bounce { channel, payload } => {
-                pipe.cmd("PUBLISH").arg(channel).arg(payload.as_slice());
-            }
-            Job::Release { key, value } => {
-                pipe.cmd("EVALSHA")
-                    .arg(c.scripts.release.get_hash())
-                    .arg(1)
-                    .arg(key)
-                    .arg(value);
-            }
-        }
-    }
-    let expected = batch.len() - forwards + usize::from(forwards > 0);
-    let res = tokio::time::timeout(
-        c.cfg.redis_timeout,
-        pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn),
-    )
-    .await;
-    let mut results = match res {
-        Ok(Ok(r)) if r.len() == expected => r.into_iter(),
-        other => {
-            let e = match other {
-                Ok(Err(e)) => e,
-                Ok(Ok(_)) => {
-                    redis::RedisError::from(std::io::Error::other("pipeline reply count mismatch"))
-                }
-                Err(_) => redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no reply in time",
-                )),
-            };
-            // Whether these reached Redis is unknown: bounce them (at-most-once, never retried).
-            c.command_failed(generation, &e);
-            let cause = format!("Redis at {}: {e}", c.cfg.endpoint);
-            for job in batch.drain(..) {
-                fail(shared, c, job, |t| {
-                    format!("Cannot forward peer connection message to peer {t}: the relay cluster backplane failed while forwarding it ({cause}).")
-                });
-            }
-            return;
-        }
-    };
-    if forwards == 0 {
-        batch.clear();
-        return;
-    }
-    let statuses: Result<Vec<i64>, String> = match results.next() {
-        Some(Ok(v)) => redis::FromRedisValue::from_redis_value(v).map_err(|e| e.to_string()),
-        Some(Err(e)) => {
-            // A script error (NOSCRIPT after SCRIPT FLUSH, ...): the supervisor reconnects and
-            // reloads the scripts.
-            c.command_failed(generation, &e);
-            Err(e.to_string())
-        }
-        None => Err("no reply".into()),
-    };
-    let statuses = statuses.ok().filter(|s| s.len() == forwards);
-    let mut statuses = statuses.into_iter().flatten();
-    for job in batch.drain(..) {
-        let Job::Forward { target, user, text } = job else {
-            continue;
-        };
-        let error = match statuses.next() {
-            Some(n) if n > 0 => {
-                ClusterStats::inc(&c.stats.forwards_sent);
-                continue;
-            }
-            // No registration, or its process is gone and the entry has not expired yet.
-            Some(-1 | 0) => {
-                ClusterStats::inc(&c.stats.bounced_unknown);
-                unknown_peer_error(&target)
-            }
-            Some(-2) => {
-                ClusterStats::inc(&c.stats.bounced_other_user);
-                other_user_error(&target)
-            }
-            _ => {
-                ClusterStats::inc(&c.stats.bounced_down);
-                c.unavailable_error(&target)
-            }
-        };
-        c.bounce_local(
-            &shared.registry,
-            &user,
-            &text,
-            error,
-            shared.config.send_queue_bytes,
-        );
     }
 }
 

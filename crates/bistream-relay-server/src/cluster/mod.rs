@@ -9,19 +9,26 @@
 //!   for the publisher task; bounces come back into the sender's own queue.
 //!
 //! Everything that talks to Redis runs in the tasks of [`backplane`]: the supervisor (one
-//! subscriber connection, reconnects, inbound messages), the publisher (pipelined forwards, in
-//! order) and the heartbeat (refreshes and re-publishes this node's registrations).
+//! subscriber connection, reconnects, inbound messages), the [`publisher`] (pipelined
+//! forwards, in order, on cached routes) and the heartbeat (refreshes and re-publishes this
+//! node's registrations).
 
 mod backplane;
 pub mod config;
+mod link;
+mod publisher;
+mod resp;
 mod stats;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bistream_relay_proto::{RelayMessage, DUPLICATE_REGISTRATION_REASON};
+use bistream_relay_proto::{
+    cluster_overloaded_error, cluster_unavailable_error, RelayMessage,
+    DUPLICATE_REGISTRATION_REASON,
+};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -45,18 +52,34 @@ struct Owned {
     published: bool,
 }
 
+/// A message for a client on another process.
+#[derive(Debug)]
+struct Fwd {
+    target: Uuid,
+    user: User,
+    text: Utf8Bytes,
+    /// The sender's process when it is not this one: the message reached this process for a
+    /// client it no longer has and goes through the forward script again (bounces go back to
+    /// `origin`).
+    origin: Option<Box<str>>,
+    /// Ask Redis where the target is (a cached route reached nobody).
+    no_cache: bool,
+}
+
 /// Work for the publisher task, in arrival order.
 #[derive(Debug)]
 enum Job {
-    Forward {
-        target: Uuid,
-        user: User,
-        text: Utf8Bytes,
-    },
+    Forward(Fwd),
     /// Publish a bounce to the sender's node.
-    Bounce { channel: String, payload: Vec<u8> },
+    Bounce {
+        channel: String,
+        payload: Vec<u8>,
+    },
     /// Delete our registration (if still ours).
-    Release { key: String, value: String },
+    Release {
+        key: String,
+        value: String,
+    },
 }
 
 /// One relay process's membership in a cluster.
@@ -70,11 +93,15 @@ pub(crate) struct Cluster {
     /// The command connection while the backplane is up, with its generation (so a failure
     /// seen late on an old connection does not tear down its successor).
     conn: Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>,
+    /// The publisher's own connection of the current generation, until it takes it.
+    publisher_link: Mutex<Option<(u64, link::Link)>>,
     up: AtomicBool,
     /// Why the backplane is down (shown in bounces), without credentials.
     cause: Mutex<String>,
-    /// Wakes the supervisor when another task saw the command connection fail.
+    /// Wakes the supervisor when another task saw a connection fail...
     failed: Notify,
+    /// ... of this generation (a late wake-up about an older one is ignored).
+    failed_generation: AtomicU64,
     /// Wakes the heartbeat to re-publish everything at once (after a reconnect).
     republish: Notify,
     owned: Mutex<HashMap<Uuid, Owned>>,
@@ -118,8 +145,10 @@ impl Cluster {
             jobs,
             jobs_rx: Mutex::new(Some(rx)),
             conn: Mutex::new(None),
+            publisher_link: Mutex::new(None),
             up: AtomicBool::new(false),
             failed: Notify::new(),
+            failed_generation: AtomicU64::new(0),
             republish: Notify::new(),
             owned: Mutex::new(HashMap::new()),
             scripts: Scripts {
@@ -153,12 +182,14 @@ impl Cluster {
         lock(&self.conn).clone()
     }
 
+    /// The generation of the current connections (`None` while the backplane is down).
+    fn generation(&self) -> Option<u64> {
+        lock(&self.conn).as_ref().map(|(g, _)| *g)
+    }
+
     /// The error text of a cross-node forward that cannot be attempted now.
     fn unavailable_error(&self, target: &Uuid) -> String {
-        format!(
-            "Cannot forward peer connection message to peer {target}: the peer is not on this relay node and the relay cluster backplane is unavailable ({}).",
-            lock(&self.cause)
-        )
+        cluster_unavailable_error(target, &lock(&self.cause))
     }
 
     /// Called by another task whose Redis command on connection `generation` failed: the
@@ -168,6 +199,7 @@ impl Cluster {
         let current = lock(&self.conn).as_ref().map(|(g, _)| *g);
         if self.up.load(Relaxed) && current == Some(generation) {
             *lock(&self.cause) = format!("Redis at {}: {e}", self.cfg.endpoint);
+            self.failed_generation.store(generation, Relaxed);
             self.failed.notify_one();
         }
     }
@@ -259,20 +291,19 @@ impl Cluster {
         queue_bytes_limit: usize,
     ) -> ForwardOutcome {
         let (text, error) = if self.is_up() {
-            let job = Job::Forward {
+            let job = Job::Forward(Fwd {
                 target: *target,
                 user: user.clone(),
                 text,
-            };
+                origin: None,
+                no_cache: false,
+            });
             match self.jobs.try_send(job) {
                 Ok(()) => return ForwardOutcome::Queued,
                 Err(e) => {
                     ClusterStats::inc(&self.stats.jobs_dropped);
                     match e.into_inner() {
-                        Job::Forward { text, .. } => (
-                            text,
-                            format!("Cannot forward peer connection message to peer {target}: the relay cluster backplane is overloaded; try again later."),
-                        ),
+                        Job::Forward(f) => (f.text, cluster_overloaded_error(target)),
                         _ => return ForwardOutcome::Queued,
                     }
                 }

@@ -25,6 +25,9 @@ pub(crate) struct ClusterStats {
     /// Forwards published to another node / delivered here from another node.
     pub(crate) forwards_sent: AtomicU64,
     pub(crate) forwards_received: AtomicU64,
+    /// Messages that reached this node for a client it no longer has (a stale cached route at
+    /// the sender) and were sent on through the forward script.
+    pub(crate) rerouted: AtomicU64,
     /// Cross-node forwards bounced, by reason.
     pub(crate) bounced_unknown: AtomicU64,
     pub(crate) bounced_other_user: AtomicU64,
@@ -157,6 +160,11 @@ impl ClusterStats {
             "bistream_relay_cluster_inbound_dropped_total",
             "Cross-node messages or bounces dropped: undecodable, or their local client had left.",
             &self.inbound_dropped,
+        );
+        one(
+            "bistream_relay_cluster_rerouted_total",
+            "Messages received for a client no longer on this node, sent on through Redis's registry.",
+            &self.rerouted,
         );
         one(
             "bistream_relay_cluster_jobs_dropped_total",

@@ -8,7 +8,9 @@
 //! * Each process subscribes to one channel, `bistream:relay:<db>:instance:<instance>` (channels
 //!   are server-wide in Redis, hence the database in the name).
 //! * Messages: `F|<target>|<origin instance>|<user len>|<user><text>` forwards `text` to
-//!   `target`; `B|<sender>|<user len>|<user><text>` hands a bounce back to the sender's node;
+//!   `target` (`R|...`, the same, sent again through the forward script by a process that
+//!   received it for a client it no longer has: never sent on a second time);
+//!   `B|<sender>|<user len>|<user><text>` hands a bounce back to the sender's node;
 //!   `T|<uuid>|<conn>` tells a node that its connection `conn` lost `uuid` to a newer one.
 
 use uuid::Uuid;
@@ -35,11 +37,13 @@ pub(crate) fn registration_value(instance: &str, conn: u64, node: &str, user: &s
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NodeMessage<'a> {
     /// Deliver `text` to the local client `target` if it belongs to `user`; bounce to `origin`.
+    /// `rerouted`: it already went through the forward script a second time.
     Forward {
         target: Uuid,
         origin: &'a str,
         user: &'a str,
         text: &'a str,
+        rerouted: bool,
     },
     /// Deliver the bounce `text` to the local client `sender` (never forwarded further).
     Bounce {
@@ -62,20 +66,60 @@ pub(crate) enum DecodeError {
     Utf8,
 }
 
-pub(crate) fn encode_forward(target: &Uuid, origin: &str, user: &str, text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + origin.len() + user.len() + text.len());
-    out.extend_from_slice(format!("F|{target}|{origin}|{}|", user.len()).as_bytes());
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+fn forward_len(origin: &str, user: &str, text: &str) -> usize {
+    2 + 36 + 1 + origin.len() + 1 + digits(user.len()) + 1 + user.len() + text.len()
+}
+
+/// The length of [`write_framed_forward`]'s output.
+pub(crate) fn framed_forward_len(origin: &str, user: &str, text: &str) -> usize {
+    let rec = forward_len(origin, user, text);
+    digits(rec) + 1 + rec
+}
+
+/// Appends a forward record framed for a batch: `<len>|<record>`. A batch payload is a
+/// sequence of these (it starts with a digit, which tells it from the single `B` and `T`
+/// messages).
+pub(crate) fn write_framed_forward(
+    out: &mut Vec<u8>,
+    rerouted: bool,
+    target: &Uuid,
+    origin: &str,
+    user: &str,
+    text: &str,
+) {
+    use std::io::Write as _;
+    let rec = forward_len(origin, user, text);
+    let kind = if rerouted { 'R' } else { 'F' };
+    let mut id = [0u8; 36];
+    let id = target.hyphenated().encode_lower(&mut id);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{rec}|{kind}|{id}|{origin}|{}|", user.len());
     out.extend_from_slice(user.as_bytes());
     out.extend_from_slice(text.as_bytes());
+}
+
+#[cfg(test)]
+pub(crate) fn encode_forward(target: &Uuid, origin: &str, user: &str, text: &str) -> Vec<u8> {
+    let mut out = framed_forward(target, origin, user, text);
+    let start = out.iter().position(|b| *b == b'|').map_or(0, |i| i + 1);
+    out.drain(..start);
     out
 }
 
-/// A forward record framed for a batch: `<len>|<record>`. A batch payload is a sequence of
-/// these (it starts with a digit, which tells it from the single `B` and `T` messages).
+#[cfg(test)]
 pub(crate) fn framed_forward(target: &Uuid, origin: &str, user: &str, text: &str) -> Vec<u8> {
-    let rec = encode_forward(target, origin, user, text);
-    let mut out = format!("{}|", rec.len()).into_bytes();
-    out.extend_from_slice(&rec);
+    let mut out = Vec::new();
+    write_framed_forward(&mut out, false, target, origin, user, text);
+    assert_eq!(out.len(), framed_forward_len(origin, user, text));
     out
 }
 
@@ -158,7 +202,7 @@ impl<'a> NodeMessage<'a> {
     /// Parses a payload received on this node's channel.
     pub(crate) fn decode(b: &'a [u8]) -> Result<NodeMessage<'a>, DecodeError> {
         match b {
-            [b'F', b'|', rest @ ..] => {
+            [kind @ (b'F' | b'R'), b'|', rest @ ..] => {
                 let (target, rest) = uuid_field(rest)?;
                 let (origin, rest) = field(rest)?;
                 let (user, text) = user_and_text(rest)?;
@@ -167,6 +211,7 @@ impl<'a> NodeMessage<'a> {
                     origin,
                     user,
                     text,
+                    rerouted: *kind == b'R',
                 })
             }
             [b'B', b'|', rest @ ..] => {
@@ -190,18 +235,19 @@ impl<'a> NodeMessage<'a> {
 /// Forward a batch: `KEYS[i]` the key of message i's target; `ARGV[1]` the channel prefix,
 /// `ARGV[2i]` the sender's user of message i, `ARGV[2i+1]` its framed record. Messages to the
 /// same process go out as ONE `PUBLISH` of their concatenated records, in order. Returns, per
-/// message: -1 (no such registration), -2 (another user's) or the number of processes that
-/// received it (0: the holder's process is gone but its entry has not expired yet).
+/// message, two items: a status, -1 (no such registration), -2 (another user's) or the number
+/// of processes that received it (0: the holder's process is gone but its entry has not
+/// expired yet); and the holder's instance ('' unless the status is positive), which the
+/// sender caches to `PUBLISH` directly next time.
 pub(crate) const FORWARD_LUA: &str = r"
 local out, groups, order = {}, {}, {}
 for i = 1, #KEYS do
+  out[2 * i - 1], out[2 * i] = -1, ''
   local v = redis.call('GET', KEYS[i])
-  if not v then
-    out[i] = -1
-  else
+  if v then
     local inst, user = string.match(v, '^([^|]*)|[^|]*|[^|]*|(.*)$')
     if user ~= ARGV[2 * i] then
-      out[i] = -2
+      out[2 * i - 1] = -2
     else
       local g = groups[inst]
       if not g then
@@ -217,7 +263,10 @@ end
 for _, inst in ipairs(order) do
   local g = groups[inst]
   local n = redis.call('PUBLISH', ARGV[1] .. inst, table.concat(g.recs))
-  for _, i in ipairs(g.idx) do out[i] = n end
+  for _, i in ipairs(g.idx) do
+    out[2 * i - 1] = n
+    if n > 0 then out[2 * i] = inst end
+  end
 end
 return out
 ";
@@ -272,7 +321,8 @@ mod tests {
                 target: u,
                 origin: "0123456789abcdef",
                 user,
-                text
+                text,
+                rerouted: false,
             }
         );
         let b = encode_bounce(&u, "", text);
