@@ -263,7 +263,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<Report> {
 /// Raises the soft open-file limit to the hard limit (idle-client memory runs need ~2 fds per
 /// client across the two processes; children inherit the limit).
 pub fn raise_fd_limit() -> u64 {
-    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
+    bistream_core::fdlimit::raise_nofile_limit()
+        .soft
+        .unwrap_or(u64::MAX)
 }
 
 impl Report {

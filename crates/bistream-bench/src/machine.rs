@@ -92,9 +92,9 @@ impl Machine {
             }
             None => "unknown".into(),
         };
-        let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE)
-            .map(|(s, h)| format!("{s} soft / {h} hard"))
-            .unwrap_or_else(|_| "unknown".into());
+        let lim = bistream_core::fdlimit::nofile_limit();
+        let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+        let nofile = format!("{} soft / {} hard", show(lim.soft), show(lim.hard));
         Machine {
             cpu: proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into()),
             cores: std::thread::available_parallelism()

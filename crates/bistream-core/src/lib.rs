@@ -11,7 +11,8 @@
 //!   [`validate_timeout_max`];
 //! - URL conversion: [`http_to_websocket_url`], [`websocket_to_http_url`];
 //! - credential redaction for logs, terminals and errors: [`sanitize`],
-//!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`).
+//!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`);
+//! - the file-descriptor limit of servers and the pacing of failed `accept`s: [`fdlimit`].
 //!
 //! # Example
 //!
@@ -63,6 +64,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod fdlimit;
 pub mod limits;
 pub mod sanitize;
 pub mod url;

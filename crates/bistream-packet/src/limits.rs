@@ -1,8 +1,6 @@
-//! The process's file-descriptor limit, from which [`crate::ServeOptions`] derives its default
-//! connection cap (each connection holds one descriptor).
-//!
-//! A small helper of this crate for now; the relay derives its own cap the same way, and both
-//! may move to `bistream-core` later.
+//! The packet server's default connection cap, derived from the process's file-descriptor
+//! limit (each connection holds one descriptor). Reading and raising the limit is
+//! `bistream_core::fdlimit`'s job, shared with the relay.
 
 /// Descriptors kept free for everything that is not a served connection: the listener,
 /// logging, files, outgoing connections of handlers.
@@ -11,15 +9,11 @@ pub const FD_RESERVE: u64 = 64;
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (once is enough; repeating is harmless)
 /// and returns the soft limit in effect, or `None` where it cannot be read.
 pub fn raise_nofile_limit() -> Option<u64> {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot raise the file-descriptor limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .ok()
-                .map(|(soft, _)| soft)
-        }
+    let lim = bistream_core::fdlimit::raise_nofile_limit();
+    if let Some(e) = &lim.raise_error {
+        tracing::debug!(error = %e, "cannot raise the file-descriptor limit");
     }
+    lim.soft
 }
 
 /// The connection cap for a soft descriptor limit: the limit minus [`FD_RESERVE`] (at least
@@ -32,10 +26,8 @@ pub fn raise_nofile_limit() -> Option<u64> {
 /// assert_eq!(connection_cap(None), 1024);
 /// ```
 pub fn connection_cap(soft_nofile: Option<u64>) -> usize {
-    match soft_nofile {
-        Some(n) => n.saturating_sub(FD_RESERVE).clamp(16, 1 << 20) as usize,
-        None => 1024,
-    }
+    bistream_core::fdlimit::connections_within(soft_nofile, FD_RESERVE)
+        .map_or(1024, |room| room.clamp(16, 1 << 20))
 }
 
 /// The default connection cap of this process: raises the soft descriptor limit to the hard

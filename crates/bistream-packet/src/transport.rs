@@ -316,6 +316,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     let mut next_id: u64 = 0;
+    let mut backoff = bistream_core::fdlimit::AcceptBackoff::default();
     let stats = opts.stats.clone();
     tracing::info!(
         max_connections = opts.max_connections,
@@ -327,14 +328,22 @@ pub async fn serve(
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             a = accept_stream(&listener) => match a {
-                Ok(s) => s,
+                Ok(s) => {
+                    backoff.succeeded();
+                    s
+                }
                 Err(e) => {
-                    // e.g. EMFILE: keep serving the others, back off a little.
+                    // e.g. EMFILE: keep serving the others; back off (10 ms doubling to 1 s),
+                    // logged once per episode.
                     let n = stats.accept_errors.fetch_add(1, Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        tracing::warn!(error = %e, failures = n, "accept failed; backing off 50 ms");
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        tracing::warn!(error = %e, failures = n, "accept failed: backing off");
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
             },

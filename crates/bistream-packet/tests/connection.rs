@@ -1,5 +1,9 @@
 //! In-memory tests of `PacketConnection` over `tokio::io::duplex`: two connections talking to
 //! each other, or one connection against a raw peer that reads and writes packets by hand.
+//!
+//! Over 600 lines on purpose: an integration-test file, not library code; each test is a
+//! self-contained scenario over the shared duplex helpers at the top, so splitting it would
+//! only move those helpers into a support module without making any test easier to read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,9 +3,9 @@
 //!
 //! The checks match [`RelayMessage::decode`](crate::RelayMessage::decode) (every field's JSON
 //! type, `description_type` offer/answer, UUIDs in any spelling `uuid` accepts, no unknown or
-//! duplicate fields, no lone UTF-16 surrogate escape such as `\ud800` in a string), but
+//! duplicate fields; a lone UTF-16 surrogate escape such as `\ud800` is accepted by both), but
 //! `description` and `error` are kept as their raw JSON string tokens and written back as they
-//! came: no allocation per field, no unescape/re-escape of an SDP. A message this path does not
+//! came, lone surrogates included: no allocation per field, no unescape/re-escape of an SDP. A message this path does not
 //! accept goes through `RelayMessage::decode`, which accepts or classifies it.
 //!
 //! ```
@@ -53,50 +53,10 @@ pub struct RawPeerMessage<'a> {
     error: Option<&'a RawValue>,
 }
 
-/// Whether `raw` is a JSON string token that decodes to valid Unicode: `serde_json` (and so
-/// the full decoder) refuses a lone UTF-16 surrogate escape, while skipping a raw value does not
-/// look at escapes. Only backslashes are visited, so an SDP without escapes costs one scan.
+/// Whether `raw` is a JSON string token. Its escapes were checked when it was parsed; a lone
+/// UTF-16 surrogate escape is kept as it came (see [`crate::surrogates`]'s module doc).
 fn is_json_string(raw: &RawValue) -> bool {
-    let s = raw.get();
-    s.starts_with('"') && escapes_are_valid_unicode(s.as_bytes())
-}
-
-fn hex4(b: &[u8]) -> Option<u16> {
-    let s = std::str::from_utf8(b.get(..4)?).ok()?;
-    u16::from_str_radix(s, 16).ok()
-}
-
-/// Checks every `\uXXXX` escape of a JSON string token: a high surrogate must be followed by a
-/// `\u` low surrogate, and a low surrogate must not stand alone.
-fn escapes_are_valid_unicode(s: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(off) = s.get(i..).and_then(|t| t.iter().position(|b| *b == b'\\')) {
-        let at = i + off;
-        match s.get(at + 1) {
-            Some(b'u') => {
-                let Some(cu) = s.get(at + 2..).and_then(hex4) else {
-                    return false;
-                };
-                i = at + 6;
-                match cu {
-                    0xD800..=0xDBFF => {
-                        let low = (s.get(i..i + 2) == Some(&b"\\u"[..]))
-                            .then(|| s.get(i + 2..).and_then(hex4))
-                            .flatten();
-                        if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                            return false;
-                        }
-                        i += 6;
-                    }
-                    0xDC00..=0xDFFF => return false,
-                    _ => {}
-                }
-            }
-            Some(_) => i = at + 2,
-            None => return false,
-        }
-    }
-    true
+    raw.get().starts_with('"')
 }
 
 impl<'a> RawPeerMessage<'a> {
@@ -228,37 +188,49 @@ mod tests {
                 "full path accepted {bad}"
             );
         }
-        // Lone surrogate escapes: the full decoder refuses them, so the fast path does too.
-        for desc in [
-            r#""\ud800""#,
-            r#""x\udc00y""#,
-            r#""\ud83d""#,
-            r#""\ud83dx""#,
-            r#""\ud83d\u0041""#,
-            r#""\ud83d\ude0""#,
+        // Lone surrogate escapes (Python writes them): both paths accept them; the fast path
+        // forwards the raw token byte-exact, the full decoder reads each as U+FFFD.
+        for (desc, value) in [
+            (r#""\ud800""#, "\u{fffd}"),
+            (r#""x\udc00y""#, "x\u{fffd}y"),
+            (r#""\ud83d""#, "\u{fffd}"),
+            (r#""\ud83dx""#, "\u{fffd}x"),
+            (r#""\ud83d\u0041""#, "\u{fffd}A"),
         ] {
-            let bad = ok.replace(
-                "\"description\": \"d\"",
-                &format!("\"description\": {desc}"),
-            );
-            assert!(
-                RawPeerMessage::decode(&bad).is_none(),
-                "fast path accepted {bad}"
-            );
-            assert!(
-                RelayMessage::decode(&bad).is_err(),
-                "full path accepted {bad}"
-            );
-            let bad = ok.replace("\"error\": null", &format!("\"error\": {desc}"));
-            assert!(
-                RawPeerMessage::decode(&bad).is_none(),
-                "fast path accepted {bad}"
-            );
-            assert!(
-                RelayMessage::decode(&bad).is_err(),
-                "full path accepted {bad}"
-            );
+            for field in ["description", "error"] {
+                let old = if field == "error" {
+                    "\"error\": null".to_string()
+                } else {
+                    "\"description\": \"d\"".to_string()
+                };
+                let text = ok.replace(&old, &format!("\"{field}\": {desc}"));
+                let fast = RawPeerMessage::decode(&text).expect("fast path accepts");
+                let out = fast.encode(&Uuid::new_v4(), &json_string("me"), None);
+                assert!(
+                    out.contains(&format!("\"{field}\":{desc}")),
+                    "byte-exact: {out}"
+                );
+                let Ok(RelayMessage::PeerConnection(full)) = RelayMessage::decode(&text) else {
+                    panic!("full path refused {text}")
+                };
+                let got = if field == "error" {
+                    full.error.clone().unwrap_or_default()
+                } else {
+                    full.description.clone()
+                };
+                assert_eq!(got, value, "{text}");
+            }
         }
+        // A lone surrogate whose hex is cut short is an invalid escape: both refuse it.
+        let bad = ok.replace("\"description\": \"d\"", r#""description": "\ud83d\ude0""#);
+        assert!(
+            RawPeerMessage::decode(&bad).is_none(),
+            "fast path accepted {bad}"
+        );
+        assert!(
+            RelayMessage::decode(&bad).is_err(),
+            "full path accepted {bad}"
+        );
         // A surrogate pair, and an escaped backslash before `u`, are fine in both.
         for desc in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\u00e9\\""#] {
             let good = ok.replace(
@@ -345,9 +317,11 @@ mod tests {
         }
 
         /// Raw escapes a serializer never writes, spliced into `description` or `error`.
-        const ESCAPES: [&str; 8] = [
+        const ESCAPES: [&str; 10] = [
             "",
             "\\ud800",
+            "\\udc00x",
+            "\\ud800\\ud800",
             "\\udfff",
             "\\ud83d\\ude00",
             "\\ud83d",
@@ -377,6 +351,9 @@ mod tests {
                     (Some(f), Ok(RelayMessage::PeerConnection(p))) => {
                         let src = Uuid::from_u128(src);
                         let out = f.encode(&src, &json_string("me"), None);
+                        // Forwarded byte-exact, lone surrogate escapes included.
+                        let raw_desc = format!("\"description\":{}", f.description.get());
+                        prop_assert!(out.contains(&raw_desc), "not byte-exact: {}", out);
                         let expected = PeerConnectionRequest { source_uuid: src, source_name: "me".into(), ..p.clone() };
                         prop_assert_eq!(RelayMessage::decode(&out).unwrap(), RelayMessage::PeerConnection(expected));
                     }

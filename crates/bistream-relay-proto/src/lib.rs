@@ -25,6 +25,7 @@
 mod close;
 mod fastpath;
 mod message;
+mod surrogates;
 
 pub use close::{
     close_reason_fit, frame_too_big_reason, is_fatal_close_code, uuid_owned_by_other_user_reason,

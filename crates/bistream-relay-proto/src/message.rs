@@ -11,6 +11,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use bistream_core::sanitize::sanitize_to;
+
+use crate::surrogates::replace_lone_surrogates;
+
 /// A client's request to register under `uuid` (sent first on every connection).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,9 +145,14 @@ pub enum DecodeError {
 const TYPE_NAMES: [&str; 3] = ["relay_registration", "relay_response", "peer_connection"];
 
 impl RelayMessage {
-    /// Decodes one text frame.
+    /// Decodes one text frame. A lone UTF-16 surrogate escape (`\ud800`, which Python's
+    /// `json` writes) in a string reads as U+FFFD.
     pub fn decode(text: &str) -> Result<RelayMessage, DecodeError> {
-        serde_json::from_str(text).map_err(|e| classify_error(text, e))
+        serde_json::from_str(text).or_else(|e| match replace_lone_surrogates(text) {
+            // Python writes lone surrogates as escapes: read each as U+FFFD (see `surrogates`).
+            Some(t) => serde_json::from_str(&t).map_err(|e| classify_error(&t, e)),
+            None => Err(classify_error(text, e)),
+        })
     }
 
     /// Encodes as compact JSON (non-ASCII as UTF-8).
@@ -197,23 +206,20 @@ fn classify_error(text: &str, err: serde_json::Error) -> DecodeError {
         return DecodeError::MissingType;
     };
     match TYPE_NAMES.iter().find(|n| **n == t.as_str()) {
+        // Both texts quote the client's input (a field name, a type name), which may be 1 MB
+        // long or hold control characters: escaped and cut by core's sanitizer.
         Some(name) => DecodeError::InvalidFields {
             message_type: name,
-            detail: err.to_string(),
+            detail: sanitize_to(&err.to_string(), MAX_QUOTED_DETAIL),
         },
-        None => DecodeError::UnknownType(truncate(t, 64)),
+        None => DecodeError::UnknownType(sanitize_to(t, MAX_QUOTED_TYPE)),
     }
 }
 
-fn truncate(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max_chars).collect();
-        t.push('…');
-        t
-    }
-}
+/// Longest quoted `message_type` in a [`DecodeError::UnknownType`] (bytes).
+const MAX_QUOTED_TYPE: usize = 64;
+/// Longest detail in a [`DecodeError::InvalidFields`] (bytes).
+const MAX_QUOTED_DETAIL: usize = 256;
 
 /// The `error` text ProxyStore puts on a message bounced back because the peer is unknown
 /// (grammar as in ProxyStore 1.1.0).
@@ -440,6 +446,19 @@ mod tests {
         let long = "x".repeat(10_000);
         let e = RelayMessage::decode(&format!(r#"{{"message_type": "{long}"}}"#)).unwrap_err();
         assert!(e.to_string().len() < 200, "{e}");
+        // A 1 MB unknown field name, with a forged log line in it, is cut and escaped too.
+        let field = format!("a\n2026-01-01 INFO forged\x1b{}", "f".repeat(1 << 20));
+        let text = format!(r#"{{"message_type": "relay_registration", "{field}": 1}}"#)
+            .replace('\n', "\\n")
+            .replace('\x1b', "\\u001b");
+        let e = RelayMessage::decode(&text).unwrap_err();
+        let shown = e.to_string();
+        assert!(matches!(e, DecodeError::InvalidFields { .. }), "{shown}");
+        assert!(shown.len() < 400, "{} bytes", shown.len());
+        assert!(
+            !shown.contains('\n') && !shown.contains('\x1b'),
+            "{shown:?}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The connection cap the file-descriptor limit allows.
+//! The connection cap the file-descriptor limit allows (the limit itself is read and raised
+//! by `bistream_core::fdlimit`).
 //!
 //! Each WebSocket connection holds one descriptor. With a cap above `RLIMIT_NOFILE`, `accept`
 //! fails with EMFILE before the cap is reached: new clients hang in the backlog, get no 1013,
@@ -19,38 +20,20 @@ pub(crate) struct FdBudget {
     pub(crate) cap: usize,
 }
 
-/// Raises the soft descriptor limit to the hard one (once per process is enough; repeating it
-/// is harmless) and returns the current soft limit.
-#[cfg(unix)]
+/// Raises the soft descriptor limit to the hard one (core's one helper; repeating it is
+/// harmless) and returns the soft limit in effect.
 pub(crate) fn raise_nofile() -> Option<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current != lim.maximum {
-        let raised = Rlimit {
-            current: lim.maximum,
-            maximum: lim.maximum,
-        };
-        if let Err(e) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(error = %e, soft = ?lim.current, hard = ?lim.maximum, "could not raise the file-descriptor limit to the hard limit");
-        }
+    let lim = bistream_core::fdlimit::raise_nofile_limit();
+    if let Some(e) = &lim.raise_error {
+        tracing::warn!(error = %e, soft = ?lim.soft, "could not raise the file-descriptor limit to the hard limit");
     }
-    getrlimit(Resource::Nofile).current
-}
-
-#[cfg(not(unix))]
-pub(crate) fn raise_nofile() -> Option<u64> {
-    None
+    lim.soft
 }
 
 /// The cap for `configured` connections under a soft limit of `nofile` descriptors.
 pub(crate) fn effective_cap(configured: usize, nofile: Option<u64>) -> FdBudget {
-    let cap = match nofile {
-        Some(n) => {
-            let room = usize::try_from(n.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
-            configured.min(room.max(1))
-        }
-        None => configured,
-    };
+    let cap = bistream_core::fdlimit::connections_within(nofile, RESERVED_FDS)
+        .map_or(configured, |room| configured.min(room));
     FdBudget { nofile, cap }
 }
 

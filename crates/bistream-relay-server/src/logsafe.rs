@@ -1,11 +1,17 @@
 //! Logging what clients send without letting them write the log: every client-supplied text is
 //! escaped and cut ([`client_text`], through bistream-core's sanitizer), and the lines a client
-//! can cause at will (bad frames, bounces, refused registrations) pass a per-server rate limit
-//! ([`LogLimiter`]) whose suppressed lines are counted in the metrics and summed up in the log.
+//! can cause at will (bad frames, bounces, refused registrations) pass a rate limit
+//! ([`LogLimiter`]) per client address and per server. Suppressed lines are counted in the
+//! metrics (`relay_log_lines_suppressed_total`; each client address that went over its own
+//! budget in a window, a repeated offender, in `relay_log_clients_limited_total`) and summed
+//! up in the log. The per-client budget keeps one noisy client from using up the server's, so
+//! other clients' lines are still written during an attack from a few addresses.
 //!
 //! Without this, 200 unauthenticated connections each sending a 1 MiB field name wrote 200 MB
 //! of WARN lines in 0.7 s, and a client name holding a newline and ESC bytes forged log lines.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,14 +27,22 @@ pub(crate) fn client_text(s: &str) -> String {
 
 /// Client-caused lines allowed per window, per server.
 const LINES_PER_WINDOW: u64 = 50;
+/// Client-caused lines allowed per window, per client address.
+const LINES_PER_CLIENT: u64 = 5;
+/// Client addresses tracked at once; beyond this (a flood from many addresses), a new address
+/// has only the per-server limit until the window ends.
+const MAX_TRACKED_CLIENTS: usize = 4096;
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// A fixed-window rate limit on client-caused log lines, shared by all connections.
+/// A fixed-window rate limit on client-caused log lines: per client address, and per server.
 #[derive(Debug)]
 pub(crate) struct LogLimiter {
     state: Mutex<Window>,
     /// Lines suppressed since the server started (the `relay_log_lines_suppressed_total` metric).
     pub(crate) suppressed_total: AtomicU64,
+    /// Windows in which one client address went over its own budget
+    /// (`relay_log_clients_limited_total`).
+    pub(crate) clients_limited_total: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -36,6 +50,8 @@ struct Window {
     start: Instant,
     lines: u64,
     suppressed: u64,
+    /// Lines per client address in this window (cleared when it ends).
+    clients: HashMap<IpAddr, u64>,
 }
 
 impl Default for LogLimiter {
@@ -45,20 +61,23 @@ impl Default for LogLimiter {
                 start: Instant::now(),
                 lines: 0,
                 suppressed: 0,
+                clients: HashMap::new(),
             }),
             suppressed_total: AtomicU64::new(0),
+            clients_limited_total: AtomicU64::new(0),
         }
     }
 }
 
 impl LogLimiter {
-    /// Whether one more client-caused line may be written now. When a window ends with
-    /// suppressed lines, their count is logged once (as a WARN of its own).
-    pub(crate) fn allow(&self) -> bool {
-        self.allow_at(Instant::now())
+    /// Whether one more line caused by the client at `client` (`None`: not tied to one
+    /// address) may be written now. When a window ends with suppressed lines, their count is
+    /// logged once (as a WARN of its own).
+    pub(crate) fn allow(&self, client: Option<IpAddr>) -> bool {
+        self.allow_at(Instant::now(), client)
     }
 
-    fn allow_at(&self, now: Instant) -> bool {
+    fn allow_at(&self, now: Instant, client: Option<IpAddr>) -> bool {
         let mut w = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -70,11 +89,29 @@ impl LogLimiter {
                     "client-caused log lines suppressed in the last window (rate limit {LINES_PER_WINDOW}/s; see relay_log_lines_suppressed_total)"
                 );
             }
-            *w = Window {
-                start: now,
-                lines: 0,
-                suppressed: 0,
+            w.start = now;
+            w.lines = 0;
+            w.suppressed = 0;
+            w.clients.clear();
+        }
+        if let Some(ip) = client {
+            let tracked = w.clients.len();
+            let seen = match w.clients.get_mut(&ip) {
+                Some(n) => Some(n),
+                None if tracked < MAX_TRACKED_CLIENTS => Some(w.clients.entry(ip).or_insert(0)),
+                None => None,
             };
+            if let Some(n) = seen {
+                *n += 1;
+                if *n > LINES_PER_CLIENT {
+                    if *n == LINES_PER_CLIENT + 1 {
+                        self.clients_limited_total.fetch_add(1, Relaxed);
+                    }
+                    w.suppressed += 1;
+                    self.suppressed_total.fetch_add(1, Relaxed);
+                    return false;
+                }
+            }
         }
         if w.lines < LINES_PER_WINDOW {
             w.lines += 1;
@@ -87,11 +124,11 @@ impl LogLimiter {
     }
 }
 
-/// Logs a client-caused event through a [`LogLimiter`]:
-/// `limited!(metrics.log, WARN, field = value, ..., "message")`.
+/// Logs a client-caused event through a [`LogLimiter`], charged to the client's address:
+/// `limited!(metrics.log, from addr, WARN, field = value, ..., "message")`.
 macro_rules! limited {
-    ($limiter:expr, $level:ident, $($arg:tt)+) => {
-        if tracing::enabled!(tracing::Level::$level) && $limiter.allow() {
+    ($limiter:expr, from $addr:expr, $level:ident, $($arg:tt)+) => {
+        if tracing::enabled!(tracing::Level::$level) && $limiter.allow(Some($addr.ip())) {
             tracing::event!(tracing::Level::$level, $($arg)+);
         }
     };
@@ -116,10 +153,44 @@ mod tests {
     fn limiter_allows_a_window_then_counts() {
         let l = LogLimiter::default();
         let t0 = Instant::now();
-        let allowed = (0..1000).filter(|_| l.allow_at(t0)).count();
+        let allowed = (0..1000).filter(|_| l.allow_at(t0, None)).count();
         assert_eq!(allowed as u64, LINES_PER_WINDOW);
         assert_eq!(l.suppressed_total.load(Relaxed), 1000 - LINES_PER_WINDOW);
         // The next window allows again.
-        assert!(l.allow_at(t0 + WINDOW));
+        assert!(l.allow_at(t0 + WINDOW, None));
+    }
+
+    fn ip(n: u32) -> Option<IpAddr> {
+        Some(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)))
+    }
+
+    #[test]
+    fn a_repeated_offender_is_limited_alone_and_counted() {
+        let l = LogLimiter::default();
+        let t0 = Instant::now();
+        // One address floods: only its own budget is written, once per window counted.
+        let noisy = (0..1000).filter(|_| l.allow_at(t0, ip(1))).count();
+        assert_eq!(noisy as u64, LINES_PER_CLIENT);
+        assert_eq!(l.clients_limited_total.load(Relaxed), 1);
+        assert_eq!(l.suppressed_total.load(Relaxed), 1000 - LINES_PER_CLIENT);
+        // Other clients still get their lines written in the same window.
+        assert!((2..6).all(|n| l.allow_at(t0, ip(n))));
+        // The offender gets a new budget in the next window, and is counted again.
+        let t1 = t0 + WINDOW;
+        assert_eq!(
+            (0..10).filter(|_| l.allow_at(t1, ip(1))).count() as u64,
+            LINES_PER_CLIENT
+        );
+        assert_eq!(l.clients_limited_total.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn many_addresses_still_meet_the_server_limit() {
+        let l = LogLimiter::default();
+        let t0 = Instant::now();
+        let n = MAX_TRACKED_CLIENTS as u32 + 100;
+        let allowed = (0..n).filter(|i| l.allow_at(t0, ip(*i))).count();
+        assert_eq!(allowed as u64, LINES_PER_WINDOW);
+        assert_eq!(l.clients_limited_total.load(Relaxed), 0);
     }
 }

@@ -157,7 +157,7 @@ impl Metrics {
             "Clients currently registered.",
             self.registered_clients.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             ("relay_connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("relay_connections_rejected_total", "Connections refused at the --max-connections cap (closed 1013 or dropped).", &self.connections_rejected),
             ("relay_handshake_failures_total", "TCP connections that failed or timed out during the TLS/WebSocket opening handshake.", &self.handshake_failures),
@@ -176,6 +176,7 @@ impl Metrics {
             ("relay_registration_timeouts_total", "Connections closed (1008) because they did not register in time.", &self.registration_timeouts),
             ("relay_buffer_rebuilds_total", "WebSocket buffers given back after a large message.", &self.buffer_rebuilds),
             ("relay_log_lines_suppressed_total", "Client-caused log lines dropped by the log rate limit.", &self.log.suppressed_total),
+            ("relay_log_clients_limited_total", "Times one client address went over its own log budget in a one-second window (repeated offenders).", &self.log.clients_limited_total),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{
     Authenticator, Introspection, JwtAuth, NoAuth, RequestCredentials, StaticTokens,
 };
+use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::config::{AuthConfig, RelayConfig};
 use crate::conn::{Conn, Shared};
 use crate::fdlimit::{effective_cap, raise_nofile};
@@ -27,6 +28,7 @@ use crate::logsafe::client_text;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tracked::Tracked;
+use bistream_core::fdlimit::AcceptBackoff;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +61,6 @@ pub enum ServerError {
 /// their TCP connections are dropped at once). Counted in the descriptor reserve.
 const REJECT_SLOTS: usize = 64;
 
-/// Longest pause of the accept loop after repeated failures (EMFILE and the like).
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
 /// The relay server. [`RelayServer::bind`] starts it and returns a [`RunningRelay`].
 ///
 /// ```no_run
@@ -93,12 +92,23 @@ impl RelayServer {
         };
         let budget = effective_cap(config.max_connections, raise_nofile());
         if budget.cap < config.max_connections {
-            tracing::warn!(
-                configured = config.max_connections,
-                nofile = ?budget.nofile,
-                effective = budget.cap,
-                "max_connections is more than the file-descriptor limit allows: lowered (raise `ulimit -n` to serve more)"
-            );
+            // Only a cap the user asked for is worth a warning; the built-in default is
+            // meant to be lowered to what the machine allows.
+            if config.max_connections == DEFAULT_MAX_CONNECTIONS {
+                tracing::info!(
+                    default = config.max_connections,
+                    nofile = ?budget.nofile,
+                    effective = budget.cap,
+                    "connection cap follows the file-descriptor limit"
+                );
+            } else {
+                tracing::warn!(
+                    configured = config.max_connections,
+                    nofile = ?budget.nofile,
+                    effective = budget.cap,
+                    "max_connections is more than the file-descriptor limit allows: lowered (raise `ulimit -n` to serve more)"
+                );
+            }
         }
         let listener =
             listen(&config.host, config.port)
@@ -324,7 +334,7 @@ struct Acceptor {
 impl Acceptor {
     async fn run(self, listener: TcpListener) {
         let this = Arc::new(self);
-        let mut backoff = Duration::ZERO;
+        let mut backoff = AcceptBackoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = this.shared.shutdown.cancelled() => return,
@@ -332,20 +342,20 @@ impl Acceptor {
             };
             let (tcp, addr) = match accepted {
                 Ok(x) => {
-                    backoff = Duration::ZERO;
+                    backoff.succeeded();
                     x
                 }
                 Err(e) => {
                     // EMFILE and friends: back off (10 ms doubling to 1 s) instead of spinning,
                     // and log once per episode rather than per failure.
                     Metrics::inc(&this.shared.metrics.accept_errors);
-                    if backoff.is_zero() {
+                    let (pause, first) = backoff.failed();
+                    if first {
                         tracing::warn!(error = %e, "accept failed: backing off (see relay_accept_errors_total)");
                     }
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
                     tokio::select! {
                         _ = this.shared.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
                     continue;
                 }
@@ -366,7 +376,7 @@ impl Acceptor {
                             drop(slot);
                         });
                     } else {
-                        crate::logsafe::limited!(this.shared.metrics.log, WARN, %addr, "connection cap reached: dropping connection");
+                        crate::logsafe::limited!(this.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: dropping connection");
                     }
                 }
             }
@@ -448,7 +458,7 @@ impl Acceptor {
             }
             None => {
                 let mut ws = ws;
-                crate::logsafe::limited!(self.shared.metrics.log, WARN, %addr, "connection cap reached: closing 1013");
+                crate::logsafe::limited!(self.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: closing 1013");
                 self.shared
                     .metrics
                     .server_close(CloseCode::TryAgainLater.code());

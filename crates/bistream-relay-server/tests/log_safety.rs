@@ -1,6 +1,6 @@
 //! What clients send cannot write the log (issue 14, items 5 and 7): client names are escaped
 //! (no forged lines), logged values are cut, and client-caused lines are rate limited with the
-//! suppressed ones counted. One test per binary: the log capture is process-wide.
+//! suppressed ones counted (per client address and per server). One test per binary: the log capture is process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -96,5 +96,13 @@ async fn clients_cannot_forge_or_flood_the_log() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(suppressed >= 300, "{metrics}");
+    // Per client: the one flooding address went over its own budget (a repeated offender,
+    // counted), not only over the server's.
+    let limited: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("relay_log_clients_limited_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(limited >= 1, "{metrics}");
     relay.shutdown().await;
 }

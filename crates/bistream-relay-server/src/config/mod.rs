@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{IntrospectionConfig, JwtConfig};
+
+/// The built-in connection cap (lowered at start to what the file-descriptor limit allows).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 #[cfg(test)]
 use crate::auth::{GLOBUS_INTROSPECT_URL, GLOBUS_RELAY_AUDIENCE};
 
@@ -91,7 +94,8 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// Address of the ops endpoint (`/health`, `/healthz`, `/metrics`), if any.
     pub metrics_addr: Option<String>,
-    /// Most open WebSocket connections; further ones are closed 1013.
+    /// Most open WebSocket connections; further ones are closed 1013 (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], lowered to what the file-descriptor limit allows).
     pub max_connections: usize,
     /// Per-client send queue bound in messages.
     pub send_queue_messages: usize,
@@ -131,7 +135,7 @@ impl Default for RelayConfig {
             max_message_bytes: None,
             max_frame_bytes: 1 << 20,
             metrics_addr: None,
-            max_connections: 50_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             send_queue_messages: 256,
             send_queue_bytes: 8 << 20,
             ping_interval: Some(Duration::from_secs(20)),
@@ -232,17 +236,19 @@ impl FileConfig {
     }
 }
 
+/// Longest duration a configuration value in seconds may have: a week.
+const MAX_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
 pub(crate) fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| *d <= Duration::from_secs(7 * 24 * 3600))
-            .ok_or_else(|| {
-                err(format!(
-                    "{name} must be a number of seconds between 0 and 604800, got {s}"
-                ))
-            }),
+        // 0 turns the feature off; anything else is a timeout, checked by core's one rule.
+        Some(s) if s == 0.0 => Ok(Duration::ZERO),
+        Some(s) => bistream_core::validate_timeout_max(s, MAX_SECS).map_err(|_| {
+            err(format!(
+                "{name} must be a number of seconds between 0 and 604800, got {s}"
+            ))
+        }),
     }
 }
 

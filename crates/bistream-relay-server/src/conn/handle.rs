@@ -56,7 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 m.bytes_received.fetch_add(b.len() as u64, Relaxed);
                 self.check_size(b.len())?;
                 Metrics::inc(&m.decode_errors);
-                limited!(m.log, WARN, conn = self.id, addr = %self.addr, "binary frame received (the protocol is JSON text): closing 4000");
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "binary frame received (the protocol is JSON text): closing 4000");
                 Err(End::Close(
                     CloseCode::UnknownMessage,
                     Cow::Borrowed(UNKNOWN_MESSAGE_REASON),
@@ -81,18 +81,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         let m = &self.shared.metrics;
         match e {
             WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                limited!(m.log, WARN, conn = self.id, addr = %self.addr, size, max_size, "message over the frame limit: closing 1009");
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, size, max_size, "message over the frame limit: closing 1009");
                 End::CloseAfterError(
                     CloseCode::TooBig,
                     Cow::Owned(frame_too_big_reason(max_size)),
                 )
             }
             WsError::Capacity(c) => {
-                limited!(m.log, WARN, conn = self.id, addr = %self.addr, error = %c, "frame over a capacity limit: closing 1009");
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, error = %c, "frame over a capacity limit: closing 1009");
                 End::CloseAfterError(CloseCode::TooBig, Cow::Owned(c.to_string()))
             }
             WsError::Utf8(_) => {
-                limited!(m.log, WARN, conn = self.id, addr = %self.addr, "text frame is not valid UTF-8: closing 1007");
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "text frame is not valid UTF-8: closing 1007");
                 End::CloseAfterError(
                     CloseCode::InvalidPayload,
                     Cow::Borrowed(INVALID_UTF8_REASON),
@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 End::ClientClosed
             }
             WsError::Protocol(p) => {
-                limited!(m.log, WARN, conn = self.id, addr = %self.addr, error = %p, "WebSocket protocol error: closing 1002");
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, error = %p, "WebSocket protocol error: closing 1002");
                 End::CloseAfterError(CloseCode::ProtocolError, Cow::Owned(p.to_string()))
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
@@ -124,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     fn check_size(&self, len: usize) -> Result<(), End> {
         match self.shared.config.max_message_bytes {
             Some(max) if len > max => {
-                limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, size = len, max, "message over max_message_bytes: closing 4003");
+                limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, size = len, max, "message over max_message_bytes: closing 4003");
                 Err(End::Close(
                     CloseCode::MessageTooLarge,
                     Cow::Borrowed(MESSAGE_TOO_LARGE_REASON),
@@ -152,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Err(e) => {
                 Metrics::inc(&self.shared.metrics.decode_errors);
                 // The error text quotes the client's input (field names, values): escaped, cut.
-                limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, error = %client_text(&e.to_string()), "undecodable message: closing 4000");
+                limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, error = %client_text(&e.to_string()), "undecodable message: closing 4000");
                 return Err(End::Close(
                     CloseCode::UnknownMessage,
                     Cow::Borrowed(UNKNOWN_MESSAGE_REASON),
@@ -165,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             RelayMessage::PeerConnection(p) => self.forward(p).await,
             RelayMessage::Response(_) => {
                 Metrics::inc(&self.shared.metrics.decode_errors);
-                limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, "client sent a relay_response (server-only message): closing 4000");
+                limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "client sent a relay_response (server-only message): closing 4000");
                 Err(End::Close(
                     CloseCode::UnknownMessage,
                     Cow::Borrowed(UNKNOWN_MESSAGE_REASON),
@@ -179,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         if req.name.len() > MAX_NAME_BYTES {
             // The name is stored and copied into every forwarded message: keep it bounded.
             Metrics::inc(&shared.metrics.decode_errors);
-            limited!(shared.metrics.log, WARN, conn = self.id, addr = %self.addr, bytes = req.name.len(), "client name longer than {MAX_NAME_BYTES} bytes: closing 4000");
+            limited!(shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, bytes = req.name.len(), "client name longer than {MAX_NAME_BYTES} bytes: closing 4000");
             return Err(End::Close(
                 CloseCode::UnknownMessage,
                 Cow::Borrowed(UNKNOWN_MESSAGE_REASON),
@@ -194,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Err(e) => {
                 Metrics::inc(&shared.metrics.auth_failures);
                 // The error texts are fixed and never contain the token.
-                limited!(shared.metrics.log, WARN, conn = self.id, addr = %self.addr, method = shared.auth.method(), reason = %e, "authentication failed");
+                limited!(shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, method = shared.auth.method(), reason = %e, "authentication failed");
                 return Err(End::Close(e.close_code(), Cow::Owned(e.close_reason())));
             }
         };
@@ -225,7 +225,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         }
         match outcome {
             RegisterOutcome::OwnedByOtherUser => {
-                limited!(shared.metrics.log, WARN, conn = self.id, user = %user_log, uuid = %req.uuid, "registration with a UUID owned by another user: closing 4002");
+                limited!(shared.metrics.log, from self.addr, WARN, conn = self.id, user = %user_log, uuid = %req.uuid, "registration with a UUID owned by another user: closing 4002");
                 Err(End::Close(
                     CloseCode::Forbidden,
                     Cow::Owned(uuid_owned_by_other_user_reason(&req.uuid)),
@@ -264,7 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     async fn forward(&mut self, mut req: PeerConnectionRequest) -> Result<(), End> {
         let Some(reg) = &self.reg else {
-            limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, "peer_connection before registration: closing 4002");
+            limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "peer_connection before registration: closing 4002");
             return Err(End::Close(
                 CloseCode::Forbidden,
                 Cow::Borrowed(FORWARD_BEFORE_REGISTRATION),
@@ -318,11 +318,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 return None;
             }
             ForwardOutcome::UnknownPeer => {
-                limited!(shared.metrics.log, INFO, from = %reg.uuid, to = %target, "message to an unknown peer bounced");
+                limited!(shared.metrics.log, from self.addr, INFO, from = %reg.uuid, to = %target, "message to an unknown peer bounced");
                 (BounceReason::UnknownPeer, unknown_peer_error(&target))
             }
             ForwardOutcome::OtherUser => {
-                limited!(shared.metrics.log, WARN, from = %reg.uuid, to = %target, "message to another user's peer bounced");
+                limited!(shared.metrics.log, from self.addr, WARN, from = %reg.uuid, to = %target, "message to another user's peer bounced");
                 (BounceReason::OtherUser, other_user_error(&target))
             }
             ForwardOutcome::QueueFull => (BounceReason::QueueFull, not_reading_error(&target)),

@@ -147,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 Err(End::Dropped)
             }
             WriteResult::TimedOut => {
-                limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, "write timed out: dropping the connection");
+                limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "write timed out: dropping the connection");
                 Metrics::inc(&self.shared.metrics.io_errors);
                 Err(End::Dropped)
             }

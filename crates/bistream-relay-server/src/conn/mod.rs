@@ -238,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             self.deadlines.register = None;
             if self.reg.is_none() {
                 Metrics::inc(&self.shared.metrics.registration_timeouts);
-                crate::logsafe::limited!(self.shared.metrics.log, INFO, conn = self.id, addr = %self.addr, "client did not register in time: closing 1008");
+                crate::logsafe::limited!(self.shared.metrics.log, from self.addr, INFO, conn = self.id, addr = %self.addr, "client did not register in time: closing 1008");
                 return Err(End::Close(
                     CloseCode::Policy,
                     Cow::Borrowed(REGISTRATION_TIMEOUT_REASON),
@@ -263,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Some((code, reason)) => {
                 if code == CloseCode::Policy {
                     Metrics::inc(&self.shared.metrics.send_queue_drops);
-                    crate::logsafe::limited!(self.shared.metrics.log, WARN, conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
+                    crate::logsafe::limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
                 } else if code == CloseCode::DuplicateRegistration {
                     tracing::info!(
                         conn = self.id,

@@ -98,13 +98,10 @@ pub async fn python(scenario: &str, url: &str, args: &[&str]) -> Vec<String> {
 /// Sends a signal by name (`TERM`, `INT`, `HUP`) to the child.
 pub fn signal(peer: &Peer, name: &str) {
     let pid = peer.child.id().expect("child running");
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{name} {pid}");
+    assert!(
+        bistream_testkit::send_signal(pid, name),
+        "kill -{name} {pid}"
+    );
 }
 
 /// Waits for the child to exit; returns its exit code.
