@@ -151,7 +151,10 @@ async fn scenario(m: &Method, seen: &mut Seen) {
     // Re-registration on bob's registered socket with alice's UUID: refused.
     send(&mut bob, registration("bob", au)).await;
     let refused = loop {
-        match tokio::time::timeout(T, bob.next()).await.expect("a reply in time") {
+        match tokio::time::timeout(T, bob.next())
+            .await
+            .expect("a reply in time")
+        {
             Some(Ok(Message::Text(t))) => {
                 seen.0.push(t.to_string());
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
@@ -243,7 +246,9 @@ async fn users_are_isolated_and_credentials_stay_secret_for_every_auth_method() 
                 jsonwebtoken::encode(
                     &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
                     &json!({"sub": "alice", "exp": now() + 3600, "aud": "relay"}),
-                    &jsonwebtoken::EncodingKey::from_secret(b"not-the-relay-secret-0123456789abcdef"),
+                    &jsonwebtoken::EncodingKey::from_secret(
+                        b"not-the-relay-secret-0123456789abcdef",
+                    ),
                 )
                 .unwrap()
             },
@@ -294,9 +299,15 @@ async fn users_are_isolated_and_credentials_stay_secret_for_every_auth_method() 
         // A JWT's signature part alone is enough to find it.
         let needle = s.rsplit('.').next().unwrap_or(s);
         let leaks: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
-        assert!(leaks.is_empty(), "a credential is in the server log: {leaks:#?}");
+        assert!(
+            leaks.is_empty(),
+            "a credential is in the server log: {leaks:#?}"
+        );
         for text in &seen.0 {
-            assert!(!text.contains(needle), "a credential reached a client: {text}");
+            assert!(
+                !text.contains(needle),
+                "a credential reached a client: {text}"
+            );
         }
     }
 }
