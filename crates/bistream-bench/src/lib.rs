@@ -52,6 +52,7 @@ pub static SUITES: &[SuiteDef] = &[
     suites::logs::SUITE,
     suites::cluster::SUITE,
     suites::rpc::SUITE,
+    suites::soak::SUITE,
 ];
 
 /// The suite names, for the command line.

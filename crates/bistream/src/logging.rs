@@ -63,8 +63,22 @@ fn parse_filter(s: &str) -> Result<String, String> {
     Ok(normalized)
 }
 
+/// tungstenite's client handshake logs the whole HTTP request at TRACE, `Authorization`
+/// header (the relay token) included. It is silenced unless the filter names tungstenite
+/// itself (someone debugging the handshake on purpose).
+const HIDE_CLIENT_REQUEST: &str = "tungstenite::handshake::client=off";
+
+/// The filter to install: the user's, plus [`HIDE_CLIENT_REQUEST`].
+fn effective_filter(user: &str) -> String {
+    if user.contains("tungstenite") {
+        user.to_string()
+    } else {
+        format!("{user},{HIDE_CLIENT_REQUEST}")
+    }
+}
+
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&args.log_level)
+    let filter = EnvFilter::try_new(effective_filter(&args.log_level))
         .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", args.log_level))?;
     // Colour only on a terminal: logs piped to files or to tests stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
