@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::frame::{
-    decode, encode, error_data, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model,
-    RequestId, PROTOCOL_VERSION,
+    decode_ref, encode, encode_prefix, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello,
+    Model, RequestId, PROTOCOL_VERSION,
 };
 use crate::types::{
     CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
@@ -231,7 +231,7 @@ impl Engine {
                 reason,
             });
         }
-        let frame = match decode(text) {
+        let frame = match decode_ref(text) {
             Ok(f) => f,
             Err(e) => {
                 self.settle_base_if_pending();
@@ -275,10 +275,9 @@ impl Engine {
         self.events.push_back(Event::Negotiated(n));
     }
 
-    fn on_hello(&mut self, frame: Frame) {
+    fn on_hello(&mut self, frame: FrameRef<'_>) {
         let hello = frame
             .data
-            .as_deref()
             .and_then(|d| serde_json::from_str::<Hello>(d.get()).ok());
         let Some(hello) = hello else {
             self.settle(Negotiated::Base);
@@ -347,13 +346,13 @@ impl Engine {
         }
     }
 
-    fn dispatch(&mut self, f: Frame, lookup: &dyn Fn(&str) -> Option<Model>) {
+    fn dispatch(&mut self, f: FrameRef<'_>, lookup: &dyn Fn(&str) -> Option<Model>) {
         if let Some(model) = f.ty.model() {
             return self.on_request(f, model, lookup);
         }
         if f.ty.is_extension() && !matches!(self.nego, Negotiated::Extended { .. }) {
             return self.invalid(DecodeError {
-                request_id: f.request_id,
+                request_id: owned_id(f.request_id),
                 frame_type: Some(f.ty.as_str().into()),
                 reason: format!("{} frame without a negotiated hello", f.ty.as_str()),
             });
@@ -371,7 +370,6 @@ impl Engine {
             FrameType::Keepalive => {
                 let respond = f
                     .data
-                    .as_deref()
                     .and_then(|d| serde_json::from_str::<KeepaliveData>(d.get()).ok())
                     .is_some_and(|k| k.respond);
                 if respond {
@@ -379,31 +377,39 @@ impl Engine {
                 }
             }
             _ => {
-                let Some(id) = f.request_id else { return };
-                if id.peer == self.cfg.peer_id && id.n >= 0 && id.n <= i128::from(u64::MAX) {
-                    self.on_call_frame(f.ty, id.n as u64, f.data);
+                let Some((peer, n)) = f.request_id else { return };
+                if *peer == *self.cfg.peer_id && n >= 0 && n <= i128::from(u64::MAX) {
+                    self.on_call_frame(f.ty, n as u64, f.data);
                 } else {
+                    let id = RequestId {
+                        peer: peer.into_owned(),
+                        n,
+                    };
                     self.on_serve_frame(f.ty, id, f.data);
                 }
             }
         }
     }
 
-    fn on_request(&mut self, f: Frame, model: Model, lookup: &dyn Fn(&str) -> Option<Model>) {
+    fn on_request(
+        &mut self,
+        f: FrameRef<'_>,
+        model: Model,
+        lookup: &dyn Fn(&str) -> Option<Model>,
+    ) {
         let op = f
             .data
-            .as_deref()
             .and_then(|d| serde_json::from_str::<OpOnly>(d.get()).ok())
             .map(|o| o.operation.into_owned());
-        let (Some(op), Some(data)) = (op, f.data) else {
+        let (Some(op), Some(data)) = (op, f.data.map(RawValue::to_owned)) else {
             return self.invalid(DecodeError {
-                request_id: f.request_id,
+                request_id: owned_id(f.request_id),
                 frame_type: Some(f.ty.as_str().into()),
                 reason: "data must be an object with a string \"operation\"".into(),
             });
         };
         self.invalid_in_row = 0;
-        let Some(id) = f.request_id else {
+        let Some(id) = owned_id(f.request_id) else {
             // fire_and_forget without a request id: nothing can be answered.
             return self.serve_fire_and_forget(op, data, lookup);
         };
@@ -501,7 +507,7 @@ impl Engine {
         self.ff_in_flight = self.ff_in_flight.saturating_sub(1);
     }
 
-    fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<Box<RawValue>>) {
+    fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<&RawValue>) {
         let Some(c) = self.calls.get_mut(&call) else {
             self.stats.unmatched += 1;
             return;
@@ -511,11 +517,11 @@ impl Engine {
         match ty {
             FrameType::Response if model == Model::RequestResponse => {
                 self.calls.remove(&call);
-                let data = data.unwrap_or_else(null_raw);
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
                 self.events.push_back(Event::Response { call, data });
             }
             FrameType::StreamData if streaming && !c.remote_ended => {
-                let data = data.unwrap_or_else(null_raw);
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
                 self.events.push_back(Event::Item { call, data });
             }
             FrameType::StreamEnd if streaming && !c.remote_ended => {
@@ -528,7 +534,6 @@ impl Engine {
             FrameType::Error => {
                 self.calls.remove(&call);
                 let failure = match data
-                    .as_deref()
                     .and_then(|d| serde_json::from_str::<ErrorData>(d.get()).ok())
                 {
                     Some(e) => CallFailure::Remote {
@@ -557,14 +562,14 @@ impl Engine {
         }
     }
 
-    fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<Box<RawValue>>) {
+    fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<&RawValue>) {
         let Some(s) = self.served.get_mut(&key) else {
             self.stats.unmatched += 1;
             return;
         };
         match ty {
             FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
-                let data = data.unwrap_or_else(null_raw);
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
                 self.events.push_back(Event::ServeItem { key, data });
             }
             FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
@@ -587,9 +592,8 @@ impl Engine {
         }
     }
 
-    fn on_request_n(&mut self, target: Target, data: Option<Box<RawValue>>) {
+    fn on_request_n(&mut self, target: Target, data: Option<&RawValue>) {
         match data
-            .as_deref()
             .and_then(|d| serde_json::from_str::<RequestNData>(d.get()).ok())
         {
             Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
@@ -644,6 +648,34 @@ impl Engine {
     pub fn send_item(&mut self, target: &Target, data: &str) -> Result<(), EngineError> {
         let key = self.open_key(target, true)?;
         self.push_with(FrameType::StreamData, key, Some(data));
+        Ok(())
+    }
+
+    /// Sends several items of one stream in order (the fixed part of the frame is encoded
+    /// once).
+    pub fn send_items<S: AsRef<str>>(
+        &mut self,
+        target: &Target,
+        items: &[S],
+    ) -> Result<(), EngineError> {
+        let (peer, n) = self.open_key(target, true)?;
+        let mut prefix = String::with_capacity(96);
+        encode_prefix(
+            &mut prefix,
+            FrameType::StreamData,
+            &self.cfg.peer_id,
+            Some((&peer, n)),
+        );
+        self.out.reserve(items.len());
+        for d in items {
+            let d = d.as_ref();
+            let mut s = String::with_capacity(prefix.len() + d.len() + 1);
+            s.push_str(&prefix);
+            s.push_str(d);
+            s.push('}');
+            self.out.push(s);
+        }
+        self.stats.frames_out += items.len() as u64;
         Ok(())
     }
 
@@ -770,6 +802,13 @@ impl Engine {
 struct IdOnly {
     #[serde(rename = "requestId", default)]
     request_id: Option<(String, i128)>,
+}
+
+fn owned_id(id: Option<(std::borrow::Cow<'_, str>, i128)>) -> Option<RequestId> {
+    id.map(|(peer, n)| RequestId {
+        peer: peer.into_owned(),
+        n,
+    })
 }
 
 /// `null` (the default raw value).

@@ -11,17 +11,20 @@ use std::time::Duration;
 use bistream_rpc_proto::{
     CallFailure, Engine, EngineConfig, Event, Limits, Model, Negotiated, ServeKey, Side, Target,
 };
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::router::{Handler, Raw};
+use crate::router::{Handler, Raw, RawItems};
 use crate::shared::{CallSink, Cmd, Ctl, Outcome, Shared};
 use crate::stream::{Items, Producer, ServeReceiver, ServeSender};
 use crate::transport::{FrameReader, Inbound, Transport};
 use crate::writer::{write_loop, Budget, WOut};
-use crate::{ConnState, Connection, Router, RpcError};
+use crate::{ConnState, Connection, HandlerError, Router, RpcError};
 
 /// Bytes queued for the writer above which local producers wait.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -59,6 +62,8 @@ struct Serving {
     abort: Option<AbortHandle>,
     inbound: Option<(mpsc::Sender<Raw>, Outcome)>,
     credit: Option<Arc<Semaphore>>,
+    /// See `CallSink::Stream::debt`.
+    debt: u64,
 }
 
 /// Starts a connection over `transport`, serving `router`; returns its handle.
@@ -226,12 +231,11 @@ impl<R: FrameReader> Driver<R> {
         if !self.engine.has_output() {
             return;
         }
-        let mut n = 0;
-        for f in self.engine.take_output() {
-            n += f.len();
-            let _ = self.wtx.send(WOut::Frame(f));
-        }
+        let frames = self.engine.take_output();
+        let n = frames.iter().map(String::len).sum();
+        // Count before sending so the writer's subtraction never goes below zero.
         self.budget.bytes.fetch_add(n, Ordering::AcqRel);
+        let _ = self.wtx.send(WOut::Frames(frames));
     }
 
     async fn main_loop(&mut self, wdead: &mut tokio::sync::oneshot::Receiver<String>) -> Stop {
@@ -336,14 +340,33 @@ impl<R: FrameReader> Driver<R> {
             } => match self.engine.start_call(id, model, &data) {
                 Ok(()) => {
                     self.calls.insert(id, sink);
+                    if self.engine.credit_in_force() {
+                        let w = self.shared.peer_window.load(Ordering::Acquire);
+                        self.grant_local(&Target::Call(id), u64::from(w));
+                    }
                 }
                 Err(e) => fail_sink(sink, RpcError::Limit(e.to_string())),
             },
             Cmd::Ff { data } => {
                 let _ = self.engine.fire_and_forget(&data);
             }
-            Cmd::Item { target, data } => {
-                let _ = self.engine.send_item(&target, &data);
+            Cmd::Items {
+                target,
+                data,
+                credited,
+            } => {
+                let sent = self.engine.send_items(&target, &data).is_ok();
+                // Items sent without credit count against the peer's window all the same once
+                // credit is (or may become) in force: charge them to the stream.
+                let may_apply = self.engine.credit_in_force()
+                    || *self.engine.negotiated() == Negotiated::Pending;
+                if sent && !credited && may_apply {
+                    if let Some((sem, debt)) = self.credit_mut(&target) {
+                        *debt += data.len() as u64;
+                        let paid = sem.forget_permits(usize::try_from(*debt).unwrap_or(usize::MAX));
+                        *debt -= paid as u64;
+                    }
+                }
             }
             Cmd::End { target } => {
                 if self.engine.end(&target).is_ok() {
@@ -417,8 +440,14 @@ impl<R: FrameReader> Driver<R> {
                     }
                 }
                 Event::Item { call, data } => {
-                    if let Some(CallSink::Stream { tx: Some(tx), .. }) = self.calls.get(&call) {
-                        let tx = tx.clone();
+                    let full = match self.calls.get(&call) {
+                        Some(CallSink::Stream { tx: Some(tx), .. }) => match tx.try_send(data) {
+                            Err(mpsc::error::TrySendError::Full(d)) => Some((tx.clone(), d)),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some((tx, data)) = full {
                         if let Some(stop) = self.deliver(tx, data).await {
                             return Some(stop);
                         }
@@ -496,20 +525,7 @@ impl<R: FrameReader> Driver<R> {
                         }
                     }
                 }
-                Event::Credit { target, n } => {
-                    let sem = match &target {
-                        Target::Call(id) => match self.calls.get(id) {
-                            Some(CallSink::Stream { credit, .. }) => credit.clone(),
-                            _ => None,
-                        },
-                        Target::Serve(k) => self.serving.get(k).and_then(|s| s.credit.clone()),
-                    };
-                    if let Some(sem) = sem {
-                        if sem.available_permits() < Semaphore::MAX_PERMITS / 2 {
-                            sem.add_permits(n as usize);
-                        }
-                    }
-                }
+                Event::Credit { target, n } => self.grant_local(&target, u64::from(n)),
                 Event::Dropped { reason } => {
                     tracing::debug!(peer = %self.shared.peer_id, %reason, "rpc frame dropped");
                 }
@@ -535,14 +551,68 @@ impl<R: FrameReader> Driver<R> {
             if request_n {
                 self.shared.peer_window.store(window, Ordering::Release);
                 self.shared.credit_on.store(true, Ordering::Release);
-                for sink in self.calls.values() {
-                    if let CallSink::Stream {
-                        credit: Some(c), ..
-                    } = sink
-                    {
-                        c.add_permits(window as usize);
-                    }
+                // Streams opened before negotiation settled get their initial window now
+                // (less what they already sent).
+                let targets: Vec<Target> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, s)| matches!(s, CallSink::Stream { credit: Some(_), .. }))
+                    .map(|(id, _)| Target::Call(*id))
+                    .chain(
+                        self.serving
+                            .iter()
+                            .filter(|(_, s)| s.credit.is_some())
+                            .map(|(k, _)| Target::Serve(k.clone())),
+                    )
+                    .collect();
+                for t in targets {
+                    self.grant_local(&t, u64::from(window));
                 }
+            }
+        }
+    }
+
+    /// A new producer's credit: the peer's window when credit is in force.
+    fn initial_credit(&self) -> Arc<Semaphore> {
+        let n = if self.engine.credit_in_force() {
+            self.shared.peer_window.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        Arc::new(Semaphore::new(n as usize))
+    }
+
+    /// The credit of one of our producers and its debt.
+    fn credit_mut(&mut self, target: &Target) -> Option<(&Arc<Semaphore>, &mut u64)> {
+        match target {
+            Target::Call(id) => match self.calls.get_mut(id) {
+                Some(CallSink::Stream {
+                    credit: Some(c),
+                    debt,
+                    ..
+                }) => Some((c, debt)),
+                _ => None,
+            },
+            Target::Serve(k) => match self.serving.get_mut(k) {
+                Some(Serving {
+                    credit: Some(c),
+                    debt,
+                    ..
+                }) => Some((c, debt)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Gives one of our producers `n` credits (a grant from the peer, or the initial window),
+    /// paying its debt first.
+    fn grant_local(&mut self, target: &Target, n: u64) {
+        if let Some((sem, debt)) = self.credit_mut(target) {
+            let pay = n.min(*debt);
+            *debt -= pay;
+            let add = usize::try_from(n - pay).unwrap_or(usize::MAX);
+            if add > 0 && sem.available_permits() < Semaphore::MAX_PERMITS / 2 {
+                sem.add_permits(add.min(Semaphore::MAX_PERMITS / 2));
             }
         }
     }
@@ -590,11 +660,30 @@ impl<R: FrameReader> Driver<R> {
             abort: None,
             inbound: None,
             credit: None,
+            debt: 0,
         };
         let k = key.clone();
         let abort = match (h, model) {
             (Handler::Rr(h), _) => {
-                let fut = h(data);
+                let mut fut = h(data);
+                // Most handlers answer without waiting (echo): answer at once, without a task.
+                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+                let first = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+                let answer = match first {
+                    Ok(Poll::Pending) => None,
+                    Ok(Poll::Ready(r)) => Some(r),
+                    Err(_) => {
+                        tracing::error!(request = ?key, "rpc handler panicked");
+                        Some(Err(HandlerError::failed("handler panicked")))
+                    }
+                };
+                if let Some(r) = answer {
+                    let _ = match r {
+                        Ok(v) => self.engine.respond(&key, v.get()),
+                        Err(e) => self.engine.fail(&key, e.code, &e.message),
+                    };
+                    return;
+                }
                 self.tasks.spawn(async move {
                     let c = match fut.await {
                         Ok(v) => Cmd::Respond {
@@ -611,36 +700,18 @@ impl<R: FrameReader> Driver<R> {
                 })
             }
             (Handler::Rs(h), _) => {
-                let credit = shared.new_credit();
+                let credit = self.initial_credit();
                 slot.credit = Some(credit.clone());
-                let mut items = h(data);
-                self.tasks.spawn(async move {
-                    let mut p =
-                        Producer::new(Target::Serve(k.clone()), shared.clone(), credit, None);
-                    while let Some(item) = items.next().await {
-                        match item {
-                            Ok(v) => {
-                                if p.send_raw(String::from(Box::<str>::from(v))).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) => {
-                                let _ = cmd
-                                    .send(Cmd::Fail {
-                                        key: k,
-                                        code: e.code,
-                                        message: e.message,
-                                    })
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                    let _ = p.end().await;
-                })
+                let items = h(data);
+                self.tasks.spawn(produce(
+                    items,
+                    Producer::new(Target::Serve(k.clone()), shared.clone(), credit, None),
+                    k,
+                    cmd,
+                ))
             }
             (Handler::Ss(h), _) => {
-                let credit = shared.new_credit();
+                let credit = self.initial_credit();
                 slot.credit = Some(credit.clone());
                 let (tx, rx) = mpsc::channel(shared.window as usize);
                 let outcome: Outcome = Arc::new(OnceLock::new());
@@ -667,6 +738,55 @@ impl<R: FrameReader> Driver<R> {
         self.task_keys.insert(abort.id(), key.clone());
         slot.abort = Some(abort);
         self.serving.insert(key, slot);
+    }
+}
+
+/// Items a request/stream handler may hand over in one command.
+const BATCH: usize = 64;
+
+/// Runs a request/stream handler's items to the end: takes every item that is ready at once
+/// (up to [`BATCH`]) and sends them in one command, so a fast stream costs one hand-off per
+/// batch, not per item.
+async fn produce(mut items: RawItems, mut p: Producer, key: ServeKey, cmd: mpsc::Sender<Cmd>) {
+    let mut batch: Vec<String> = Vec::with_capacity(BATCH);
+    loop {
+        let mut end = match items.next().await {
+            Some(Ok(v)) => {
+                batch.push(String::from(Box::<str>::from(v)));
+                None
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => Some(Ok(())),
+        };
+        let room = p.room(BATCH);
+        while end.is_none() && batch.len() < room {
+            match items.next().now_or_never() {
+                Some(Some(Ok(v))) => batch.push(String::from(Box::<str>::from(v))),
+                Some(Some(Err(e))) => end = Some(Err(e)),
+                Some(None) => end = Some(Ok(())),
+                None => break,
+            }
+        }
+        if !batch.is_empty() && p.send_many(&mut batch).await.is_err() {
+            return;
+        }
+        match end {
+            None => {}
+            Some(Ok(())) => {
+                let _ = p.end().await;
+                return;
+            }
+            Some(Err(e)) => {
+                let _ = cmd
+                    .send(Cmd::Fail {
+                        key,
+                        code: e.code,
+                        message: e.message,
+                    })
+                    .await;
+                return;
+            }
+        }
     }
 }
 
