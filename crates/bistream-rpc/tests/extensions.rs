@@ -210,7 +210,9 @@ async fn keepalive_keeps_a_live_idle_connection() {
 }
 
 /// The acceptor's side of a length-delimited connection, played by hand.
-struct Scripted(tokio_util::codec::Framed<tokio::io::DuplexStream, tokio_util::codec::LengthDelimitedCodec>);
+struct Scripted(
+    tokio_util::codec::Framed<tokio::io::DuplexStream, tokio_util::codec::LengthDelimitedCodec>,
+);
 
 impl Scripted {
     async fn recv(&mut self) -> Value {
@@ -222,7 +224,10 @@ impl Scripted {
         serde_json::from_slice(&b).unwrap()
     }
     async fn send(&mut self, v: Value) {
-        self.0.send(bytes::Bytes::from(v.to_string())).await.unwrap();
+        self.0
+            .send(bytes::Bytes::from(v.to_string()))
+            .await
+            .unwrap();
     }
     /// Frames that arrive within `d` of paused time.
     async fn drain_for(&mut self, d: Duration) -> Vec<Value> {
@@ -263,7 +268,10 @@ async fn items_sent_before_negotiation_settles_count_against_the_window() {
     }
     for i in 0..10u64 {
         let f = peer.recv().await;
-        assert_eq!((f["type"].as_str(), f["data"].as_u64()), (Some("stream_data"), Some(i)));
+        assert_eq!(
+            (f["type"].as_str(), f["data"].as_u64()),
+            (Some("stream_data"), Some(i))
+        );
     }
     // Window 4: the 10 items already sent use it up and leave a debt of 6.
     let id = json!([me, 0]);
@@ -281,7 +289,10 @@ async fn items_sent_before_negotiation_settles_count_against_the_window() {
             s2.store(i + 1, Ordering::SeqCst);
         }
     });
-    assert_eq!(peer.drain_for(Duration::from_secs(2)).await, Vec::<Value>::new());
+    assert_eq!(
+        peer.drain_for(Duration::from_secs(2)).await,
+        Vec::<Value>::new()
+    );
     // 8 more: 6 pay the debt, 2 items may follow, and no more.
     peer.send(json!({"type":"request_n","peerID":"scripted","requestId":id,"data":{"n":8}}))
         .await;
