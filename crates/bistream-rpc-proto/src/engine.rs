@@ -8,16 +8,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::frame::{
-    decode, encode, error_data, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model,
-    RequestId, PROTOCOL_VERSION,
+    decode_ref, encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello,
+    Model, RequestId, PROTOCOL_VERSION,
 };
-use crate::types::{
-    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
-    Target,
-};
+use crate::types::{CallFailure, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats};
 
 #[derive(Debug)]
 struct Call {
@@ -47,30 +43,6 @@ pub struct Engine {
     stats: Stats,
     out: Vec<String>,
     events: VecDeque<Event>,
-}
-
-#[derive(Deserialize)]
-struct OpOnly<'a> {
-    #[serde(borrow)]
-    operation: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct ErrorData {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct RequestNData {
-    n: u32,
-}
-
-#[derive(Deserialize)]
-struct KeepaliveData {
-    #[serde(default)]
-    respond: bool,
 }
 
 impl Engine {
@@ -231,7 +203,7 @@ impl Engine {
                 reason,
             });
         }
-        let frame = match decode(text) {
+        let frame = match decode_ref(text) {
             Ok(f) => f,
             Err(e) => {
                 self.settle_base_if_pending();
@@ -275,10 +247,9 @@ impl Engine {
         self.events.push_back(Event::Negotiated(n));
     }
 
-    fn on_hello(&mut self, frame: Frame) {
+    fn on_hello(&mut self, frame: FrameRef<'_>) {
         let hello = frame
             .data
-            .as_deref()
             .and_then(|d| serde_json::from_str::<Hello>(d.get()).ok());
         let Some(hello) = hello else {
             self.settle(Negotiated::Base);
@@ -346,424 +317,6 @@ impl Engine {
                 .push_back(Event::ServeCancelled { key: id.clone() });
         }
     }
-
-    fn dispatch(&mut self, f: Frame, lookup: &dyn Fn(&str) -> Option<Model>) {
-        if let Some(model) = f.ty.model() {
-            return self.on_request(f, model, lookup);
-        }
-        if f.ty.is_extension() && !matches!(self.nego, Negotiated::Extended { .. }) {
-            return self.invalid(DecodeError {
-                request_id: f.request_id,
-                frame_type: Some(f.ty.as_str().into()),
-                reason: format!("{} frame without a negotiated hello", f.ty.as_str()),
-            });
-        }
-        self.invalid_in_row = 0;
-        match f.ty {
-            FrameType::Hello => {
-                // Only valid as the very first frame.
-                self.invalid(DecodeError {
-                    request_id: None,
-                    frame_type: Some("hello".into()),
-                    reason: "hello after the first frame".into(),
-                });
-            }
-            FrameType::Keepalive => {
-                let respond = f
-                    .data
-                    .as_deref()
-                    .and_then(|d| serde_json::from_str::<KeepaliveData>(d.get()).ok())
-                    .is_some_and(|k| k.respond);
-                if respond {
-                    self.push(FrameType::Keepalive, None, Some("{\"respond\":false}"));
-                }
-            }
-            _ => {
-                let Some(id) = f.request_id else { return };
-                if id.peer == self.cfg.peer_id && id.n >= 0 && id.n <= i128::from(u64::MAX) {
-                    self.on_call_frame(f.ty, id.n as u64, f.data);
-                } else {
-                    self.on_serve_frame(f.ty, id, f.data);
-                }
-            }
-        }
-    }
-
-    fn on_request(&mut self, f: Frame, model: Model, lookup: &dyn Fn(&str) -> Option<Model>) {
-        let op = f
-            .data
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<OpOnly>(d.get()).ok())
-            .map(|o| o.operation.into_owned());
-        let (Some(op), Some(data)) = (op, f.data) else {
-            return self.invalid(DecodeError {
-                request_id: f.request_id,
-                frame_type: Some(f.ty.as_str().into()),
-                reason: "data must be an object with a string \"operation\"".into(),
-            });
-        };
-        self.invalid_in_row = 0;
-        let Some(id) = f.request_id else {
-            // fire_and_forget without a request id: nothing can be answered.
-            return self.serve_fire_and_forget(op, data, lookup);
-        };
-        if model == Model::FireAndForget {
-            return self.serve_fire_and_forget(op, data, lookup);
-        }
-        if id.peer == self.cfg.peer_id {
-            return self.push_error(
-                &id,
-                ErrorCode::InvalidRequest,
-                "requestId uses the callee's own peer id",
-            );
-        }
-        if self.served.contains_key(&id) {
-            self.stats.invalid += 1;
-            return self.push_error(&id, ErrorCode::InvalidRequest, "requestId already in use");
-        }
-        match lookup(&op) {
-            None => {
-                let msg = format!("unknown operation: {}", clip(&op));
-                self.push_error(&id, ErrorCode::UnknownOperation, &msg)
-            }
-            Some(m) if m != model => {
-                let msg = format!(
-                    "operation {} is a {} operation, called as {}",
-                    clip(&op),
-                    m.name(),
-                    model.name()
-                );
-                self.push_error(&id, ErrorCode::InvalidRequest, &msg)
-            }
-            Some(_) => {
-                let lim = &self.cfg.limits;
-                let streaming = model != Model::RequestResponse;
-                let over = if self.served() >= lim.max_in_flight {
-                    Some(format!("{} requests in flight", lim.max_in_flight))
-                } else if streaming && self.served_streams >= lim.max_streams {
-                    Some(format!("{} streams open", lim.max_streams))
-                } else {
-                    None
-                };
-                if let Some(why) = over {
-                    self.stats.overloaded += 1;
-                    return self.push_error(
-                        &id,
-                        ErrorCode::Overloaded,
-                        &format!("overloaded: {why} on this connection"),
-                    );
-                }
-                if streaming {
-                    self.served_streams += 1;
-                }
-                self.served.insert(
-                    id.clone(),
-                    Serve {
-                        model,
-                        remote_ended: false,
-                    },
-                );
-                self.events.push_back(Event::Serve {
-                    key: id,
-                    model,
-                    op,
-                    data,
-                });
-            }
-        }
-    }
-
-    fn serve_fire_and_forget(
-        &mut self,
-        op: String,
-        data: Box<RawValue>,
-        lookup: &dyn Fn(&str) -> Option<Model>,
-    ) {
-        let reason = match lookup(&op) {
-            Some(Model::FireAndForget) if self.served() < self.cfg.limits.max_in_flight => {
-                self.ff_in_flight += 1;
-                return self.events.push_back(Event::FireAndForget { op, data });
-            }
-            Some(Model::FireAndForget) => {
-                self.stats.overloaded += 1;
-                "overloaded"
-            }
-            Some(_) => "not a fire-and-forget operation",
-            None => "unknown operation",
-        };
-        self.events.push_back(Event::Dropped {
-            reason: format!("fire_and_forget {}: {reason}", clip(&op)),
-        });
-    }
-
-    /// A fire-and-forget handler finished (frees its in-flight slot).
-    pub fn fire_and_forget_done(&mut self) {
-        self.ff_in_flight = self.ff_in_flight.saturating_sub(1);
-    }
-
-    fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<Box<RawValue>>) {
-        let Some(c) = self.calls.get_mut(&call) else {
-            self.stats.unmatched += 1;
-            return;
-        };
-        let model = c.model;
-        let streaming = matches!(model, Model::RequestStream | Model::StreamStream);
-        match ty {
-            FrameType::Response if model == Model::RequestResponse => {
-                self.calls.remove(&call);
-                let data = data.unwrap_or_else(null_raw);
-                self.events.push_back(Event::Response { call, data });
-            }
-            FrameType::StreamData if streaming && !c.remote_ended => {
-                let data = data.unwrap_or_else(null_raw);
-                self.events.push_back(Event::Item { call, data });
-            }
-            FrameType::StreamEnd if streaming && !c.remote_ended => {
-                c.remote_ended = true;
-                if model == Model::RequestStream || c.local_ended {
-                    self.calls.remove(&call);
-                }
-                self.events.push_back(Event::End { call });
-            }
-            FrameType::Error => {
-                self.calls.remove(&call);
-                let failure = match data
-                    .as_deref()
-                    .and_then(|d| serde_json::from_str::<ErrorData>(d.get()).ok())
-                {
-                    Some(e) => CallFailure::Remote {
-                        code: e.code,
-                        message: e.message,
-                    },
-                    None => CallFailure::Protocol("error frame without code".into()),
-                };
-                self.events.push_back(Event::Failed { call, failure });
-            }
-            FrameType::RequestN => self.on_request_n(Target::Call(call), data),
-            FrameType::Cancel => {
-                self.stats.unmatched += 1;
-            }
-            _ => {
-                self.calls.remove(&call);
-                let why = format!("unexpected {} for a {} call", ty.as_str(), model.name());
-                if self.ext(Extension::Cancel) {
-                    self.push_own(FrameType::Cancel, call, None);
-                }
-                self.events.push_back(Event::Failed {
-                    call,
-                    failure: CallFailure::Protocol(why),
-                });
-            }
-        }
-    }
-
-    fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<Box<RawValue>>) {
-        let Some(s) = self.served.get_mut(&key) else {
-            self.stats.unmatched += 1;
-            return;
-        };
-        match ty {
-            FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
-                let data = data.unwrap_or_else(null_raw);
-                self.events.push_back(Event::ServeItem { key, data });
-            }
-            FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
-                s.remote_ended = true;
-                self.events.push_back(Event::ServeEnd { key });
-            }
-            FrameType::Cancel => self.forget_served(&key),
-            FrameType::RequestN => self.on_request_n(Target::Serve(key), data),
-            _ => {
-                let why = format!(
-                    "unexpected {} frame for a request being served",
-                    ty.as_str()
-                );
-                self.invalid(DecodeError {
-                    request_id: Some(key),
-                    frame_type: Some(ty.as_str().into()),
-                    reason: why,
-                });
-            }
-        }
-    }
-
-    fn on_request_n(&mut self, target: Target, data: Option<Box<RawValue>>) {
-        match data
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<RequestNData>(d.get()).ok())
-        {
-            Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
-            _ => self.events.push_back(Event::Dropped {
-                reason: "request_n without a positive data.n".into(),
-            }),
-        }
-    }
-
-    // ---- local actions ----------------------------------------------------------------------
-
-    /// Opens call `id` of `model` (not fire-and-forget). `data` is the request's JSON object
-    /// text, `operation` included. The caller picks ids and never reuses one on a connection
-    /// (a counter); an id still open is refused.
-    pub fn start_call(&mut self, id: u64, model: Model, data: &str) -> Result<(), EngineError> {
-        if self.closed {
-            return Err(EngineError::Closed);
-        }
-        if model == Model::FireAndForget {
-            return Err(EngineError::WrongState(
-                "use fire_and_forget for fire-and-forget calls",
-            ));
-        }
-        if self.calls.len() >= self.cfg.limits.max_pending_calls {
-            return Err(EngineError::TooManyCalls(self.cfg.limits.max_pending_calls));
-        }
-        if self.calls.contains_key(&id) {
-            return Err(EngineError::WrongState("call id already in use"));
-        }
-        self.calls.insert(
-            id,
-            Call {
-                model,
-                local_ended: false,
-                remote_ended: false,
-            },
-        );
-        self.push_own(model.request_type(), id, Some(data));
-        Ok(())
-    }
-
-    /// Sends a fire-and-forget request (`"requestId": null`, as the seed).
-    pub fn fire_and_forget(&mut self, data: &str) -> Result<(), EngineError> {
-        if self.closed {
-            return Err(EngineError::Closed);
-        }
-        self.push(FrameType::FireAndForget, None, Some(data));
-        Ok(())
-    }
-
-    /// Sends one stream item: on our bi-stream call, or on a stream/bi-stream we serve.
-    pub fn send_item(&mut self, target: &Target, data: &str) -> Result<(), EngineError> {
-        let key = self.open_key(target, true)?;
-        self.push_with(FrameType::StreamData, key, Some(data));
-        Ok(())
-    }
-
-    /// Ends our side of a stream: our bi-stream call, or a stream/bi-stream we serve (which is
-    /// then finished).
-    pub fn end(&mut self, target: &Target) -> Result<(), EngineError> {
-        let key = self.open_key(target, true)?;
-        self.push_with(FrameType::StreamEnd, key, None);
-        match target {
-            Target::Call(id) => {
-                if let Some(c) = self.calls.get_mut(id) {
-                    c.local_ended = true;
-                    if c.remote_ended {
-                        self.calls.remove(id);
-                    }
-                }
-            }
-            Target::Serve(k) => self.finish_served(k),
-        }
-        Ok(())
-    }
-
-    /// Answers a request/response we serve.
-    pub fn respond(&mut self, key: &ServeKey, data: &str) -> Result<(), EngineError> {
-        match self.served.get(key) {
-            Some(s) if s.model == Model::RequestResponse => {}
-            Some(_) => return Err(EngineError::WrongState("respond on a stream request")),
-            None => return Err(EngineError::NotOpen),
-        }
-        self.push(FrameType::Response, Some((&key.peer, key.n)), Some(data));
-        self.finish_served(key);
-        Ok(())
-    }
-
-    /// Ends a request we serve with an `error` frame (final).
-    pub fn fail(
-        &mut self,
-        key: &ServeKey,
-        code: ErrorCode,
-        message: &str,
-    ) -> Result<(), EngineError> {
-        if !self.served.contains_key(key) {
-            return Err(EngineError::NotOpen);
-        }
-        self.push_error(key, code, message);
-        self.finish_served(key);
-        Ok(())
-    }
-
-    /// Our caller dropped a call: forget it and, when negotiated, tell the peer with `cancel`.
-    pub fn cancel_call(&mut self, call: u64) {
-        if self.calls.remove(&call).is_some() && self.ext(Extension::Cancel) && !self.closed {
-            self.push_own(FrameType::Cancel, call, None);
-        }
-    }
-
-    /// A served request's handler went away without answering (cancelled locally).
-    pub fn abandon_served(&mut self, key: &ServeKey) {
-        self.finish_served(key);
-    }
-
-    /// Grants the producer of a stream we consume `n` more items (only when negotiated).
-    pub fn grant(&mut self, target: &Target, n: u32) {
-        if n == 0 || !self.ext(Extension::RequestN) || self.closed {
-            return;
-        }
-        if let Ok(key) = self.open_key(target, false) {
-            let data = format!("{{\"n\":{n}}}");
-            self.push_with(FrameType::RequestN, key, Some(&data));
-        }
-    }
-
-    /// Sends a keepalive probe if negotiated; returns whether one was sent.
-    pub fn keepalive(&mut self) -> bool {
-        if !self.ext(Extension::Keepalive) || self.closed {
-            return false;
-        }
-        self.push(FrameType::Keepalive, None, Some("{\"respond\":true}"));
-        true
-    }
-
-    /// Marks the engine closed: later local actions fail with [`EngineError::Closed`].
-    pub fn close(&mut self) {
-        self.closed = true;
-    }
-
-    fn finish_served(&mut self, key: &ServeKey) {
-        if let Some(s) = self.served.remove(key) {
-            if s.model != Model::RequestResponse {
-                self.served_streams -= 1;
-            }
-        }
-    }
-
-    /// The wire request id for a target that is open for sending (`sending`) or receiving.
-    fn open_key(&self, target: &Target, sending: bool) -> Result<(String, i128), EngineError> {
-        if self.closed {
-            return Err(EngineError::Closed);
-        }
-        match target {
-            Target::Call(id) => match self.calls.get(id) {
-                Some(c) if sending && (c.model != Model::StreamStream || c.local_ended) => {
-                    Err(EngineError::WrongState("not an open bi-stream side"))
-                }
-                Some(_) => Ok((self.cfg.peer_id.clone(), (*id).into())),
-                None => Err(EngineError::NotOpen),
-            },
-            Target::Serve(k) => match self.served.get(k) {
-                Some(s) if s.model == Model::RequestResponse => {
-                    Err(EngineError::WrongState("not a stream"))
-                }
-                Some(_) => Ok((k.peer.clone(), k.n)),
-                None => Err(EngineError::NotOpen),
-            },
-        }
-    }
-
-    fn push_with(&mut self, ty: FrameType, key: (String, i128), data: Option<&str>) {
-        self.push(ty, Some((&key.0, key.1)), data);
-    }
 }
 
 #[derive(Deserialize)]
@@ -772,17 +325,8 @@ struct IdOnly {
     request_id: Option<(String, i128)>,
 }
 
-/// `null` (the default raw value).
-fn null_raw() -> Box<RawValue> {
-    Box::<RawValue>::default()
-}
-
-fn clip(s: &str) -> &str {
-    match s.char_indices().nth(100) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 #[cfg(test)]
 mod tests;
+
+mod local;
+mod recv;

@@ -3,6 +3,7 @@
 //! structure, lenient about unknown fields like the seed's pydantic model) and a fast encoder
 //! that copies `data` through byte for byte.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
@@ -262,43 +263,103 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-#[derive(Deserialize)]
-struct Wire {
-    #[serde(rename = "type")]
-    ty: String,
-    #[serde(rename = "peerID", default)]
-    peer_id: Option<String>,
-    #[serde(rename = "requestId", default, deserialize_with = "request_id_opt")]
-    request_id: Option<RequestId>,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
+/// A string field borrowed from the message when it has no escapes (the common case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
 }
 
-fn request_id_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RequestId>, D::Error> {
-    let v: Option<(String, i128)> = Option::deserialize(d)?;
-    Ok(v.map(|(peer, n)| RequestId { peer, n }))
+/// A decoded frame that borrows from the message ([`decode_ref`]): nothing is copied until
+/// the receiver keeps it.
+#[derive(Debug)]
+pub struct FrameRef<'a> {
+    /// The frame type.
+    pub ty: FrameType,
+    /// The sender's peer id.
+    pub peer_id: Option<Cow<'a, str>>,
+    /// The request id: the caller's peer id and its counter.
+    pub request_id: Option<(Cow<'a, str>, i128)>,
+    /// `data`, as raw JSON (absent and `null` both give `None`).
+    pub data: Option<&'a RawValue>,
+}
+
+impl FrameRef<'_> {
+    /// An owned copy.
+    pub fn into_owned(self) -> Frame {
+        Frame {
+            ty: self.ty,
+            peer_id: self.peer_id.map(Cow::into_owned),
+            request_id: self.request_id.map(|(peer, n)| RequestId {
+                peer: peer.into_owned(),
+                n,
+            }),
+            data: self.data.map(RawValue::to_owned),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Text<'a>,
+    #[serde(rename = "peerID", default, borrow)]
+    peer_id: Option<Text<'a>>,
+    #[serde(rename = "requestId", default, borrow)]
+    request_id: Option<(Text<'a>, i128)>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 /// Decodes one message into a [`Frame`], checking what every frame of its type must carry.
 pub fn decode(text: &str) -> Result<Frame, DecodeError> {
-    let w: Wire = serde_json::from_str(text).map_err(|e| lenient(text, e.to_string()))?;
+    decode_ref(text).map(FrameRef::into_owned)
+}
+
+/// Like [`decode`], but borrows the strings and `data` from `text` (the engine's hot path).
+pub fn decode_ref(text: &str) -> Result<FrameRef<'_>, DecodeError> {
+    let w: Wire<'_> = serde_json::from_str(text).map_err(|e| lenient(text, e.to_string()))?;
+    let owned_id = || {
+        w.request_id.as_ref().map(|(peer, n)| RequestId {
+            peer: peer.0.clone().into_owned(),
+            n: *n,
+        })
+    };
     let fail = |reason: String| DecodeError {
         request_id: None,
-        frame_type: Some(w.ty.clone()),
+        frame_type: Some(w.ty.0.clone().into_owned()),
         reason,
     };
-    let Some(ty) = FrameType::parse(&w.ty) else {
-        let mut e = fail(format!("unknown frame type {:?}", truncate(&w.ty)));
-        e.request_id = w.request_id.clone();
+    let Some(ty) = FrameType::parse(&w.ty.0) else {
+        let mut e = fail(format!("unknown frame type {:?}", truncate(&w.ty.0)));
+        e.request_id = owned_id();
         return Err(e);
     };
-    let with_id = |reason: String| DecodeError {
-        request_id: w.request_id.clone(),
-        frame_type: Some(w.ty.clone()),
-        reason,
-    };
-    if ty.model().is_some() && w.peer_id.as_deref().is_none_or(str::is_empty) {
-        return Err(with_id("peerID required for request messages".into()));
+    if ty.model().is_some() && w.peer_id.as_ref().is_none_or(|p| p.0.is_empty()) {
+        return Err(DecodeError {
+            request_id: owned_id(),
+            frame_type: Some(w.ty.0.clone().into_owned()),
+            reason: "peerID required for request messages".into(),
+        });
     }
     let needs_id = !matches!(
         ty,
@@ -307,10 +368,10 @@ pub fn decode(text: &str) -> Result<Frame, DecodeError> {
     if needs_id && w.request_id.is_none() {
         return Err(fail(format!("{} frame without a requestId", ty.as_str())));
     }
-    Ok(Frame {
+    Ok(FrameRef {
         ty,
-        peer_id: w.peer_id,
-        request_id: w.request_id,
+        peer_id: w.peer_id.map(|p| p.0),
+        request_id: w.request_id.map(|(p, n)| (p.0, n)),
         data: w.data,
     })
 }
@@ -350,6 +411,19 @@ pub fn encode(
     request_id: Option<(&str, i128)>,
     data: Option<&str>,
 ) {
+    encode_prefix(out, ty, peer_id, request_id);
+    out.push_str(data.unwrap_or("null"));
+    out.push('}');
+}
+
+/// Appends a frame up to its `data` value (`...,"data":`): append the data text and `}` to
+/// finish it. Lets a sender encode the fixed part of many frames of one stream once.
+pub fn encode_prefix(
+    out: &mut String,
+    ty: FrameType,
+    peer_id: &str,
+    request_id: Option<(&str, i128)>,
+) {
     out.push_str("{\"type\":\"");
     out.push_str(ty.as_str());
     out.push_str("\",\"peerID\":");
@@ -364,8 +438,6 @@ pub fn encode(
         None => out.push_str("null"),
     }
     out.push_str(",\"data\":");
-    out.push_str(data.unwrap_or("null"));
-    out.push('}');
 }
 
 /// Appends `s` as a JSON string literal.

@@ -43,8 +43,8 @@ pub mod types;
 
 pub use engine::Engine;
 pub use frame::{
-    decode, encode, DecodeError, ErrorCode, Extension, Frame, FrameType, Hello, Model, RequestId,
-    PROTOCOL_VERSION,
+    decode, decode_ref, encode, DecodeError, ErrorCode, Extension, Frame, FrameRef, FrameType,
+    Hello, Model, RequestId, PROTOCOL_VERSION,
 };
 pub use types::{
     CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,

@@ -189,6 +189,7 @@ impl Connection {
             tx: Some(tx),
             outcome: outcome.clone(),
             credit: credit.then(|| self.shared().new_credit()),
+            debt: 0,
             local_ended: !credit,
         };
         (sink, rx, outcome)

@@ -11,17 +11,20 @@ use std::time::Duration;
 use bistream_rpc_proto::{
     CallFailure, Engine, EngineConfig, Event, Limits, Model, Negotiated, ServeKey, Side, Target,
 };
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::router::{Handler, Raw};
+use crate::router::{Handler, Raw, RawItems};
 use crate::shared::{CallSink, Cmd, Ctl, Outcome, Shared};
 use crate::stream::{Items, Producer, ServeReceiver, ServeSender};
 use crate::transport::{FrameReader, Inbound, Transport};
 use crate::writer::{write_loop, Budget, WOut};
-use crate::{ConnState, Connection, Router, RpcError};
+use crate::{ConnState, Connection, HandlerError, Router, RpcError};
 
 /// Bytes queued for the writer above which local producers wait.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -59,6 +62,8 @@ struct Serving {
     abort: Option<AbortHandle>,
     inbound: Option<(mpsc::Sender<Raw>, Outcome)>,
     credit: Option<Arc<Semaphore>>,
+    /// See `CallSink::Stream::debt`.
+    debt: u64,
 }
 
 /// Starts a connection over `transport`, serving `router`; returns its handle.
@@ -226,12 +231,11 @@ impl<R: FrameReader> Driver<R> {
         if !self.engine.has_output() {
             return;
         }
-        let mut n = 0;
-        for f in self.engine.take_output() {
-            n += f.len();
-            let _ = self.wtx.send(WOut::Frame(f));
-        }
+        let frames = self.engine.take_output();
+        let n = frames.iter().map(String::len).sum();
+        // Count before sending so the writer's subtraction never goes below zero.
         self.budget.bytes.fetch_add(n, Ordering::AcqRel);
+        let _ = self.wtx.send(WOut::Frames(frames));
     }
 
     async fn main_loop(&mut self, wdead: &mut tokio::sync::oneshot::Receiver<String>) -> Stop {
@@ -325,349 +329,6 @@ impl<R: FrameReader> Driver<R> {
         }
         None
     }
-
-    fn on_cmd(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Start {
-                id,
-                model,
-                data,
-                sink,
-            } => match self.engine.start_call(id, model, &data) {
-                Ok(()) => {
-                    self.calls.insert(id, sink);
-                }
-                Err(e) => fail_sink(sink, RpcError::Limit(e.to_string())),
-            },
-            Cmd::Ff { data } => {
-                let _ = self.engine.fire_and_forget(&data);
-            }
-            Cmd::Item { target, data } => {
-                let _ = self.engine.send_item(&target, &data);
-            }
-            Cmd::End { target } => {
-                if self.engine.end(&target).is_ok() {
-                    match &target {
-                        Target::Serve(k) => {
-                            self.serving.remove(k);
-                        }
-                        Target::Call(id) => {
-                            let remove = match self.calls.get_mut(id) {
-                                Some(CallSink::Stream {
-                                    tx, local_ended, ..
-                                }) => {
-                                    *local_ended = true;
-                                    tx.is_none()
-                                }
-                                _ => false,
-                            };
-                            if remove {
-                                self.calls.remove(id);
-                            }
-                        }
-                    }
-                }
-            }
-            Cmd::Respond { key, data } => {
-                if self.engine.respond(&key, &data).is_ok() {
-                    self.serving.remove(&key);
-                }
-            }
-            Cmd::Fail { key, code, message } => {
-                if self.engine.fail(&key, code, &message).is_ok() {
-                    self.serving.remove(&key);
-                }
-            }
-            Cmd::FfDone => self.engine.fire_and_forget_done(),
-        }
-    }
-
-    fn on_task_done(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let (id, panicked) = match done {
-            Ok((id, ())) => (id, false),
-            Err(e) => (e.id(), e.is_panic()),
-        };
-        let Some(key) = self.task_keys.remove(&id) else {
-            return;
-        };
-        if panicked {
-            tracing::error!(request = ?key, "rpc handler panicked");
-            if self
-                .engine
-                .fail(
-                    &key,
-                    bistream_rpc_proto::ErrorCode::HandlerFailed,
-                    "handler panicked",
-                )
-                .is_ok()
-            {
-                self.serving.remove(&key);
-            }
-        }
-    }
-
-    /// Handles engine events; returns when the connection must stop.
-    async fn drain_events(&mut self) -> Option<Stop> {
-        while let Some(ev) = self.engine.next_event() {
-            match ev {
-                Event::Negotiated(n) => self.on_negotiated(n),
-                Event::Response { call, data } => {
-                    if let Some(CallSink::Rr(tx)) = self.calls.remove(&call) {
-                        let _ = tx.send(Ok(data));
-                    }
-                }
-                Event::Item { call, data } => {
-                    if let Some(CallSink::Stream { tx: Some(tx), .. }) = self.calls.get(&call) {
-                        let tx = tx.clone();
-                        if let Some(stop) = self.deliver(tx, data).await {
-                            return Some(stop);
-                        }
-                    }
-                }
-                Event::End { call } => {
-                    let remove = match self.calls.get_mut(&call) {
-                        Some(CallSink::Stream {
-                            tx,
-                            outcome,
-                            local_ended,
-                            ..
-                        }) => {
-                            let _ = outcome.set(Ok(()));
-                            *tx = None;
-                            *local_ended
-                        }
-                        _ => false,
-                    };
-                    if remove {
-                        self.calls.remove(&call);
-                    }
-                }
-                Event::Failed { call, failure } => {
-                    if let Some(sink) = self.calls.remove(&call) {
-                        let e = match failure {
-                            CallFailure::Remote { code, message } => {
-                                RpcError::Remote { code, message }
-                            }
-                            CallFailure::Protocol(p) => RpcError::Protocol(p),
-                        };
-                        fail_sink(sink, e);
-                    }
-                }
-                Event::Serve {
-                    key,
-                    model,
-                    op,
-                    data,
-                } => self.serve(key, model, &op, data),
-                Event::FireAndForget { op, data } => {
-                    if let Some(Handler::Ff(h)) = self.router.get(&op) {
-                        let fut = h(data);
-                        let cmd = self.shared.cmd.clone();
-                        // Reap finished ones so the set stays as small as the engine's limit.
-                        while self.ff_tasks.try_join_next().is_some() {}
-                        self.ff_tasks.spawn(async move {
-                            fut.await;
-                            let _ = cmd.send(Cmd::FfDone).await;
-                        });
-                    }
-                }
-                Event::ServeItem { key, data } => {
-                    if let Some((tx, _)) = self.serving.get(&key).and_then(|s| s.inbound.as_ref()) {
-                        let tx = tx.clone();
-                        if let Some(stop) = self.deliver(tx, data).await {
-                            return Some(stop);
-                        }
-                    }
-                }
-                Event::ServeEnd { key } => {
-                    if let Some(s) = self.serving.get_mut(&key) {
-                        if let Some((_, outcome)) = s.inbound.take() {
-                            let _ = outcome.set(Ok(()));
-                        }
-                    }
-                }
-                Event::ServeCancelled { key } => {
-                    if let Some(s) = self.serving.remove(&key) {
-                        if let Some(a) = s.abort {
-                            a.abort();
-                        }
-                        if let Some((_, outcome)) = s.inbound {
-                            let _ = outcome.set(Err(RpcError::Cancelled));
-                        }
-                    }
-                }
-                Event::Credit { target, n } => {
-                    let sem = match &target {
-                        Target::Call(id) => match self.calls.get(id) {
-                            Some(CallSink::Stream { credit, .. }) => credit.clone(),
-                            _ => None,
-                        },
-                        Target::Serve(k) => self.serving.get(k).and_then(|s| s.credit.clone()),
-                    };
-                    if let Some(sem) = sem {
-                        if sem.available_permits() < Semaphore::MAX_PERMITS / 2 {
-                            sem.add_permits(n as usize);
-                        }
-                    }
-                }
-                Event::Dropped { reason } => {
-                    tracing::debug!(peer = %self.shared.peer_id, %reason, "rpc frame dropped");
-                }
-                Event::Close { code, reason } => {
-                    tracing::warn!(peer = %self.shared.peer_id, %reason, "closing rpc connection");
-                    return Some(Stop::Local { code, reason });
-                }
-            }
-        }
-        None
-    }
-
-    fn on_negotiated(&mut self, n: Negotiated) {
-        tracing::debug!(peer = %self.shared.peer_id, negotiated = ?n, "rpc negotiation");
-        if let Negotiated::Extended {
-            request_n,
-            keepalive,
-            window,
-            ..
-        } = n
-        {
-            self.keepalive_on = keepalive && self.keepalive.is_some();
-            if request_n {
-                self.shared.peer_window.store(window, Ordering::Release);
-                self.shared.credit_on.store(true, Ordering::Release);
-                for sink in self.calls.values() {
-                    if let CallSink::Stream {
-                        credit: Some(c), ..
-                    } = sink
-                    {
-                        c.add_permits(window as usize);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Delivers one item into a bounded queue; when it is full, stops reading the transport
-    /// (backpressure) but keeps serving commands until there is room.
-    async fn deliver(&mut self, tx: mpsc::Sender<Raw>, item: Raw) -> Option<Stop> {
-        let item = match tx.try_send(item) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return None,
-            Err(mpsc::error::TrySendError::Full(item)) => item,
-        };
-        let mut item = Some(item);
-        loop {
-            self.flush();
-            let budget_ok = self.budget_ok();
-            tokio::select! {
-                biased;
-                permit = tx.reserve() => {
-                    if let (Ok(p), Some(i)) = (permit, item.take()) {
-                        p.send(i);
-                    }
-                    return None;
-                }
-                Some(ctl) = self.ctl_rx.recv() => {
-                    if let Some(stop) = self.on_ctl(ctl) {
-                        return Some(stop);
-                    }
-                }
-                Some(cmd) = self.cmd_rx.recv(), if budget_ok => self.on_cmd(cmd),
-                _ = self.budget.notify.notified(), if !budget_ok => {}
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    self.on_task_done(done);
-                }
-            }
-        }
-    }
-
-    fn serve(&mut self, key: ServeKey, model: Model, op: &str, data: Raw) {
-        let Some(h) = self.router.get(op).cloned() else {
-            return;
-        };
-        let shared = self.shared.clone();
-        let cmd = shared.cmd.clone();
-        let mut slot = Serving {
-            abort: None,
-            inbound: None,
-            credit: None,
-        };
-        let k = key.clone();
-        let abort = match (h, model) {
-            (Handler::Rr(h), _) => {
-                let fut = h(data);
-                self.tasks.spawn(async move {
-                    let c = match fut.await {
-                        Ok(v) => Cmd::Respond {
-                            key: k,
-                            data: String::from(Box::<str>::from(v)),
-                        },
-                        Err(e) => Cmd::Fail {
-                            key: k,
-                            code: e.code,
-                            message: e.message,
-                        },
-                    };
-                    let _ = cmd.send(c).await;
-                })
-            }
-            (Handler::Rs(h), _) => {
-                let credit = shared.new_credit();
-                slot.credit = Some(credit.clone());
-                let mut items = h(data);
-                self.tasks.spawn(async move {
-                    let mut p =
-                        Producer::new(Target::Serve(k.clone()), shared.clone(), credit, None);
-                    while let Some(item) = items.next().await {
-                        match item {
-                            Ok(v) => {
-                                if p.send_raw(String::from(Box::<str>::from(v))).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) => {
-                                let _ = cmd
-                                    .send(Cmd::Fail {
-                                        key: k,
-                                        code: e.code,
-                                        message: e.message,
-                                    })
-                                    .await;
-                                return;
-                            }
-                        }
-                    }
-                    let _ = p.end().await;
-                })
-            }
-            (Handler::Ss(h), _) => {
-                let credit = shared.new_credit();
-                slot.credit = Some(credit.clone());
-                let (tx, rx) = mpsc::channel(shared.window as usize);
-                let outcome: Outcome = Arc::new(OnceLock::new());
-                slot.inbound = Some((tx, outcome.clone()));
-                let items = Items::new(rx, outcome, Target::Serve(k.clone()), shared.clone());
-                let sender = ServeSender::new(k.clone(), shared.clone(), credit);
-                let fut = h(data, ServeReceiver::new(items), sender);
-                self.tasks.spawn(async move {
-                    let c = match fut.await {
-                        Ok(()) => Cmd::End {
-                            target: Target::Serve(k),
-                        },
-                        Err(e) => Cmd::Fail {
-                            key: k,
-                            code: e.code,
-                            message: e.message,
-                        },
-                    };
-                    let _ = cmd.send(c).await;
-                })
-            }
-            (Handler::Ff(_), _) => return,
-        };
-        self.task_keys.insert(abort.id(), key.clone());
-        slot.abort = Some(abort);
-        self.serving.insert(key, slot);
-    }
 }
 
 fn fail_sink(sink: CallSink, e: RpcError) {
@@ -685,3 +346,7 @@ fn fail_sink(sink: CallSink, e: RpcError) {
         }
     }
 }
+
+mod events;
+mod local;
+mod serve;

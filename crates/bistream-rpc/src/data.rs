@@ -2,11 +2,12 @@
 //! `"operation"` first. Values are kept as raw JSON so numbers pass through exactly.
 
 use serde::de::{Deserializer, MapAccess, Visitor};
+use bistream_rpc_proto::frame::Text;
 use serde_json::value::RawValue;
 
 use crate::RpcError;
 
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+struct Fields<'a>(Vec<(Text<'a>, &'a RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -18,7 +19,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Fields<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Fields<'a>, M::Error> {
                 let mut v = Vec::new();
-                while let Some((k, val)) = m.next_entry::<String, &'de RawValue>()? {
+                while let Some((k, val)) = m.next_entry::<Text<'de>, &'de RawValue>()? {
                     v.push((k, val));
                 }
                 Ok(Fields(v))
@@ -41,11 +42,11 @@ pub fn request_data(op: &str, json: &str) -> Result<String, RpcError> {
     let fields: Fields<'_> = serde_json::from_str(json)
         .map_err(|e| RpcError::Data(format!("request data must be a JSON object: {e}")))?;
     for (k, v) in fields.0 {
-        if k == "operation" {
+        if k.0 == "operation" {
             continue;
         }
         out.push(',');
-        bistream_rpc_proto::frame::push_json_str(&mut out, &k);
+        bistream_rpc_proto::frame::push_json_str(&mut out, &k.0);
         out.push(':');
         out.push_str(v.get());
     }

@@ -2,6 +2,7 @@
 //! (`Box<RawValue>` or `serde_json::Value` work too). A connection consults it to answer
 //! `unknown_operation` / wrong-model errors and to start handlers.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -79,9 +80,40 @@ fn parse<T: DeserializeOwned>(raw: &RawValue) -> Result<T, HandlerError> {
     serde_json::from_str(raw.get()).map_err(|e| HandlerError::invalid(format!("invalid data: {e}")))
 }
 
+/// The request for a handler taking `T`: a raw handler (`T` = [`Raw`]) gets the bytes as they
+/// came, without a second parse and copy.
+fn parse_owned<T: DeserializeOwned + 'static>(raw: Raw) -> Result<T, HandlerError> {
+    if TypeId::of::<T>() != TypeId::of::<Raw>() {
+        return parse(&raw);
+    }
+    let any: Box<dyn Any> = Box::new(raw);
+    match any.downcast::<T>() {
+        Ok(t) => Ok(*t),
+        Err(any) => match any.downcast::<Raw>() {
+            Ok(raw) => parse(&raw),
+            Err(_) => Err(HandlerError::failed("request data lost its type")),
+        },
+    }
+}
+
 pub(crate) fn to_raw<T: Serialize>(v: &T) -> Result<Raw, HandlerError> {
     serde_json::value::to_raw_value(v)
         .map_err(|e| HandlerError::failed(format!("cannot serialize the result: {e}")))
+}
+
+/// A handler's result as raw JSON: a [`Raw`] result passes through as it is.
+fn to_raw_owned<T: Serialize + 'static>(v: T) -> Result<Raw, HandlerError> {
+    if TypeId::of::<T>() != TypeId::of::<Raw>() {
+        return to_raw(&v);
+    }
+    let any: Box<dyn Any> = Box::new(v);
+    match any.downcast::<Raw>() {
+        Ok(raw) => Ok(*raw),
+        Err(any) => match any.downcast::<T>() {
+            Ok(v) => to_raw(&*v),
+            Err(_) => Err(HandlerError::failed("result lost its type")),
+        },
+    }
 }
 
 impl Router {
@@ -113,10 +145,10 @@ impl Router {
         Fut: Future<Output = Result<Resp, HandlerError>> + Send + 'static,
     {
         let h = move |raw: Raw| -> BoxFut<Result<Raw, HandlerError>> {
-            match parse::<Req>(&raw) {
+            match parse_owned::<Req>(raw) {
                 Ok(req) => {
                     let fut = f(req);
-                    Box::pin(async move { to_raw(&fut.await?) })
+                    Box::pin(async move { to_raw_owned(fut.await?) })
                 }
                 Err(e) => Box::pin(async move { Err(e) }),
             }
@@ -135,8 +167,8 @@ impl Router {
         S: Stream<Item = Result<Item, HandlerError>> + Send + 'static,
     {
         let h = move |raw: Raw| -> RawItems {
-            match parse::<Req>(&raw) {
-                Ok(req) => Box::pin(f(req).map(|r| r.and_then(|v| to_raw(&v)))),
+            match parse_owned::<Req>(raw) {
+                Ok(req) => Box::pin(f(req).map(|r| r.and_then(to_raw_owned))),
                 Err(e) => Box::pin(futures_util::stream::once(async move { Err(e) })),
             }
         };
@@ -159,7 +191,7 @@ impl Router {
                       rx: ServeReceiver<Raw>,
                       tx: ServeSender<Raw>|
               -> BoxFut<Result<(), HandlerError>> {
-            match parse::<Req>(&raw) {
+            match parse_owned::<Req>(raw) {
                 Ok(req) => Box::pin(f(req, rx.typed(), tx.typed())),
                 Err(e) => Box::pin(async move { Err(e) }),
             }
@@ -177,7 +209,7 @@ impl Router {
     {
         let op_name = op.to_string();
         let h = move |raw: Raw| -> BoxFut<()> {
-            match parse::<Req>(&raw) {
+            match parse_owned::<Req>(raw) {
                 Ok(req) => Box::pin(f(req)),
                 Err(e) => {
                     tracing::warn!(op = %op_name, error = %e, "fire_and_forget dropped");

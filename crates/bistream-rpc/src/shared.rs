@@ -22,6 +22,9 @@ pub(crate) enum CallSink {
         outcome: Outcome,
         /// Credit for our own items (bi-stream calls only).
         credit: Option<Arc<Semaphore>>,
+        /// Items sent without credit that the peer counts against its window (sent before
+        /// negotiation settled), still to be paid from the next grants.
+        debt: u64,
         /// Our side of a bi-stream has ended (always true for request/stream).
         local_ended: bool,
     },
@@ -38,9 +41,11 @@ pub(crate) enum Cmd {
     Ff {
         data: String,
     },
-    Item {
+    /// Stream items in order; `credited` when the producer took one credit per item.
+    Items {
         target: Target,
-        data: String,
+        data: Vec<String>,
+        credited: bool,
     },
     End {
         target: Target,
@@ -91,14 +96,10 @@ impl Shared {
         self.credit_on.load(Ordering::Acquire)
     }
 
-    /// A producer's credit: the peer's window when credit is already in force.
+    /// A producer's credit, empty: the driver grants the peer's window when it registers the
+    /// stream (or when negotiation turns credit on), so no stream gets it twice or never.
     pub fn new_credit(&self) -> Arc<Semaphore> {
-        let n = if self.credit_on() {
-            self.peer_window.load(Ordering::Acquire) as usize
-        } else {
-            0
-        };
-        Arc::new(Semaphore::new(n))
+        Arc::new(Semaphore::new(0))
     }
 
     pub fn next_id(&self) -> u64 {

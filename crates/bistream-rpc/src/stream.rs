@@ -81,8 +81,16 @@ impl Items {
 pub struct ResponseStream<T> {
     items: Items,
     call: u64,
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    idle: Option<Idle>,
     _t: PhantomData<fn() -> T>,
+}
+
+/// The idle timeout of a response stream. The timer is moved lazily (when it fires early),
+/// not on every item: re-arming a timer per item costs more than the item.
+struct Idle {
+    limit: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    last: tokio::time::Instant,
 }
 
 impl<T> std::fmt::Debug for ResponseStream<T> {
@@ -98,7 +106,11 @@ impl<T> ResponseStream<T> {
         Self {
             items,
             call,
-            idle: idle.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+            idle: idle.map(|limit| Idle {
+                limit,
+                sleep: Box::pin(tokio::time::sleep(limit)),
+                last: tokio::time::Instant::now(),
+            }),
             _t: PhantomData,
         }
     }
@@ -116,8 +128,8 @@ impl<T: DeserializeOwned> Stream for ResponseStream<T> {
         let this = self.get_mut();
         match this.items.poll_raw(cx) {
             Poll::Ready(Some(Ok(raw))) => {
-                if let Some((d, sleep)) = &mut this.idle {
-                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                if let Some(idle) = &mut this.idle {
+                    idle.last = tokio::time::Instant::now();
                 }
                 Poll::Ready(Some(
                     serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
@@ -125,11 +137,17 @@ impl<T: DeserializeOwned> Stream for ResponseStream<T> {
             }
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map(|_| unreachable_item()))),
             Poll::Pending => {
-                if let Some((d, sleep)) = &mut this.idle {
-                    if sleep.as_mut().poll(cx).is_ready() {
+                if let Some(idle) = &mut this.idle {
+                    while idle.sleep.as_mut().poll(cx).is_ready() {
+                        let due = idle.last + idle.limit;
+                        if due > idle.sleep.deadline() {
+                            // Items came since the timer was set: wait from the last one.
+                            idle.sleep.as_mut().reset(due);
+                            continue;
+                        }
                         this.items.done = true;
                         let _ = this.items.shared.ctl.send(Ctl::Cancel(this.call));
-                        return Poll::Ready(Some(Err(RpcError::Timeout(*d))));
+                        return Poll::Ready(Some(Err(RpcError::Timeout(idle.limit))));
                     }
                 }
                 Poll::Pending
@@ -178,6 +196,22 @@ impl Producer {
     }
 
     pub(crate) async fn send_raw(&mut self, data: String) -> Result<(), RpcError> {
+        self.send_many(&mut vec![data]).await
+    }
+
+    /// How many items to take from a source now: up to `max`, but no more than the credit
+    /// in hand when credit is in force (at least one, which then waits for credit), so the
+    /// producer never runs ahead of its consumer.
+    pub(crate) fn room(&self, max: usize) -> usize {
+        if self.shared.credit_on() {
+            self.credit.available_permits().clamp(1, max)
+        } else {
+            max
+        }
+    }
+
+    /// Sends `items` in order, as few commands as credit allows (one when it does not bind).
+    pub(crate) async fn send_many(&mut self, items: &mut Vec<String>) -> Result<(), RpcError> {
         if self.ended {
             return Err(RpcError::Protocol(
                 "this side of the stream has ended".into(),
@@ -186,20 +220,40 @@ impl Producer {
         if let Some(Some(r)) = self.outcome.as_ref().map(|o| o.get()) {
             return Err(r.clone().err().unwrap_or(RpcError::Cancelled));
         }
-        if self.shared.credit_on() {
-            match self.credit.acquire().await {
-                Ok(p) => p.forget(),
-                Err(_) => return Err(self.shared.cause()),
-            }
+        while !items.is_empty() {
+            let credited = self.shared.credit_on();
+            let n = if credited {
+                match self.credit.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return Err(self.shared.cause()),
+                }
+                let more = self.credit.available_permits().min(items.len() - 1);
+                match u32::try_from(more).map(|m| self.credit.try_acquire_many(m)) {
+                    Ok(Ok(p)) if more > 0 => {
+                        p.forget();
+                        1 + more
+                    }
+                    _ => 1,
+                }
+            } else {
+                items.len()
+            };
+            let data = if n >= items.len() {
+                std::mem::take(items)
+            } else {
+                items.drain(..n).collect()
+            };
+            self.shared
+                .cmd
+                .send(Cmd::Items {
+                    target: self.target.clone(),
+                    data,
+                    credited,
+                })
+                .await
+                .map_err(|_| self.shared.cause())?;
         }
-        self.shared
-            .cmd
-            .send(Cmd::Item {
-                target: self.target.clone(),
-                data,
-            })
-            .await
-            .map_err(|_| self.shared.cause())
+        Ok(())
     }
 
     pub(crate) async fn end(&mut self) -> Result<(), RpcError> {

@@ -15,7 +15,8 @@ pub(crate) struct Budget {
 }
 
 pub(crate) enum WOut {
-    Frame(String),
+    /// Frames to write in order (one batch from the driver).
+    Frames(Vec<String>),
     Close(u16, String),
 }
 
@@ -31,11 +32,13 @@ pub(crate) async fn write_loop<W: FrameWriter>(
         let mut next = Some(m);
         while let Some(m) = next.take() {
             match m {
-                WOut::Frame(s) => {
-                    bytes += s.len();
-                    if failed.is_none() {
-                        if let Err(e) = w.feed(s).await {
-                            failed = Some(e.to_string());
+                WOut::Frames(frames) => {
+                    for s in frames {
+                        bytes += s.len();
+                        if failed.is_none() {
+                            if let Err(e) = w.feed(s).await {
+                                failed = Some(e.to_string());
+                            }
                         }
                     }
                 }
@@ -64,8 +67,9 @@ pub(crate) async fn write_loop<W: FrameWriter>(
             let _ = dead.send(f.clone());
             // Keep draining so producers never wait on a dead writer.
             while let Some(m) = rx.recv().await {
-                if let WOut::Frame(s) = m {
-                    budget.bytes.fetch_sub(s.len(), Ordering::AcqRel);
+                if let WOut::Frames(frames) = m {
+                    let n = frames.iter().map(String::len).sum();
+                    budget.bytes.fetch_sub(n, Ordering::AcqRel);
                     budget.notify.notify_waiters();
                 }
             }

@@ -208,3 +208,140 @@ async fn keepalive_keeps_a_live_idle_connection() {
     assert_eq!(v["operation"], "echo");
     assert_eq!(c.state(), bistream_rpc::ConnState::Open);
 }
+
+/// The acceptor's side of a length-delimited connection, played by hand.
+struct Scripted(
+    tokio_util::codec::Framed<tokio::io::DuplexStream, tokio_util::codec::LengthDelimitedCodec>,
+);
+
+impl Scripted {
+    async fn recv(&mut self) -> Value {
+        let b = tokio::time::timeout(T, self.0.next())
+            .await
+            .expect("frame in time")
+            .expect("open")
+            .unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+    async fn send(&mut self, v: Value) {
+        self.0
+            .send(bytes::Bytes::from(v.to_string()))
+            .await
+            .unwrap();
+    }
+    /// Frames that arrive within `d` of paused time.
+    async fn drain_for(&mut self, d: Duration) -> Vec<Value> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(b)) = tokio::time::timeout_at(deadline, self.0.next()).await {
+            got.push(serde_json::from_slice(&b.unwrap()).unwrap());
+        }
+        got
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_sent_before_negotiation_settles_count_against_the_window() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let c = bistream_rpc::stream_io::over(
+        a,
+        bistream_rpc::Side::Initiator,
+        Router::new(),
+        RpcConfig::default(),
+    );
+    let mut peer = Scripted(tokio_util::codec::Framed::new(
+        b,
+        tokio_util::codec::LengthDelimitedCodec::new(),
+    ));
+    let hello = peer.recv().await;
+    assert_eq!(hello["type"], "hello");
+    let me = hello["peerID"].as_str().unwrap().to_string();
+
+    // A bi-stream opened, and 10 items sent, before the acceptor's hello arrives.
+    let (mut tx, _rx) = c
+        .stream_stream::<_, u64, Value>("sink", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(peer.recv().await["type"], "stream_stream_request");
+    for i in 0..10u64 {
+        tx.send(&i).await.unwrap();
+    }
+    for i in 0..10u64 {
+        let f = peer.recv().await;
+        assert_eq!(
+            (f["type"].as_str(), f["data"].as_u64()),
+            (Some("stream_data"), Some(i))
+        );
+    }
+    // Window 4: the 10 items already sent use it up and leave a debt of 6.
+    let id = json!([me, 0]);
+    peer.send(json!({"type":"hello","peerID":"scripted","requestId":null,
+        "data":{"version":1,"extensions":["cancel","request_n","keepalive"],"window":4}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = Arc::new(AtomicU64::new(10));
+    let s2 = sent.clone();
+    tokio::spawn(async move {
+        for i in 10..40u64 {
+            if tx.send(&i).await.is_err() {
+                return;
+            }
+            s2.store(i + 1, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(
+        peer.drain_for(Duration::from_secs(2)).await,
+        Vec::<Value>::new()
+    );
+    // 8 more: 6 pay the debt, 2 items may follow, and no more.
+    peer.send(json!({"type":"request_n","peerID":"scripted","requestId":id,"data":{"n":8}}))
+        .await;
+    let more = peer.drain_for(Duration::from_secs(2)).await;
+    let items: Vec<u64> = more.iter().map(|f| f["data"].as_u64().unwrap()).collect();
+    assert_eq!(items, vec![10, 11]);
+    assert!(sent.load(Ordering::SeqCst) <= 12);
+    // A grant of 3 lets exactly 3 through.
+    peer.send(json!({"type":"request_n","peerID":"scripted","requestId":id,"data":{"n":3}}))
+        .await;
+    let more = peer.drain_for(Duration::from_secs(2)).await;
+    let items: Vec<u64> = more.iter().map(|f| f["data"].as_u64().unwrap()).collect();
+    assert_eq!(items, vec![12, 13, 14]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_opened_before_negotiation_gets_its_window_once() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let c = bistream_rpc::stream_io::over(
+        a,
+        bistream_rpc::Side::Initiator,
+        Router::new(),
+        RpcConfig::default(),
+    );
+    let mut peer = Scripted(tokio_util::codec::Framed::new(
+        b,
+        tokio_util::codec::LengthDelimitedCodec::new(),
+    ));
+    let me = peer.recv().await["peerID"].as_str().unwrap().to_string();
+    let (mut tx, _rx) = c
+        .stream_stream::<_, u64, Value>("sink", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(peer.recv().await["type"], "stream_stream_request");
+    peer.send(json!({"type":"hello","peerID":"scripted","requestId":null,
+        "data":{"version":1,"extensions":["request_n"],"window":5}}))
+        .await;
+    // Give the hello time to land, then send more than the window.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::spawn(async move {
+        for i in 0..20u64 {
+            if tx.send(&i).await.is_err() {
+                return;
+            }
+        }
+    });
+    let got = peer.drain_for(Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    peer.send(json!({"type":"request_n","peerID":"scripted","requestId":[me, 0],"data":{"n":2}}))
+        .await;
+    assert_eq!(peer.drain_for(Duration::from_secs(2)).await.len(), 2);
+}

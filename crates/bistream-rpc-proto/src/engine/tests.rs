@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::frame::ErrorCode;
+use crate::types::Target;
 
 fn ops(op: &str) -> Option<Model> {
     match op {

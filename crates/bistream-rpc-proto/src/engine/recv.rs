@@ -1,0 +1,311 @@
+//! The engine's receiving side: routes each decoded frame to a new request (with the
+//! unknown-operation, wrong-model, duplicate-id and overload answers), to one of our calls, or
+//! to a request we serve, and turns it into [`Event`]s.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Engine, Serve};
+use crate::frame::{DecodeError, ErrorCode, Extension, FrameRef, FrameType, Model, RequestId};
+use crate::types::{CallFailure, Event, Negotiated, Target};
+
+#[derive(Deserialize)]
+struct OpOnly<'a> {
+    #[serde(borrow)]
+    operation: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct ErrorData {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct RequestNData {
+    n: u32,
+}
+
+#[derive(Deserialize)]
+struct KeepaliveData {
+    #[serde(default)]
+    respond: bool,
+}
+
+impl Engine {
+    pub(super) fn dispatch(&mut self, f: FrameRef<'_>, lookup: &dyn Fn(&str) -> Option<Model>) {
+        if let Some(model) = f.ty.model() {
+            return self.on_request(f, model, lookup);
+        }
+        if f.ty.is_extension() && !matches!(self.nego, Negotiated::Extended { .. }) {
+            return self.invalid(DecodeError {
+                request_id: owned_id(f.request_id),
+                frame_type: Some(f.ty.as_str().into()),
+                reason: format!("{} frame without a negotiated hello", f.ty.as_str()),
+            });
+        }
+        self.invalid_in_row = 0;
+        match f.ty {
+            FrameType::Hello => {
+                // Only valid as the very first frame.
+                self.invalid(DecodeError {
+                    request_id: None,
+                    frame_type: Some("hello".into()),
+                    reason: "hello after the first frame".into(),
+                });
+            }
+            FrameType::Keepalive => {
+                let respond = f
+                    .data
+                    .and_then(|d| serde_json::from_str::<KeepaliveData>(d.get()).ok())
+                    .is_some_and(|k| k.respond);
+                if respond {
+                    self.push(FrameType::Keepalive, None, Some("{\"respond\":false}"));
+                }
+            }
+            _ => {
+                let Some((peer, n)) = f.request_id else {
+                    return;
+                };
+                if *peer == *self.cfg.peer_id && n >= 0 && n <= i128::from(u64::MAX) {
+                    self.on_call_frame(f.ty, n as u64, f.data);
+                } else {
+                    let id = RequestId {
+                        peer: peer.into_owned(),
+                        n,
+                    };
+                    self.on_serve_frame(f.ty, id, f.data);
+                }
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        f: FrameRef<'_>,
+        model: Model,
+        lookup: &dyn Fn(&str) -> Option<Model>,
+    ) {
+        let op = f
+            .data
+            .and_then(|d| serde_json::from_str::<OpOnly>(d.get()).ok())
+            .map(|o| o.operation.into_owned());
+        let (Some(op), Some(data)) = (op, f.data.map(RawValue::to_owned)) else {
+            return self.invalid(DecodeError {
+                request_id: owned_id(f.request_id),
+                frame_type: Some(f.ty.as_str().into()),
+                reason: "data must be an object with a string \"operation\"".into(),
+            });
+        };
+        self.invalid_in_row = 0;
+        let Some(id) = owned_id(f.request_id) else {
+            // fire_and_forget without a request id: nothing can be answered.
+            return self.serve_fire_and_forget(op, data, lookup);
+        };
+        if model == Model::FireAndForget {
+            return self.serve_fire_and_forget(op, data, lookup);
+        }
+        if id.peer == self.cfg.peer_id {
+            return self.push_error(
+                &id,
+                ErrorCode::InvalidRequest,
+                "requestId uses the callee's own peer id",
+            );
+        }
+        if self.served.contains_key(&id) {
+            self.stats.invalid += 1;
+            return self.push_error(&id, ErrorCode::InvalidRequest, "requestId already in use");
+        }
+        match lookup(&op) {
+            None => {
+                let msg = format!("unknown operation: {}", clip(&op));
+                self.push_error(&id, ErrorCode::UnknownOperation, &msg)
+            }
+            Some(m) if m != model => {
+                let msg = format!(
+                    "operation {} is a {} operation, called as {}",
+                    clip(&op),
+                    m.name(),
+                    model.name()
+                );
+                self.push_error(&id, ErrorCode::InvalidRequest, &msg)
+            }
+            Some(_) => {
+                let lim = &self.cfg.limits;
+                let streaming = model != Model::RequestResponse;
+                let over = if self.served() >= lim.max_in_flight {
+                    Some(format!("{} requests in flight", lim.max_in_flight))
+                } else if streaming && self.served_streams >= lim.max_streams {
+                    Some(format!("{} streams open", lim.max_streams))
+                } else {
+                    None
+                };
+                if let Some(why) = over {
+                    self.stats.overloaded += 1;
+                    return self.push_error(
+                        &id,
+                        ErrorCode::Overloaded,
+                        &format!("overloaded: {why} on this connection"),
+                    );
+                }
+                if streaming {
+                    self.served_streams += 1;
+                }
+                self.served.insert(
+                    id.clone(),
+                    Serve {
+                        model,
+                        remote_ended: false,
+                    },
+                );
+                self.events.push_back(Event::Serve {
+                    key: id,
+                    model,
+                    op,
+                    data,
+                });
+            }
+        }
+    }
+
+    fn serve_fire_and_forget(
+        &mut self,
+        op: String,
+        data: Box<RawValue>,
+        lookup: &dyn Fn(&str) -> Option<Model>,
+    ) {
+        let reason = match lookup(&op) {
+            Some(Model::FireAndForget) if self.served() < self.cfg.limits.max_in_flight => {
+                self.ff_in_flight += 1;
+                return self.events.push_back(Event::FireAndForget { op, data });
+            }
+            Some(Model::FireAndForget) => {
+                self.stats.overloaded += 1;
+                "overloaded"
+            }
+            Some(_) => "not a fire-and-forget operation",
+            None => "unknown operation",
+        };
+        self.events.push_back(Event::Dropped {
+            reason: format!("fire_and_forget {}: {reason}", clip(&op)),
+        });
+    }
+
+    /// A fire-and-forget handler finished (frees its in-flight slot).
+    pub fn fire_and_forget_done(&mut self) {
+        self.ff_in_flight = self.ff_in_flight.saturating_sub(1);
+    }
+
+    fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<&RawValue>) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            self.stats.unmatched += 1;
+            return;
+        };
+        let model = c.model;
+        let streaming = matches!(model, Model::RequestStream | Model::StreamStream);
+        match ty {
+            FrameType::Response if model == Model::RequestResponse => {
+                self.calls.remove(&call);
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
+                self.events.push_back(Event::Response { call, data });
+            }
+            FrameType::StreamData if streaming && !c.remote_ended => {
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
+                self.events.push_back(Event::Item { call, data });
+            }
+            FrameType::StreamEnd if streaming && !c.remote_ended => {
+                c.remote_ended = true;
+                if model == Model::RequestStream || c.local_ended {
+                    self.calls.remove(&call);
+                }
+                self.events.push_back(Event::End { call });
+            }
+            FrameType::Error => {
+                self.calls.remove(&call);
+                let failure =
+                    match data.and_then(|d| serde_json::from_str::<ErrorData>(d.get()).ok()) {
+                        Some(e) => CallFailure::Remote {
+                            code: e.code,
+                            message: e.message,
+                        },
+                        None => CallFailure::Protocol("error frame without code".into()),
+                    };
+                self.events.push_back(Event::Failed { call, failure });
+            }
+            FrameType::RequestN => self.on_request_n(Target::Call(call), data),
+            FrameType::Cancel => {
+                self.stats.unmatched += 1;
+            }
+            _ => {
+                self.calls.remove(&call);
+                let why = format!("unexpected {} for a {} call", ty.as_str(), model.name());
+                if self.ext(Extension::Cancel) {
+                    self.push_own(FrameType::Cancel, call, None);
+                }
+                self.events.push_back(Event::Failed {
+                    call,
+                    failure: CallFailure::Protocol(why),
+                });
+            }
+        }
+    }
+
+    fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<&RawValue>) {
+        let Some(s) = self.served.get_mut(&key) else {
+            self.stats.unmatched += 1;
+            return;
+        };
+        match ty {
+            FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
+                let data = data.map_or_else(null_raw, RawValue::to_owned);
+                self.events.push_back(Event::ServeItem { key, data });
+            }
+            FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
+                s.remote_ended = true;
+                self.events.push_back(Event::ServeEnd { key });
+            }
+            FrameType::Cancel => self.forget_served(&key),
+            FrameType::RequestN => self.on_request_n(Target::Serve(key), data),
+            _ => {
+                let why = format!(
+                    "unexpected {} frame for a request being served",
+                    ty.as_str()
+                );
+                self.invalid(DecodeError {
+                    request_id: Some(key),
+                    frame_type: Some(ty.as_str().into()),
+                    reason: why,
+                });
+            }
+        }
+    }
+
+    fn on_request_n(&mut self, target: Target, data: Option<&RawValue>) {
+        match data.and_then(|d| serde_json::from_str::<RequestNData>(d.get()).ok()) {
+            Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
+            _ => self.events.push_back(Event::Dropped {
+                reason: "request_n without a positive data.n".into(),
+            }),
+        }
+    }
+}
+
+fn owned_id(id: Option<(std::borrow::Cow<'_, str>, i128)>) -> Option<RequestId> {
+    id.map(|(peer, n)| RequestId {
+        peer: peer.into_owned(),
+        n,
+    })
+}
+
+/// `null` (the default raw value).
+fn null_raw() -> Box<RawValue> {
+    Box::<RawValue>::default()
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(100) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
