@@ -20,8 +20,9 @@
 //! let back = decode(wire.freeze())?;
 //! assert_eq!(back, f);
 //! let Frame::RequestResponse { payload, .. } = back else { unreachable!() };
-//! assert_eq!(route_of(payload.metadata.as_deref().unwrap_or_default())?.as_deref(), Some("echo"));
-//! # Ok::<(), bistream_rsocket_proto::DecodeError>(())
+//! let route = route_of(payload.metadata.as_deref().unwrap_or_default())?;
+//! assert_eq!(route.as_deref(), Some("echo"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
 
