@@ -29,8 +29,18 @@ enum RpcCommand {
     Call(CallArgs),
 }
 
+/// Wire protocol of `rpc serve` / `rpc call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Protocol {
+    /// bistream's slipstream-compatible JSON protocol (docs/protocol/rpc.md).
+    #[default]
+    Slipstream,
+    /// RSocket 1.0 (docs/protocol/rsocket.md): `--transport tcp` or `ws`.
+    Rsocket,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum TransportKind {
+pub(crate) enum TransportKind {
     Ws,
     Tcp,
     Unix,
@@ -38,22 +48,22 @@ enum TransportKind {
 }
 
 #[derive(Debug, clap::Args)]
-struct LimitArgs {
+pub(crate) struct LimitArgs {
     /// Largest frame accepted, in bytes.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    max_frame_bytes: usize,
+    pub(crate) max_frame_bytes: usize,
     /// Requests served at once per connection before `overloaded`.
     #[arg(long, default_value_t = 1024)]
-    max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Streams and bi-streams served at once per connection before `overloaded`.
     #[arg(long, default_value_t = 256)]
-    max_streams: usize,
+    pub(crate) max_streams: usize,
     /// Per-stream window (queue size and credit unit).
     #[arg(long, default_value_t = 256)]
-    window: u32,
+    pub(crate) window: u32,
     /// Keepalive interval in seconds once negotiated (0 = off).
     #[arg(long, default_value_t = 0.0)]
-    keepalive: f64,
+    pub(crate) keepalive: f64,
     /// Speak the base protocol only (no hello, cancel, credit or keepalive).
     #[arg(long)]
     no_extensions: bool,
@@ -83,37 +93,44 @@ impl LimitArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// HOST:PORT for ws/tcp (default 127.0.0.1:8701), or a socket path for unix.
-    addr: Option<String>,
+    pub(crate) addr: Option<String>,
     /// Transport.
     #[arg(long, value_enum, default_value_t = TransportKind::Ws)]
-    transport: TransportKind,
+    pub(crate) transport: TransportKind,
+    /// Wire protocol (rsocket: tcp or ws transport only).
+    #[arg(long, value_enum, default_value_t = Protocol::Slipstream)]
+    pub(crate) protocol: Protocol,
     #[command(flatten)]
-    limits: LimitArgs,
+    pub(crate) limits: LimitArgs,
 }
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("model").args(["stream", "bistream", "fire_and_forget"])))]
-struct CallArgs {
+pub(crate) struct CallArgs {
     /// ws://HOST:PORT/PATH, wss://…, tcp://HOST:PORT or unix:PATH.
-    url: String,
-    /// Operation name.
-    op: String,
-    /// Request data: a JSON object (`operation` is set to OP). Default `{}`.
-    json: Option<String>,
+    pub(crate) url: String,
+    /// Operation name (the RSocket route with --protocol rsocket).
+    pub(crate) op: String,
+    /// Request data: a JSON object (`operation` is set to OP). Default `{}`. With --protocol
+    /// rsocket: any JSON value, sent as is.
+    pub(crate) json: Option<String>,
     /// Request/stream: print each item.
     #[arg(long)]
-    stream: bool,
+    pub(crate) stream: bool,
     /// Stream/stream: send each stdin line (one JSON value) as an item, print each reply item.
     #[arg(long)]
-    bistream: bool,
+    pub(crate) bistream: bool,
     /// Fire-and-forget: send and exit.
     #[arg(long)]
-    fire_and_forget: bool,
+    pub(crate) fire_and_forget: bool,
     /// Timeout in seconds (request/response: whole call; streams: wait per item).
     #[arg(long, default_value_t = 600.0)]
-    timeout: f64,
+    pub(crate) timeout: f64,
+    /// Wire protocol (rsocket: tcp://HOST:PORT or ws://HOST:PORT/).
+    #[arg(long, value_enum, default_value_t = Protocol::Slipstream)]
+    pub(crate) protocol: Protocol,
     /// Extra WebSocket request header, `Name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -121,17 +138,21 @@ struct CallArgs {
     #[arg(long)]
     ca_file: Option<std::path::PathBuf>,
     #[command(flatten)]
-    limits: LimitArgs,
+    pub(crate) limits: LimitArgs,
 }
 
 pub async fn run(args: RpcArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        RpcCommand::Serve(a) if a.protocol == Protocol::Rsocket => {
+            super::rpc_rsocket::serve(a, demo_router(false)).await
+        }
+        RpcCommand::Call(a) if a.protocol == Protocol::Rsocket => super::rpc_rsocket::call(a).await,
         RpcCommand::Serve(a) => serve(a).await,
         RpcCommand::Call(a) => call(a).await,
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -161,7 +182,7 @@ fn demo_router(to_stderr: bool) -> Router {
     }))
 }
 
-fn announce(line: &str) {
+pub(crate) fn announce(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
@@ -262,7 +283,7 @@ fn exit_for(e: &RpcError) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn print_line(raw: &Raw) -> anyhow::Result<()> {
+pub(crate) fn print_line(raw: &Raw) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", bistream_rpc::demo::compact(raw.get()))?;
     out.flush()?;

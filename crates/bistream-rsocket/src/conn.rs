@@ -1,0 +1,720 @@
+//! The connection driver: one task reads frames (reassembling fragments), answers SETUP,
+//! KEEPALIVE and connection-level errors, routes stream frames to requests and responder tasks,
+//! and hands outgoing frames to a writer task (which fragments them). It never waits on the
+//! writer for frames caused by reading; local producers wait while more than [`HIGH_WATER`]
+//! bytes are queued, and a peer that does not read past [`HARD_CAP`] is disconnected.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bistream_rpc::{Connection, Router};
+use bistream_rsocket_proto::{
+    decode, ErrorCode, Frame, Payload, Reassembler, Setup, MIME_COMPOSITE, MIME_JSON,
+    MIME_ROUTING, VERSION,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::config::RsConfig;
+use crate::shared::{add_credit, Cmd, Ctl, Inb, Kind, Shared, Sink};
+use crate::transport::{Framed, FrameStream, TransportError};
+use crate::writer::{write_loop, Budget, WOut};
+use crate::{bridge, responder, RSocket, RsError};
+
+/// Bytes queued for the writer above which local producers wait.
+pub const HIGH_WATER: usize = 1 << 20;
+/// Bytes queued for the writer above which the peer is judged not to read: disconnect.
+pub const HARD_CAP: usize = 64 << 20;
+
+/// Which end of the connection we are: the client sends SETUP and uses odd stream ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the connection: sends SETUP and KEEPALIVEs, odd stream ids.
+    Client,
+    /// Accepted it: waits for SETUP, answers KEEPALIVEs, even stream ids.
+    Server,
+}
+
+struct Slot {
+    responder: bool,
+    abort: Option<AbortHandle>,
+    /// Our outbound credit (peer's initial N and REQUEST_N).
+    credit: Option<Arc<Semaphore>>,
+    /// Where the peer's items go (request/stream and channel answers, channel inbound).
+    inbound: Option<mpsc::Sender<Inb>>,
+    rr: Option<tokio::sync::oneshot::Sender<Result<Payload, RsError>>>,
+}
+
+/// Starts an RSocket connection over `framed` serving `router`; returns its handle. As
+/// [`Role::Client`] it sends SETUP at once. Must be called inside a tokio runtime.
+pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSocket {
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+    let (closed, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        cmd: cmd_tx,
+        ctl: ctl_tx,
+        closed,
+        cause: OnceLock::new(),
+        window: cfg.window.max(2),
+        timeout: cfg.timeout,
+    });
+    let (rpc, rpc_server) = bridge::start(router.clone(), cfg.rpc_config());
+    let budget = Arc::new(Budget {
+        bytes: AtomicUsize::new(0),
+        notify: Notify::new(),
+    });
+    let (wtx, wrx) = mpsc::unbounded_channel();
+    let (wdead_tx, wdead_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(write_loop(framed.tx, wrx, budget.clone(), cfg.max_frame_bytes, wdead_tx));
+    let mut d = Driver {
+        role,
+        rx: framed.rx,
+        wtx,
+        budget,
+        cmd_rx,
+        ctl_rx,
+        shared: shared.clone(),
+        router,
+        rpc,
+        _rpc_server: rpc_server,
+        streams: HashMap::new(),
+        tasks: JoinSet::new(),
+        task_stream: HashMap::new(),
+        reasm: Reassembler::new(cfg.max_message_bytes, cfg.max_reassembly_bytes),
+        next_id: if role == Role::Client { 1 } else { 2 },
+        setup_done: role == Role::Client,
+        routing_only: false,
+        last_rx: Instant::now(),
+        lifetime: cfg.max_lifetime,
+        keepalive: (role == Role::Client).then_some(cfg.keepalive),
+        cfg,
+    };
+    if role == Role::Client {
+        d.send(Frame::Setup(Setup {
+            version: VERSION,
+            keepalive_ms: d.cfg.keepalive.as_millis().min(i32::MAX as u128) as u32,
+            max_lifetime_ms: d.cfg.max_lifetime.as_millis().min(i32::MAX as u128) as u32,
+            resume_token: None,
+            lease: false,
+            metadata_mime: MIME_COMPOSITE.into(),
+            data_mime: MIME_JSON.into(),
+            payload: Payload::default(),
+        }));
+    }
+    tokio::spawn(d.run(wdead_rx));
+    RSocket::new(shared)
+}
+
+struct Driver {
+    role: Role,
+    rx: FrameStream,
+    wtx: mpsc::UnboundedSender<WOut>,
+    budget: Arc<Budget>,
+    cmd_rx: mpsc::Receiver<Cmd>,
+    ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    shared: Arc<Shared>,
+    router: Router,
+    rpc: Connection,
+    _rpc_server: Connection,
+    streams: HashMap<u32, Slot>,
+    tasks: JoinSet<()>,
+    task_stream: HashMap<tokio::task::Id, u32>,
+    reasm: Reassembler,
+    next_id: u32,
+    setup_done: bool,
+    /// SETUP named the routing MIME type itself (not composite) for metadata.
+    routing_only: bool,
+    last_rx: Instant,
+    lifetime: Duration,
+    keepalive: Option<Duration>,
+    cfg: RsConfig,
+}
+
+/// How the main loop ends: the cause, and a connection ERROR to send first.
+struct Stop {
+    cause: RsError,
+    error: Option<(ErrorCode, String)>,
+}
+
+fn conn_error(code: ErrorCode, msg: impl Into<String>) -> Option<Stop> {
+    let msg = msg.into();
+    tracing::warn!(%code, reason = %msg, "rsocket connection error");
+    Some(Stop {
+        cause: RsError::Lost(format!("{code}: {msg}")),
+        error: Some((code, msg)),
+    })
+}
+
+impl Driver {
+    fn send(&mut self, f: Frame) {
+        self.budget.bytes.fetch_add(f.encoded_len(), Ordering::AcqRel);
+        let _ = self.wtx.send(WOut::Frame(f));
+    }
+
+    fn stream_error(&mut self, stream: u32, code: ErrorCode, message: impl Into<String>) {
+        self.send(Frame::Error {
+            stream,
+            code,
+            message: message.into(),
+        });
+    }
+
+    async fn run(mut self, mut wdead: tokio::sync::oneshot::Receiver<String>) {
+        let stop = self.main_loop(&mut wdead).await;
+        if let Some((code, message)) = stop.error {
+            self.send(Frame::Error {
+                stream: 0,
+                code,
+                message,
+            });
+        }
+        let _ = self.wtx.send(WOut::Close);
+        tracing::debug!(cause = %stop.cause, "rsocket connection ended");
+        let _ = self.shared.cause.set(stop.cause.clone());
+        self.cmd_rx.close();
+        let _ = self.shared.closed.send_replace(true);
+        for (_, s) in self.streams.drain() {
+            if let Some(a) = s.abort {
+                a.abort();
+            }
+            if let Some(c) = s.credit {
+                c.close();
+            }
+            if let Some(tx) = s.rr {
+                let _ = tx.send(Err(stop.cause.clone()));
+            }
+            if let Some(tx) = s.inbound {
+                let _ = tx.try_send(Inb::Error(stop.cause.clone()));
+            }
+        }
+        self.tasks.abort_all();
+        self.rpc.close().await;
+    }
+
+    async fn main_loop(&mut self, wdead: &mut tokio::sync::oneshot::Receiver<String>) -> Stop {
+        let period = match self.keepalive {
+            Some(k) => k.min(self.lifetime / 2).max(Duration::from_millis(10)),
+            None => (self.lifetime / 4).max(Duration::from_millis(10)),
+        };
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        let setup_deadline = Instant::now() + self.cfg.setup_timeout;
+        loop {
+            if self.budget.bytes.load(Ordering::Acquire) > HARD_CAP {
+                return Stop {
+                    cause: RsError::Lost("peer does not read its frames".into()),
+                    error: Some((ErrorCode::ConnectionError, "peer does not read".into())),
+                };
+            }
+            let budget_ok = self.budget.bytes.load(Ordering::Acquire) < HIGH_WATER;
+            tokio::select! {
+                biased;
+                Some(ctl) = self.ctl_rx.recv() => {
+                    if let Some(stop) = self.on_ctl(ctl) {
+                        return stop;
+                    }
+                }
+                msg = self.rx.next() => {
+                    self.last_rx = Instant::now();
+                    let stop = match msg {
+                        None => Some(Stop { cause: RsError::Closed("peer closed".into()), error: None }),
+                        Some(Err(TransportError::TooLarge(e))) => conn_error(ErrorCode::ConnectionError, format!("frame too large: {e}")),
+                        Some(Err(TransportError::Text(n))) => conn_error(ErrorCode::ConnectionError, format!("text message of {n} bytes: RSocket frames are binary")),
+                        Some(Err(TransportError::Io(e))) => Some(Stop { cause: RsError::Lost(e), error: None }),
+                        Some(Ok(b)) => self.on_bytes(b),
+                    };
+                    if let Some(stop) = stop {
+                        return stop;
+                    }
+                }
+                cmd = self.cmd_rx.recv(), if budget_ok => match cmd {
+                    Some(cmd) => self.on_cmd(cmd),
+                    None => return Stop { cause: RsError::Closed("closed".into()), error: None },
+                },
+                _ = self.budget.notify.notified(), if !budget_ok => {}
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
+                    if let Some(s) = self.task_stream.remove(&id) {
+                        if self.streams.get(&s).is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id)) {
+                            self.streams.remove(&s);
+                            self.reasm.remove(s);
+                        }
+                    }
+                }
+                Ok(e) = &mut *wdead => return Stop { cause: RsError::Lost(e), error: None },
+                _ = tick.tick() => {
+                    if !self.setup_done && Instant::now() >= setup_deadline {
+                        return conn_error(ErrorCode::InvalidSetup, "no SETUP in time").unwrap_or(Stop { cause: RsError::Lost("no SETUP".into()), error: None });
+                    }
+                    if self.last_rx.elapsed() > self.lifetime {
+                        return Stop {
+                            cause: RsError::Lost(format!("no frame from the peer for {:?} (max lifetime)", self.lifetime)),
+                            error: Some((ErrorCode::ConnectionError, "keepalive timeout".into())),
+                        };
+                    }
+                    if self.keepalive.is_some() {
+                        self.send(Frame::Keepalive { respond: true, position: 0, data: Bytes::new() });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, b: Bytes) -> Option<Stop> {
+        let f = match decode(b) {
+            Ok(f) => f,
+            Err(e) => return conn_error(ErrorCode::ConnectionError, format!("bad frame: {e}")),
+        };
+        let stream = f.stream();
+        match self.reasm.push(f) {
+            Ok(Some(f)) => self.on_frame(f),
+            Ok(None) => None,
+            Err(e) => {
+                // The stream fails; the connection goes on.
+                tracing::warn!(stream, error = %e, "rsocket reassembly failed");
+                self.fail_stream(stream, ErrorCode::Rejected, &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Ends `stream` on our side with an ERROR to the peer.
+    fn fail_stream(&mut self, stream: u32, code: ErrorCode, msg: &str) {
+        if let Some(s) = self.streams.remove(&stream) {
+            if let Some(a) = s.abort {
+                a.abort();
+            }
+            let e = RsError::Protocol(msg.to_string());
+            if let Some(tx) = s.rr {
+                let _ = tx.send(Err(e.clone()));
+            }
+            if let Some(tx) = s.inbound {
+                let _ = tx.try_send(Inb::Error(e));
+            }
+            self.send(Frame::Cancel { stream });
+            if s.responder {
+                self.stream_error(stream, code, msg);
+            }
+        } else {
+            self.stream_error(stream, code, msg);
+        }
+    }
+
+    fn on_setup(&mut self, s: Setup) -> Option<Stop> {
+        if s.version.0 != VERSION.0 {
+            return conn_error(
+                ErrorCode::UnsupportedSetup,
+                format!("version {}.{} is not supported (1.0)", s.version.0, s.version.1),
+            );
+        }
+        if s.lease {
+            return conn_error(ErrorCode::UnsupportedSetup, "LEASE is not supported");
+        }
+        if s.resume_token.is_some() {
+            return conn_error(ErrorCode::UnsupportedSetup, "RESUME is not supported");
+        }
+        if s.keepalive_ms == 0 || s.max_lifetime_ms == 0 {
+            return conn_error(ErrorCode::InvalidSetup, "keepalive and max lifetime must be > 0");
+        }
+        match s.metadata_mime.as_str() {
+            MIME_COMPOSITE => {}
+            MIME_ROUTING => self.routing_only = true,
+            other => {
+                return conn_error(
+                    ErrorCode::UnsupportedSetup,
+                    format!("metadata MIME type {other:?} is not supported (use {MIME_COMPOSITE})"),
+                )
+            }
+        }
+        if s.data_mime != MIME_JSON {
+            return conn_error(
+                ErrorCode::UnsupportedSetup,
+                format!("data MIME type {:?} is not supported (use {MIME_JSON})", s.data_mime),
+            );
+        }
+        self.lifetime = Duration::from_millis(u64::from(s.max_lifetime_ms));
+        self.setup_done = true;
+        None
+    }
+
+    fn on_frame(&mut self, f: Frame) -> Option<Stop> {
+        if !self.setup_done {
+            return match f {
+                Frame::Setup(s) => self.on_setup(s),
+                Frame::Resume { .. } => {
+                    conn_error(ErrorCode::RejectedResume, "resumption is not supported")
+                }
+                _ => conn_error(ErrorCode::InvalidSetup, "the first frame must be SETUP"),
+            };
+        }
+        match f {
+            Frame::Setup(_) => return conn_error(ErrorCode::InvalidSetup, "a second SETUP"),
+            Frame::Lease { .. } => {
+                return conn_error(ErrorCode::ConnectionError, "LEASE was not negotiated")
+            }
+            Frame::Resume { .. } => {
+                return conn_error(ErrorCode::RejectedResume, "resumption is not supported")
+            }
+            Frame::ResumeOk { .. } => {
+                return conn_error(ErrorCode::ConnectionError, "unexpected RESUME_OK")
+            }
+            Frame::Keepalive {
+                respond,
+                position,
+                data,
+            } => {
+                if respond {
+                    self.send(Frame::Keepalive {
+                        respond: false,
+                        position,
+                        data,
+                    });
+                }
+            }
+            Frame::MetadataPush { metadata } => {
+                tracing::debug!(bytes = metadata.len(), "rsocket METADATA_PUSH accepted");
+            }
+            Frame::Unknown {
+                frame_type, ignore, ..
+            } => {
+                if !ignore {
+                    return conn_error(
+                        ErrorCode::ConnectionError,
+                        format!("unknown frame type 0x{frame_type:02X}"),
+                    );
+                }
+            }
+            Frame::Error {
+                stream: 0,
+                code,
+                message,
+            } => {
+                return Some(Stop {
+                    cause: RsError::Remote { code, message },
+                    error: None,
+                })
+            }
+            Frame::Error {
+                stream,
+                code,
+                message,
+            } => {
+                self.reasm.remove(stream);
+                if let Some(s) = self.streams.remove(&stream) {
+                    if let Some(a) = s.abort {
+                        a.abort();
+                    }
+                    let e = RsError::Remote { code, message };
+                    if let Some(tx) = s.rr {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    if let Some(tx) = s.inbound {
+                        let _ = tx.try_send(Inb::Error(e));
+                    }
+                }
+            }
+            Frame::RequestN { stream, n } => {
+                if let Some(c) = self.streams.get(&stream).and_then(|s| s.credit.as_ref()) {
+                    add_credit(c, n);
+                }
+            }
+            Frame::Cancel { stream } => {
+                self.reasm.remove(stream);
+                if let Some(s) = self.streams.remove(&stream) {
+                    if let Some(a) = s.abort {
+                        a.abort();
+                    }
+                    if let Some(tx) = s.inbound {
+                        let _ = tx.try_send(Inb::Error(RsError::Cancelled));
+                    }
+                }
+            }
+            Frame::Payload {
+                stream,
+                complete,
+                next,
+                payload,
+                ..
+            } => self.on_payload(stream, complete, next, payload),
+            req => self.on_request(req),
+        }
+        None
+    }
+
+    fn on_payload(&mut self, stream: u32, complete: bool, next: bool, payload: Payload) {
+        let Some(slot) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if let Some(tx) = slot.rr.take() {
+            let r = if next {
+                Ok(payload)
+            } else {
+                Ok(Payload::default())
+            };
+            let _ = tx.send(r);
+            self.streams.remove(&stream);
+            return;
+        }
+        let Some(tx) = slot.inbound.clone() else {
+            return;
+        };
+        if next && tx.try_send(Inb::Item(payload)).is_err() {
+            self.fail_stream(stream, ErrorCode::Invalid, "more items than requested");
+            return;
+        }
+        if complete {
+            let _ = tx.try_send(Inb::Complete);
+            if let Some(slot) = self.streams.get_mut(&stream) {
+                slot.inbound = None;
+                // A request/stream or channel we started is over when the peer completes and
+                // we have nothing left to send.
+                if !slot.responder && slot.credit.is_none() {
+                    self.streams.remove(&stream);
+                }
+            }
+        }
+    }
+
+    fn route(&self, meta: Option<&Bytes>) -> Result<String, String> {
+        let meta = meta.map(|b| &b[..]).unwrap_or_default();
+        let r = if self.routing_only {
+            bistream_rsocket_proto::metadata::parse_routing(meta)
+                .map(|t| t.into_iter().next())
+        } else {
+            bistream_rsocket_proto::metadata::route_of(meta)
+        };
+        match r {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("no route: the metadata carries no routing entry".into()),
+            Err(e) => Err(format!("bad metadata: {e}")),
+        }
+    }
+
+    fn on_request(&mut self, f: Frame) {
+        let stream = f.stream();
+        let peer_parity = if self.role == Role::Server { 1 } else { 0 };
+        let fnf = matches!(f, Frame::RequestFnf { .. });
+        if stream % 2 != peer_parity {
+            if !fnf {
+                self.stream_error(stream, ErrorCode::Invalid, "stream id of the wrong parity");
+            }
+            return;
+        }
+        if self.streams.contains_key(&stream) {
+            tracing::warn!(stream, "rsocket request on a stream id in use: ignored");
+            return;
+        }
+        let Some(payload) = f.payload().cloned() else {
+            return;
+        };
+        let parsed = self.route(payload.metadata.as_ref()).and_then(|route| {
+            let data = responder::json_data(&payload.data)?;
+            Ok((route, data))
+        });
+        let (route, data) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                if fnf {
+                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
+                } else {
+                    self.stream_error(stream, ErrorCode::Invalid, e);
+                }
+                return;
+            }
+        };
+        let want = match &f {
+            Frame::RequestResponse { .. } => bistream_rpc::Model::RequestResponse,
+            Frame::RequestFnf { .. } => bistream_rpc::Model::FireAndForget,
+            Frame::RequestStream { .. } => bistream_rpc::Model::RequestStream,
+            _ => bistream_rpc::Model::StreamStream,
+        };
+        match self.router.model(&route) {
+            Some(m) if m == want => {}
+            other => {
+                let e = match other {
+                    None => format!("unknown route {route:?}"),
+                    Some(m) => format!("route {route:?} is {m:?}, not {want:?}"),
+                };
+                if fnf {
+                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
+                } else {
+                    self.stream_error(stream, ErrorCode::Invalid, e);
+                }
+                return;
+            }
+        }
+        if fnf {
+            let rpc = self.rpc.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rpc.fire_and_forget(&route, &data).await {
+                    tracing::warn!(%route, error = %e, "rsocket fire-and-forget failed");
+                }
+            });
+            return;
+        }
+        let responders = self.streams.values().filter(|s| s.responder).count();
+        if responders >= self.cfg.max_streams {
+            self.stream_error(stream, ErrorCode::Rejected, "too many streams on this connection");
+            return;
+        }
+        let ctx = responder::Ctx {
+            rpc: self.rpc.clone(),
+            shared: self.shared.clone(),
+            stream,
+            route,
+            data,
+        };
+        let mut slot = Slot {
+            responder: true,
+            abort: None,
+            credit: None,
+            inbound: None,
+            rr: None,
+        };
+        let abort = match f {
+            Frame::RequestResponse { .. } => self.tasks.spawn(responder::response(ctx)),
+            Frame::RequestStream { initial_n, .. } => {
+                let credit = Arc::new(Semaphore::new(0));
+                add_credit(&credit, initial_n);
+                slot.credit = Some(credit.clone());
+                self.tasks.spawn(responder::stream(ctx, credit))
+            }
+            Frame::RequestChannel {
+                initial_n,
+                complete,
+                ..
+            } => {
+                let credit = Arc::new(Semaphore::new(0));
+                add_credit(&credit, initial_n);
+                slot.credit = Some(credit.clone());
+                let (tx, rx) = mpsc::channel(self.shared.window as usize + 2);
+                if !complete {
+                    slot.inbound = Some(tx);
+                }
+                self.tasks
+                    .spawn(responder::channel(ctx, credit, rx, complete))
+            }
+            _ => return,
+        };
+        self.task_stream.insert(abort.id(), stream);
+        slot.abort = Some(abort);
+        self.streams.insert(stream, slot);
+    }
+
+    fn on_ctl(&mut self, ctl: Ctl) -> Option<Stop> {
+        match ctl {
+            Ctl::Cancel(stream) => {
+                if let Some(s) = self.streams.remove(&stream) {
+                    self.reasm.remove(stream);
+                    if let Some(a) = s.abort {
+                        a.abort();
+                    }
+                    self.send(Frame::Cancel { stream });
+                }
+            }
+            Ctl::RequestN(stream, n) => {
+                if self.streams.contains_key(&stream) {
+                    self.send(Frame::RequestN { stream, n });
+                }
+            }
+            Ctl::Close(reason) => {
+                return Some(Stop {
+                    cause: RsError::Closed(reason),
+                    error: None,
+                })
+            }
+        }
+        None
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Frame(f) => {
+                let stream = f.stream();
+                let Some(slot) = self.streams.get_mut(&stream) else {
+                    return;
+                };
+                let terminal = match &f {
+                    Frame::Payload { complete, .. } => *complete,
+                    Frame::Error { .. } => true,
+                    _ => false,
+                };
+                if terminal && !slot.responder {
+                    // Our side of a channel we opened is complete.
+                    slot.credit = None;
+                    if slot.inbound.is_none() {
+                        self.streams.remove(&stream);
+                    }
+                }
+                self.send(f);
+            }
+            Cmd::Start {
+                kind,
+                payload,
+                sink,
+                id,
+            } => {
+                let stream = self.next_id;
+                self.next_id = self.next_id.wrapping_add(2) & 0x7FFF_FFFF;
+                let window = self.shared.window;
+                let mut slot = Slot {
+                    responder: false,
+                    abort: None,
+                    credit: None,
+                    inbound: None,
+                    rr: None,
+                };
+                match sink {
+                    Sink::Rr(tx) => slot.rr = Some(tx),
+                    Sink::Items { tx, credit } => {
+                        slot.inbound = Some(tx);
+                        slot.credit = credit;
+                    }
+                }
+                let f = match kind {
+                    Kind::Response => Frame::RequestResponse {
+                        stream,
+                        follows: false,
+                        payload,
+                    },
+                    Kind::Stream => Frame::RequestStream {
+                        stream,
+                        follows: false,
+                        initial_n: window,
+                        payload,
+                    },
+                    Kind::Channel { complete } => {
+                        if complete {
+                            slot.credit = None;
+                        }
+                        Frame::RequestChannel {
+                            stream,
+                            follows: false,
+                            complete,
+                            initial_n: window,
+                            payload,
+                        }
+                    }
+                };
+                self.streams.insert(stream, slot);
+                let _ = id.send(stream);
+                self.send(f);
+            }
+            Cmd::Fnf(payload) => {
+                let stream = self.next_id;
+                self.next_id = self.next_id.wrapping_add(2) & 0x7FFF_FFFF;
+                self.send(Frame::RequestFnf {
+                    stream,
+                    follows: false,
+                    payload,
+                });
+            }
+            Cmd::MetadataPush(metadata) => self.send(Frame::MetadataPush { metadata }),
+        }
+    }
+}

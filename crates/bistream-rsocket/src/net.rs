@@ -1,0 +1,96 @@
+//! Listening and connecting: TCP (3-byte length-prefixed frames) and WebSocket (one frame per
+//! binary message at path `/`, no subprotocol, no compression).
+
+use bistream_rpc::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+
+use crate::transport::{length_prefixed, websocket, ws_config};
+use crate::{start, RSocket, Role, RsConfig, RsError};
+
+/// Serves RSocket over TCP on `listener` until it fails: one connection per client, each
+/// serving `router`.
+pub async fn serve_tcp(listener: TcpListener, router: Router, cfg: RsConfig) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        tracing::debug!(%peer, "rsocket tcp connection");
+        let rs = start(
+            length_prefixed(sock, cfg.max_frame_bytes),
+            Role::Server,
+            router.clone(),
+            cfg.clone(),
+        );
+        tokio::spawn(async move {
+            let cause = rs.closed().await;
+            tracing::debug!(%peer, %cause, "rsocket tcp connection ended");
+        });
+    }
+}
+
+/// Serves RSocket over WebSocket on `listener` (path `/` only; other paths get 404).
+pub async fn serve_ws(listener: TcpListener, router: Router, cfg: RsConfig) -> std::io::Result<()> {
+    loop {
+        let (sock, peer) = listener.accept().await?;
+        let _ = sock.set_nodelay(true);
+        let router = router.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                if req.uri().path() != "/" {
+                    let mut r = ErrorResponse::new(Some("RSocket is served at /".into()));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    return Err(r);
+                }
+                Ok(resp)
+            };
+            let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+                sock,
+                check,
+                Some(ws_config(cfg.max_frame_bytes)),
+            );
+            let ws = match tokio::time::timeout(cfg.setup_timeout, handshake).await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "rsocket websocket handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let rs = start(websocket(ws), Role::Server, router, cfg);
+            let cause = rs.closed().await;
+            tracing::debug!(%peer, %cause, "rsocket websocket connection ended");
+        });
+    }
+}
+
+/// Connects to an RSocket TCP server at `addr` (HOST:PORT) and sends SETUP; `router` serves
+/// the server's requests.
+pub async fn connect_tcp(addr: &str, router: Router, cfg: RsConfig) -> Result<RSocket, RsError> {
+    let sock = tokio::time::timeout(cfg.setup_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| RsError::Connect(format!("{addr}: timed out")))?
+        .map_err(|e| RsError::Connect(format!("{addr}: {e}")))?;
+    let _ = sock.set_nodelay(true);
+    Ok(start(
+        length_prefixed(sock, cfg.max_frame_bytes),
+        Role::Client,
+        router,
+        cfg,
+    ))
+}
+
+/// Connects to an RSocket WebSocket server at `url` (`ws://HOST:PORT/`) and sends SETUP.
+pub async fn connect_ws(url: &str, router: Router, cfg: RsConfig) -> Result<RSocket, RsError> {
+    let fut = tokio_tungstenite::connect_async_with_config(
+        url,
+        Some(ws_config(cfg.max_frame_bytes)),
+        true,
+    );
+    let (ws, _) = tokio::time::timeout(cfg.setup_timeout, fut)
+        .await
+        .map_err(|_| RsError::Connect(format!("{url}: timed out")))?
+        .map_err(|e| RsError::Connect(format!("{url}: {e}")))?;
+    Ok(start(websocket(ws), Role::Client, router, cfg))
+}
