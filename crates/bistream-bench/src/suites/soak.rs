@@ -237,7 +237,7 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
 /// The churn run; its rows and a note with the figures that are not rows.
 async fn churn(ctx: &Ctx, plan: &Plan) -> anyhow::Result<(Vec<Row>, String)> {
     let clients = plan.pairs * 2;
-    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0));
+    let soft = bistream_core::fdlimit::nofile_limit().soft.unwrap_or(0);
     if (soft as usize) < clients + 512 {
         bail!("open-file limit {soft} is too low for {clients} clients in this process (raise `ulimit -n`)");
     }
