@@ -243,7 +243,7 @@ pub(crate) fn secs(name: &str, v: Option<f64>, default: Duration) -> Result<Dura
     match v {
         None => Ok(default),
         // 0 turns the feature off; anything else is a timeout, checked by core's one rule.
-        Some(s) if s == 0.0 => Ok(Duration::ZERO),
+        Some(0.0) => Ok(Duration::ZERO),
         Some(s) => bistream_core::validate_timeout_max(s, MAX_SECS).map_err(|_| {
             err(format!(
                 "{name} must be a number of seconds between 0 and 604800, got {s}"
