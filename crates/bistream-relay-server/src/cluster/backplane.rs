@@ -191,7 +191,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             origin,
             user,
             text,
-            rerouted,
+            by_script,
         }) => {
             let user = User::new(user);
             let error = match registry.forward_local(
@@ -204,7 +204,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
                     ClusterStats::inc(&c.stats.forwards_received);
                     return;
                 }
-                ForwardOutcome::UnknownPeer if !rerouted => {
+                ForwardOutcome::UnknownPeer if !by_script => {
                     // The sender's cached route is stale (the client left or moved): ask
                     // Redis where it is now; that answer is final.
                     ClusterStats::inc(&c.stats.rerouted);

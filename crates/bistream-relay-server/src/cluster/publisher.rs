@@ -8,7 +8,9 @@
 //!   process concatenated into one payload. Other forwards go through the forward script, whose
 //!   reply fills the cache. A stale route is harmless: the process that receives a message for
 //!   a client it no longer has sends it through the script again (see `backplane::inbound`),
-//!   and a `PUBLISH` that reached no process is retried through the script.
+//!   and a `PUBLISH` that reached no process is retried through the script. What the script
+//!   routes is final: a message is sent at most twice, and only when the first send provably
+//!   reached no client.
 //! * **Order.** One connection, commands written in the order their jobs were queued, and a
 //!   target's messages of one batch all take the same path: Redis publishes them in order.
 
@@ -329,7 +331,7 @@ impl Publisher {
                 resp::arg(out, f.user.id().as_bytes());
                 let len = rec_len(f, &c.instance);
                 resp::bulk_header(out, len);
-                write_rec(out, f, &c.instance);
+                write_rec(out, f, &c.instance, true);
                 resp::end_arg(out);
             }
             self.push_waiting(now, What::Script(script));
@@ -343,7 +345,7 @@ impl Publisher {
             let len = fwds.iter().map(|f| rec_len(f, &c.instance)).sum();
             resp::bulk_header(out, len);
             for f in &fwds {
-                write_rec(out, f, &c.instance);
+                write_rec(out, f, &c.instance, false);
             }
             resp::end_arg(out);
             self.push_waiting(now, What::Route(fwds));
@@ -480,11 +482,11 @@ fn rec_len(f: &Fwd, me: &str) -> usize {
     wire::framed_forward_len(origin_of(f, me), f.user.id(), &f.text)
 }
 
-fn write_rec(out: &mut Vec<u8>, f: &Fwd, me: &str) {
-    let rerouted = f.origin.is_some();
+/// `by_script`: in the forward script's call (final at the receiver), else on a cached route.
+fn write_rec(out: &mut Vec<u8>, f: &Fwd, me: &str, by_script: bool) {
     wire::write_framed_forward(
         out,
-        rerouted,
+        by_script,
         &f.target,
         origin_of(f, me),
         f.user.id(),

@@ -8,8 +8,9 @@
 //! * Each process subscribes to one channel, `bistream:relay:<db>:instance:<instance>` (channels
 //!   are server-wide in Redis, hence the database in the name).
 //! * Messages: `F|<target>|<origin instance>|<user len>|<user><text>` forwards `text` to
-//!   `target` (`R|...`, the same, sent again through the forward script by a process that
-//!   received it for a client it no longer has: never sent on a second time);
+//!   `target` on a route cached by the sender (a process that no longer has `target` sends it
+//!   on through the forward script); `R|...` is the same, routed by the forward script itself
+//!   from Redis's registry: final, never sent on;
 //!   `B|<sender>|<user len>|<user><text>` hands a bounce back to the sender's node;
 //!   `T|<uuid>|<conn>` tells a node that its connection `conn` lost `uuid` to a newer one.
 
@@ -37,13 +38,13 @@ pub(crate) fn registration_value(instance: &str, conn: u64, node: &str, user: &s
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NodeMessage<'a> {
     /// Deliver `text` to the local client `target` if it belongs to `user`; bounce to `origin`.
-    /// `rerouted`: it already went through the forward script a second time.
+    /// `by_script`: the forward script routed it (final: never sent on).
     Forward {
         target: Uuid,
         origin: &'a str,
         user: &'a str,
         text: &'a str,
-        rerouted: bool,
+        by_script: bool,
     },
     /// Deliver the bounce `text` to the local client `sender` (never forwarded further).
     Bounce {
@@ -90,7 +91,7 @@ pub(crate) fn framed_forward_len(origin: &str, user: &str, text: &str) -> usize 
 /// messages).
 pub(crate) fn write_framed_forward(
     out: &mut Vec<u8>,
-    rerouted: bool,
+    by_script: bool,
     target: &Uuid,
     origin: &str,
     user: &str,
@@ -98,7 +99,7 @@ pub(crate) fn write_framed_forward(
 ) {
     use std::io::Write as _;
     let rec = forward_len(origin, user, text);
-    let kind = if rerouted { 'R' } else { 'F' };
+    let kind = if by_script { 'R' } else { 'F' };
     let mut id = [0u8; 36];
     let id = target.hyphenated().encode_lower(&mut id);
     // Writing into a Vec cannot fail.
@@ -211,7 +212,7 @@ impl<'a> NodeMessage<'a> {
                     origin,
                     user,
                     text,
-                    rerouted: *kind == b'R',
+                    by_script: *kind == b'R',
                 })
             }
             [b'B', b'|', rest @ ..] => {
@@ -322,7 +323,7 @@ mod tests {
                 origin: "0123456789abcdef",
                 user,
                 text,
-                rerouted: false,
+                by_script: false,
             }
         );
         let b = encode_bounce(&u, "", text);
