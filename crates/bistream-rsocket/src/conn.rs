@@ -167,6 +167,12 @@ impl Driver {
 
     async fn run(mut self, mut wdead: tokio::sync::oneshot::Receiver<String>) {
         let stop = self.main_loop(&mut wdead).await;
+        if matches!(stop.cause, RsError::Closed(_)) {
+            // Frames queued before a local close (a fire-and-forget) still go out.
+            while let Ok(cmd) = self.cmd_rx.try_recv() {
+                self.on_cmd(cmd);
+            }
+        }
         if let Some((code, message)) = stop.error {
             self.send(Frame::Error {
                 stream: 0,
