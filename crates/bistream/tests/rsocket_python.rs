@@ -104,14 +104,23 @@ async fn our_client_against_python_server() {
 
     // 300 KiB both ways: we fragment at 64 KiB, so does the Python server.
     let big = "z".repeat(300 * 1024);
-    let v: Value = rs.request_response("echo", &json!({ "big": big })).await.unwrap();
+    let v: Value = rs
+        .request_response("echo", &json!({ "big": big }))
+        .await
+        .unwrap();
     assert_eq!(v["big"].as_str().unwrap().len(), big.len());
 
     // A stream longer than our window of 4: REQUEST_N keeps it going.
-    let s = rs.request_stream::<_, u64>("count", &json!({"n": 25})).await.unwrap();
+    let s = rs
+        .request_stream::<_, u64>("count", &json!({"n": 25}))
+        .await
+        .unwrap();
     let items: Vec<u64> = s.map(|r| r.unwrap()).collect().await;
     assert_eq!(items, (0..25).collect::<Vec<_>>());
-    let s = rs.request_stream::<_, u64>("count", &json!({"n": 0})).await.unwrap();
+    let s = rs
+        .request_stream::<_, u64>("count", &json!({"n": 0}))
+        .await
+        .unwrap();
     assert_eq!(s.count().await, 0);
 
     // Cancel after two items; the connection goes on.
@@ -124,14 +133,20 @@ async fn our_client_against_python_server() {
     drop(s);
 
     // Channel: the first item rides on REQUEST_CHANNEL.
-    let (mut tx, rx) = rs.request_channel::<_, String>("upper", &"a").await.unwrap();
+    let (mut tx, rx) = rs
+        .request_channel::<_, String>("upper", &"a")
+        .await
+        .unwrap();
     tx.send(&"b").await.unwrap();
     tx.send(&"c").await.unwrap();
     tx.end().await.unwrap();
     let got: Vec<String> = rx.map(|r| r.unwrap()).collect().await;
     assert_eq!(got, ["A", "B", "C"]);
 
-    let e = rs.request_response::<_, Value>("fail", &json!({})).await.unwrap_err();
+    let e = rs
+        .request_response::<_, Value>("fail", &json!({}))
+        .await
+        .unwrap_err();
     match e {
         RsError::Remote { code, message } => {
             assert_eq!(code, bistream_rsocket::proto::ErrorCode::ApplicationError);
@@ -140,11 +155,19 @@ async fn our_client_against_python_server() {
         other => panic!("{other:?}"),
     }
 
-    rs.fire_and_forget("log", &json!({"from": "rust"})).await.unwrap();
+    rs.fire_and_forget("log", &json!({"from": "rust"}))
+        .await
+        .unwrap();
     let line = py.wait_for_line("log ", T).await;
-    assert!(line.contains(r#"{"from": "rust"}"#) || line.contains(r#"{"from":"rust"}"#), "{line}");
+    assert!(
+        line.contains(r#"{"from": "rust"}"#) || line.contains(r#"{"from":"rust"}"#),
+        "{line}"
+    );
 
-    let v: Value = rs.request_response("echo", &json!({"still": "alive"})).await.unwrap();
+    let v: Value = rs
+        .request_response("echo", &json!({"still": "alive"}))
+        .await
+        .unwrap();
     assert_eq!(v["still"], "alive");
     rs.close().await;
 }
@@ -154,7 +177,16 @@ async fn rpc_call_cli_against_python_server() {
     let (_py, addr) = python_server().await;
     let url = format!("tcp://{addr}");
     let out = Command::new(BIN)
-        .args(["rpc", "call", "--protocol", "rsocket", &url, "count", r#"{"n":3}"#, "--stream"])
+        .args([
+            "rpc",
+            "call",
+            "--protocol",
+            "rsocket",
+            &url,
+            "count",
+            r#"{"n":3}"#,
+            "--stream",
+        ])
         .output()
         .await
         .unwrap();
@@ -168,4 +200,3 @@ async fn rpc_call_cli_against_python_server() {
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("APPLICATION_ERROR: python says no"));
 }
-
