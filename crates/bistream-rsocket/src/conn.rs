@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bistream_rpc::{Connection, Router};
 use bistream_rsocket_proto::{
-    decode, ErrorCode, Frame, Payload, Reassembler, Setup, MIME_COMPOSITE, MIME_JSON,
-    MIME_ROUTING, VERSION,
+    decode, ErrorCode, Frame, Payload, Reassembler, Setup, MIME_COMPOSITE, MIME_JSON, MIME_ROUTING,
+    VERSION,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::RsConfig;
 use crate::shared::{add_credit, Cmd, Ctl, Inb, Kind, Shared, Sink};
-use crate::transport::{Framed, FrameStream, TransportError};
+use crate::transport::{FrameStream, Framed, TransportError};
 use crate::writer::{write_loop, Budget, WOut};
 use crate::{bridge, responder, RSocket, RsError};
 
@@ -71,7 +71,13 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
     });
     let (wtx, wrx) = mpsc::unbounded_channel();
     let (wdead_tx, wdead_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(write_loop(framed.tx, wrx, budget.clone(), cfg.max_frame_bytes, wdead_tx));
+    tokio::spawn(write_loop(
+        framed.tx,
+        wrx,
+        budget.clone(),
+        cfg.max_frame_bytes,
+        wdead_tx,
+    ));
     let mut d = Driver {
         role,
         rx: framed.rx,
@@ -153,7 +159,9 @@ fn conn_error(code: ErrorCode, msg: impl Into<String>) -> Option<Stop> {
 
 impl Driver {
     fn send(&mut self, f: Frame) {
-        self.budget.bytes.fetch_add(f.encoded_len(), Ordering::AcqRel);
+        self.budget
+            .bytes
+            .fetch_add(f.encoded_len(), Ordering::AcqRel);
         let _ = self.wtx.send(WOut::Frame(f));
     }
 
@@ -167,6 +175,12 @@ impl Driver {
 
     async fn run(mut self, mut wdead: tokio::sync::oneshot::Receiver<String>) {
         let stop = self.main_loop(&mut wdead).await;
+        if matches!(stop.cause, RsError::Closed(_)) {
+            // Frames queued before a local close (a fire-and-forget) still go out.
+            while let Ok(cmd) = self.cmd_rx.try_recv() {
+                self.on_cmd(cmd);
+            }
+        }
         if let Some((code, message)) = stop.error {
             self.send(Frame::Error {
                 stream: 0,
@@ -309,7 +323,10 @@ impl Driver {
         if s.version.0 != VERSION.0 {
             return conn_error(
                 ErrorCode::UnsupportedSetup,
-                format!("version {}.{} is not supported (1.0)", s.version.0, s.version.1),
+                format!(
+                    "version {}.{} is not supported (1.0)",
+                    s.version.0, s.version.1
+                ),
             );
         }
         if s.lease {
@@ -319,7 +336,10 @@ impl Driver {
             return conn_error(ErrorCode::UnsupportedSetup, "RESUME is not supported");
         }
         if s.keepalive_ms == 0 || s.max_lifetime_ms == 0 {
-            return conn_error(ErrorCode::InvalidSetup, "keepalive and max lifetime must be > 0");
+            return conn_error(
+                ErrorCode::InvalidSetup,
+                "keepalive and max lifetime must be > 0",
+            );
         }
         match s.metadata_mime.as_str() {
             MIME_COMPOSITE => {}
@@ -334,7 +354,10 @@ impl Driver {
         if s.data_mime != MIME_JSON {
             return conn_error(
                 ErrorCode::UnsupportedSetup,
-                format!("data MIME type {:?} is not supported (use {MIME_JSON})", s.data_mime),
+                format!(
+                    "data MIME type {:?} is not supported (use {MIME_JSON})",
+                    s.data_mime
+                ),
             );
         }
         self.lifetime = Duration::from_millis(u64::from(s.max_lifetime_ms));
@@ -483,8 +506,7 @@ impl Driver {
     fn route(&self, meta: Option<&Bytes>) -> Result<String, String> {
         let meta = meta.map(|b| &b[..]).unwrap_or_default();
         let r = if self.routing_only {
-            bistream_rsocket_proto::metadata::parse_routing(meta)
-                .map(|t| t.into_iter().next())
+            bistream_rsocket_proto::metadata::parse_routing(meta).map(|t| t.into_iter().next())
         } else {
             bistream_rsocket_proto::metadata::route_of(meta)
         };
@@ -559,7 +581,11 @@ impl Driver {
         }
         let responders = self.streams.values().filter(|s| s.responder).count();
         if responders >= self.cfg.max_streams {
-            self.stream_error(stream, ErrorCode::Rejected, "too many streams on this connection");
+            self.stream_error(
+                stream,
+                ErrorCode::Rejected,
+                "too many streams on this connection",
+            );
             return;
         }
         let ctx = responder::Ctx {

@@ -24,10 +24,8 @@
 //! let (a, b) = tokio::io::duplex(1 << 16);
 //! let _server = start(length_prefixed(b, 1 << 20), Role::Server, router, RsConfig::default());
 //! let client = start(length_prefixed(a, 1 << 20), Role::Client, Router::new(), RsConfig::default());
-//! // Data is a JSON object: the handler sees its fields plus `"operation"`.
-//! #[derive(serde::Deserialize)] struct Echoed { operation: String, x: i64 }
-//! let echo = Router::new();
-//! # let _ = echo;
+//! // Data is a JSON object whose fields (plus `"operation"`) the handler parses: `{"x": 1}` is
+//! // not a pair, so the handler answers INVALID.
 //! let e = client.request_response::<_, i64>("add", &serde_json::json!({"x": 1})).await.unwrap_err();
 //! assert_eq!(e.remote_code(), Some(bistream_rsocket_proto::ErrorCode::Invalid));
 //! # Ok(()) }

@@ -11,7 +11,11 @@ use crate::{start, RSocket, Role, RsConfig, RsError};
 
 /// Serves RSocket over TCP on `listener` until it fails: one connection per client, each
 /// serving `router`.
-pub async fn serve_tcp(listener: TcpListener, router: Router, cfg: RsConfig) -> std::io::Result<()> {
+pub async fn serve_tcp(
+    listener: TcpListener,
+    router: Router,
+    cfg: RsConfig,
+) -> std::io::Result<()> {
     loop {
         let (sock, peer) = listener.accept().await?;
         let _ = sock.set_nodelay(true);
@@ -37,6 +41,8 @@ pub async fn serve_ws(listener: TcpListener, router: Router, cfg: RsConfig) -> s
         let router = router.clone();
         let cfg = cfg.clone();
         tokio::spawn(async move {
+            // The callback's type is tungstenite's (its error is an HTTP response).
+            #[allow(clippy::result_large_err)]
             let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
                 if req.uri().path() != "/" {
                     let mut r = ErrorResponse::new(Some("RSocket is served at /".into()));

@@ -125,12 +125,18 @@ impl RSocket {
     }
 
     /// Request/response on `route`: `data` as JSON, the answer parsed as `Resp`.
-    pub async fn request_response<Req, Resp>(&self, route: &str, data: &Req) -> Result<Resp, RsError>
+    pub async fn request_response<Req, Resp>(
+        &self,
+        route: &str,
+        data: &Req,
+    ) -> Result<Resp, RsError>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let p = self.request_response_payload(to_payload(route, data)?).await?;
+        let p = self
+            .request_response_payload(to_payload(route, data)?)
+            .await?;
         from_payload(&p)
     }
 
@@ -150,7 +156,9 @@ impl RSocket {
     {
         let (tx, rx) = self.items();
         let sink = Sink::Items { tx, credit: None };
-        let id = self.start(Kind::Stream, to_payload(route, data)?, sink).await?;
+        let id = self
+            .start(Kind::Stream, to_payload(route, data)?, sink)
+            .await?;
         Ok(ItemStream::new(id, rx, self.shared().clone()))
     }
 
@@ -373,7 +381,10 @@ fn complete_frame(stream: u32) -> Frame {
 impl<T> Drop for ChannelSender<T> {
     fn drop(&mut self) {
         if !self.ended {
-            let _ = self.shared.cmd.try_send(Cmd::Frame(complete_frame(self.stream)));
+            let _ = self
+                .shared
+                .cmd
+                .try_send(Cmd::Frame(complete_frame(self.stream)));
         }
     }
 }

@@ -90,7 +90,11 @@ impl Ctx {
 
 /// REQUEST_RESPONSE: one PAYLOAD with NEXT|COMPLETE, or an ERROR.
 pub(crate) async fn response(cx: Ctx) {
-    match cx.rpc.request_response::<Raw, Raw>(&cx.route, &cx.data).await {
+    match cx
+        .rpc
+        .request_response::<Raw, Raw>(&cx.route, &cx.data)
+        .await
+    {
         Ok(v) => {
             cx.item(v, true).await;
         }
@@ -148,7 +152,11 @@ pub(crate) async fn channel(
         Ok(n) => n,
         Err(_) => return,
     };
-    let (mut tx, items) = match cx.rpc.stream_stream::<Raw, Raw, Raw>(&cx.route, &null).await {
+    let (mut tx, items) = match cx
+        .rpc
+        .stream_stream::<Raw, Raw, Raw>(&cx.route, &null)
+        .await
+    {
         Ok(x) => x,
         Err(e) => return cx.fail(&e).await,
     };

@@ -11,7 +11,9 @@ use bistream_rsocket::{RSocket, RsConfig, RsError};
 use futures_util::StreamExt;
 use tokio::io::AsyncBufReadExt;
 
-use super::rpc::{announce, print_line, shutdown_signal, CallArgs, LimitArgs, ServeArgs, TransportKind};
+use super::rpc::{
+    announce, print_line, shutdown_signal, CallArgs, LimitArgs, ServeArgs, TransportKind,
+};
 
 fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
     if l.max_frame_bytes < 1024 {
@@ -21,7 +23,9 @@ fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
         bail!("--max-streams must be at least 1 and --window at least 2");
     }
     let mut c = RsConfig {
-        max_frame_bytes: l.max_frame_bytes.min(bistream_rsocket::proto::MAX_FRAME_LEN),
+        max_frame_bytes: l
+            .max_frame_bytes
+            .min(bistream_rsocket::proto::MAX_FRAME_LEN),
         max_streams: l.max_streams.max(l.max_in_flight.min(l.max_streams)),
         window: l.window,
         ..RsConfig::default()
