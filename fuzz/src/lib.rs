@@ -22,10 +22,13 @@ pub use config::relay_config;
 pub use logs::log_lines;
 pub use relay::{relay_differential, relay_fastpath, relay_message};
 
-/// The names of the targets built with the enabled features, as `(name, check)`.
-pub fn targets() -> Vec<(&'static str, fn(&[u8]))> {
+/// A target's check: panics when an oracle is violated.
+pub type Check = fn(&[u8]);
+
+/// The targets built with the enabled features, as `(name, check)`.
+pub fn targets() -> Vec<(&'static str, Check)> {
     #[allow(unused_mut)]
-    let mut t: Vec<(&'static str, fn(&[u8]))> = vec![
+    let mut t: Vec<(&'static str, Check)> = vec![
         ("relay_message", relay_message),
         ("relay_fastpath", relay_fastpath),
         ("relay_differential", relay_differential),
