@@ -1,8 +1,8 @@
 //! Building a request's `data` object: the caller's fields, in their order and bytes, with
 //! `"operation"` first. Values are kept as raw JSON so numbers pass through exactly.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
 use bistream_rpc_proto::frame::Text;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::RpcError;
