@@ -1,5 +1,6 @@
 //! One log tail ([`Tail`]): a transport, the line splitter and the limit tracker, pulled one
-//! line at a time; and its async [`Stream`](futures_util::Stream) form ([`LogStream`]).
+//! line (or one received chunk of lines) at a time; and its async [`Stream`](futures_util::Stream)
+//! form ([`LogStream`]).
 //!
 //! Pull-based on purpose: nothing is read ahead of the consumer beyond one chunk, so a slow
 //! consumer pushes back on the server through TCP, memory holds one chunk plus at most one
