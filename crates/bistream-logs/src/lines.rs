@@ -5,10 +5,17 @@
 //! without `\n` is returned by [`LineSplitter::finish`]. A line longer than the size limit is
 //! never buffered past the limit: its bytes are counted and discarded until its end, and it
 //! comes out as [`Piece::Overlong`] with its full size.
+//!
+//! UTF-8 is checked once per chunk, not once per line: WebSocket text arrives already checked
+//! by tungstenite ([`LineSplitter::feed_text`]), and any other chunk has its complete lines
+//! checked with one `from_utf8` when fed; lines inside a checked chunk are then sliced out of
+//! it as `&str` with no further check. Only a chunk holding invalid UTF-8 (or a line joined
+//! from several chunks) is checked per line.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One item cut from the byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +67,22 @@ impl Span {
     }
 }
 
+/// The chunk being cut: bytes, or text already checked as UTF-8.
+#[derive(Debug)]
+enum Buf {
+    Raw(Bytes),
+    Text(Utf8Bytes),
+}
+
+impl Buf {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Buf::Raw(b) => b,
+            Buf::Text(t) => t.as_ref(),
+        }
+    }
+}
+
 /// Cuts lines out of a sequence of byte chunks, holding at most `max_line + 1` bytes of an
 /// unfinished line.
 ///
@@ -82,7 +105,11 @@ impl Span {
 #[derive(Debug)]
 pub struct LineSplitter {
     max_line: usize,
-    chunk: Bytes,
+    chunk: Buf,
+    /// The checked UTF-8 part of `chunk` (same buffer) from `text_at`: its complete lines
+    /// (or all of it), empty when that check failed.
+    text: Utf8Bytes,
+    text_at: usize,
     pos: usize,
     /// Bytes of the current unfinished line (only when not skipping), at most `max_line + 1`.
     partial: Vec<u8>,
@@ -98,7 +125,9 @@ impl LineSplitter {
     pub fn new(max_line: usize) -> Self {
         Self {
             max_line,
-            chunk: Bytes::new(),
+            chunk: Buf::Raw(Bytes::new()),
+            text: Utf8Bytes::default(),
+            text_at: 0,
             pos: 0,
             partial: Vec::new(),
             skipping: None,
@@ -108,7 +137,12 @@ impl LineSplitter {
 
     /// Whether the last chunk fed has been fully consumed by [`next_piece`](Self::next_piece).
     pub fn needs_data(&self) -> bool {
-        self.pos >= self.chunk.len()
+        self.pos >= self.bytes().len()
+    }
+
+    /// The current chunk.
+    fn bytes(&self) -> &Bytes {
+        self.chunk.bytes()
     }
 
     /// Bytes of an unfinished line held right now (bounded by `max_line + 1`).
@@ -119,15 +153,47 @@ impl LineSplitter {
     /// Adds the next chunk. Normally called once [`next_piece`](Self::next_piece) returned
     /// `None`; an unread rest of the previous chunk is kept in front of the new one.
     pub fn feed(&mut self, chunk: Bytes) {
-        if self.needs_data() {
-            self.chunk = chunk;
+        let chunk = if self.needs_data() {
+            chunk
         } else {
-            let mut joined = Vec::with_capacity(self.chunk.len() - self.pos + chunk.len());
-            joined.extend_from_slice(&self.chunk[self.pos..]);
+            let rest = &self.bytes()[self.pos..];
+            let mut joined = Vec::with_capacity(rest.len() + chunk.len());
+            joined.extend_from_slice(rest);
             joined.extend_from_slice(&chunk);
-            self.chunk = Bytes::from(joined);
-        }
+            Bytes::from(joined)
+        };
         self.pos = 0;
+        // One check for every line that lies wholly in the chunk: not the bytes before its
+        // first `\n` when they end a line begun earlier, nor those after its last `\n` (either
+        // may hold part of a character split across chunks; they are checked with their
+        // line). A failure leaves `text` empty and each line is then checked on its own.
+        let from = if self.partial.is_empty() && self.skipping.is_none() {
+            0
+        } else {
+            memchr::memchr(b'\n', &chunk).map_or(chunk.len(), |nl| nl + 1)
+        };
+        let to = memchr::memrchr(b'\n', &chunk).map_or(0, |nl| nl + 1);
+        self.text_at = from;
+        self.text = if to > from {
+            Utf8Bytes::try_from(chunk.slice(from..to)).unwrap_or_default()
+        } else {
+            Utf8Bytes::default()
+        };
+        self.chunk = Buf::Raw(chunk);
+    }
+
+    /// As [`feed`](Self::feed), for text already known to be UTF-8 (a WebSocket text
+    /// message, checked by tungstenite): its lines are never checked again.
+    pub fn feed_text(&mut self, text: Utf8Bytes) {
+        if self.needs_data() {
+            // The text is the chunk (no second handle on it: cloning a `Bytes` made from a
+            // `Vec` allocates).
+            self.chunk = Buf::Text(text);
+            self.text = Utf8Bytes::default();
+            self.pos = 0;
+        } else {
+            self.feed(Bytes::from(text));
+        }
     }
 
     /// The next complete line (or overlong line) from the data fed so far, or `None` when
@@ -146,13 +212,13 @@ impl LineSplitter {
     /// As [`next_piece`](Self::next_piece), without copying a line that lies inside the
     /// current chunk: read its text with [`text`](Self::text) before the next call.
     pub fn next_span(&mut self) -> Option<Span> {
-        if self.pos >= self.chunk.len() {
+        let chunk = self.chunk.bytes();
+        if self.pos >= chunk.len() {
             return None;
         }
-        let rest = &self.chunk[self.pos..];
-        let Some(nl) = memchr::memchr(b'\n', rest) else {
-            let rest = self.chunk.slice(self.pos..);
-            self.pos = self.chunk.len();
+        let Some(nl) = memchr::memchr(b'\n', &chunk[self.pos..]) else {
+            let rest = chunk.slice(self.pos..);
+            self.pos += rest.len();
             self.append(&rest);
             return None;
         };
@@ -161,7 +227,7 @@ impl LineSplitter {
         if self.skipping.is_none() && self.partial.is_empty() {
             // Fast path: the whole line is inside this chunk.
             let mut end = start + nl;
-            if end > start && self.chunk[end - 1] == b'\r' {
+            if end > start && chunk[end - 1] == b'\r' {
                 end -= 1;
             }
             if end - start > self.max_line {
@@ -171,7 +237,7 @@ impl LineSplitter {
             }
             return Some(Span::InChunk { start, end });
         }
-        let tail = self.chunk.slice(start..start + nl);
+        let tail = chunk.slice(start..start + nl);
         self.append(&tail);
         Some(Span::Joined(self.take_line()))
     }
@@ -180,7 +246,18 @@ impl LineSplitter {
     /// unless it held invalid UTF-8 (replaced by U+FFFD) or was joined from several chunks.
     pub fn text(&self, span: Span) -> Cow<'_, str> {
         match span {
-            Span::InChunk { start, end } => to_text(self.chunk.get(start..end).unwrap_or_default()),
+            Span::InChunk { start, end } => {
+                let checked = match &self.chunk {
+                    Buf::Text(t) => t.get(start..end),
+                    Buf::Raw(_) => start
+                        .checked_sub(self.text_at)
+                        .and_then(|s| self.text.get(s..end - self.text_at)),
+                };
+                match checked {
+                    Some(line) => Cow::Borrowed(line),
+                    None => to_text(self.bytes().get(start..end).unwrap_or_default()),
+                }
+            }
             Span::Joined(Piece::Line { text, .. }) => Cow::Owned(text),
             Span::Joined(Piece::Overlong { .. }) => Cow::Borrowed(""),
         }
@@ -289,11 +366,20 @@ mod tests {
     }
 
     fn run(chunks: &[&[u8]], max: usize) -> (Vec<Piece>, usize) {
+        run_as(chunks, max, false)
+    }
+
+    /// `as_text`: chunks that are valid UTF-8 go in through `feed_text` (WebSocket text).
+    fn run_as(chunks: &[&[u8]], max: usize, as_text: bool) -> (Vec<Piece>, usize) {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         let mut peak = 0;
         for c in chunks {
-            s.feed(Bytes::copy_from_slice(c));
+            let bytes = Bytes::copy_from_slice(c);
+            match Utf8Bytes::try_from(bytes.clone()) {
+                Ok(text) if as_text => s.feed_text(text),
+                _ => s.feed(bytes),
+            }
             while let Some(p) = s.next_piece() {
                 out.push(p);
             }
@@ -426,9 +512,12 @@ mod tests {
                 prev = c;
             }
             chunks.push(&input[prev..]);
-            let (out, peak) = run(&chunks, max);
-            prop_assert_eq!(out, reference(&input, max));
-            prop_assert!(peak <= max + 1);
+            let want = reference(&input, max);
+            for as_text in [false, true] {
+                let (out, peak) = run_as(&chunks, max, as_text);
+                prop_assert_eq!(&out, &want);
+                prop_assert!(peak <= max + 1);
+            }
         }
     }
 }

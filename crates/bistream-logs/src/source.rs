@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest, http::HeaderName, http::HeaderValue,
-    protocol::frame::coding::CloseCode, protocol::WebSocketConfig, Message,
+    protocol::frame::coding::CloseCode, protocol::WebSocketConfig, Message, Utf8Bytes,
 };
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -31,6 +31,8 @@ pub(crate) enum Source {
 pub(crate) enum Chunk {
     /// Bytes; `message` says whether it counts as one transport message.
     Data { bytes: Bytes, message: bool },
+    /// A WebSocket text message (one transport message), UTF-8 already checked by tungstenite.
+    Text(Utf8Bytes),
     /// A normal end: WebSocket Close 1000 (or an empty close), or the HTTP body's end.
     End,
 }
@@ -181,12 +183,7 @@ async fn next_ws(
             ));
         };
         match msg {
-            Ok(Message::Text(t)) => {
-                return Ok(Chunk::Data {
-                    bytes: Bytes::from(t),
-                    message: true,
-                })
-            }
+            Ok(Message::Text(t)) => return Ok(Chunk::Text(t)),
             Ok(Message::Binary(b)) => {
                 return Ok(Chunk::Data {
                     bytes: b,

@@ -1,5 +1,6 @@
 //! One log tail ([`Tail`]): a transport, the line splitter and the limit tracker, pulled one
-//! line at a time; and its async [`Stream`](futures_util::Stream) form ([`LogStream`]).
+//! line (or one received chunk of lines) at a time; and its async [`Stream`](futures_util::Stream)
+//! form ([`LogStream`]).
 //!
 //! Pull-based on purpose: nothing is read ahead of the consumer beyond one chunk, so a slow
 //! consumer pushes back on the server through TCP, memory holds one chunk plus at most one
@@ -192,76 +193,175 @@ impl Tail {
     /// ```
     pub async fn next_line_ref(&mut self) -> Option<Result<Cow<'_, str>, ClientError>> {
         loop {
-            match self.state {
-                State::Done => return None,
-                State::NotConnected(_) => {
-                    if let Err(e) = self.connect().await {
-                        return Some(Err(e));
-                    }
-                }
-                State::Streaming(_) => {}
+            if let Err(e) = self.ready().await? {
+                return Some(Err(e));
             }
             while let Some(span) = self.splitter.next_span() {
                 match self.admit(span.size(), span.is_overlong()) {
-                    Ok(true) => return Some(Ok(self.splitter.text(span))),
+                    Ok(true) => {
+                        self.publish();
+                        return Some(Ok(self.splitter.text(span)));
+                    }
                     Ok(false) => {}
                     Err(e) => return Some(Err(e)),
                 }
             }
-            let State::Streaming(source) = &mut self.state else {
-                continue;
-            };
-            // The wait's deadline survives a cancelled call (a `select!` in the caller), so
-            // the idle timeout is not restarted by polling again.
-            let deadline = self.opts.idle_timeout.map(|t| {
-                let at = *self
-                    .wait_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + t);
-                (at, t)
-            });
-            let got = source.next_chunk(deadline, &self.opts.context).await;
-            self.wait_deadline = None;
-            match got {
-                Ok(Chunk::Data { bytes, message }) => {
-                    if message {
-                        if let Err(e) = self.tracker.count_message() {
-                            return Some(Err(self.limit(e)));
-                        }
-                        self.counts.messages += 1;
-                        self.stats
-                            .messages
-                            .store(self.counts.messages, Ordering::Relaxed);
-                    }
-                    self.counts.received += bytes.len() as u64;
-                    self.stats
-                        .received
-                        .store(self.counts.received, Ordering::Relaxed);
-                    self.splitter.feed(bytes);
-                }
-                Ok(Chunk::End) => {
-                    self.state = State::Done;
-                    let last = self.splitter.finish()?;
-                    if self.hold_last {
-                        if let Piece::Line { text, .. } = last {
-                            self.held = Some(text);
-                            return None;
-                        }
-                    }
-                    let (size, overlong) = match &last {
-                        Piece::Line { size, .. } => (*size, false),
-                        Piece::Overlong { size } => {
-                            (usize::try_from(*size).unwrap_or(usize::MAX), true)
-                        }
-                    };
-                    return match (self.admit(size, overlong), last) {
-                        (Ok(true), Piece::Line { text, .. }) => Some(Ok(Cow::Owned(text))),
-                        (Ok(_), _) => None,
-                        (Err(e), _) => Some(Err(e)),
-                    };
-                }
-                Err(e) => return Some(Err(self.fail(e))),
+            match self.pull().await {
+                Ok(true) => {}
+                Ok(false) => return self.last_line().map(|r| r.map(Cow::Owned)),
+                Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// The next batch of lines: waits as [`next_line_ref`](Self::next_line_ref) does for
+    /// the first, then hands `f` every line already received (the rest of the current
+    /// chunk), each borrowed from it, and returns how many. The fastest way through a tail:
+    /// one call per chunk, not per line. Same limits and cancel-safety; `None` after a
+    /// normal end or after the error was returned. An error (a limit reached inside the
+    /// chunk) is returned after `f` was given every line before it.
+    ///
+    /// ```no_run
+    /// use bistream_logs::{Tail, TailOptions};
+    ///
+    /// # async fn run() -> Result<(), bistream_core::ClientError> {
+    /// let mut tail = Tail::new("ws://127.0.0.1:8080/tail", TailOptions::new("job 1"));
+    /// let mut errors = 0;
+    /// while let Some(batch) = tail.next_lines(|line| errors += usize::from(line.contains("ERROR"))).await {
+    ///     batch?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn next_lines(
+        &mut self,
+        mut f: impl FnMut(&str),
+    ) -> Option<Result<usize, ClientError>> {
+        loop {
+            if let Err(e) = self.ready().await? {
+                return Some(Err(e));
+            }
+            let mut n = 0;
+            while let Some(span) = self.splitter.next_span() {
+                match self.admit(span.size(), span.is_overlong()) {
+                    Ok(true) => {
+                        f(&self.splitter.text(span));
+                        n += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            if n > 0 {
+                self.publish();
+                return Some(Ok(n));
+            }
+            match self.pull().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return match self.last_line()? {
+                        Ok(line) => {
+                            f(&line);
+                            Some(Ok(1))
+                        }
+                        Err(e) => Some(Err(e)),
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Connects if not yet done: `None` once the tail has ended, `Some(Err)` if connecting
+    /// failed (the tail then ends).
+    async fn ready(&mut self) -> Option<Result<(), ClientError>> {
+        match self.state {
+            State::Done => None,
+            State::NotConnected(_) => Some(self.connect().await),
+            State::Streaming(_) => Some(Ok(())),
+        }
+    }
+
+    /// Waits for the next chunk and feeds it to the splitter: `Ok(true)` fed (or nothing to
+    /// wait for: the tail ended), `Ok(false)` a normal end of the stream, or the error that
+    /// ends the tail.
+    async fn pull(&mut self) -> Result<bool, ClientError> {
+        self.publish();
+        let State::Streaming(source) = &mut self.state else {
+            return Ok(true);
+        };
+        // The wait's deadline survives a cancelled call (a `select!` in the caller), so
+        // the idle timeout is not restarted by polling again.
+        let deadline = self.opts.idle_timeout.map(|t| {
+            let at = *self
+                .wait_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + t);
+            (at, t)
+        });
+        let got = source.next_chunk(deadline, &self.opts.context).await;
+        self.wait_deadline = None;
+        match got {
+            Ok(Chunk::Text(text)) => {
+                self.count_chunk(text.len(), true)?;
+                self.splitter.feed_text(text);
+            }
+            Ok(Chunk::Data { bytes, message }) => {
+                self.count_chunk(bytes.len(), message)?;
+                self.splitter.feed(bytes);
+            }
+            Ok(Chunk::End) => {
+                self.state = State::Done;
+                return Ok(false);
+            }
+            Err(e) => return Err(self.fail(e)),
+        }
+        Ok(true)
+    }
+
+    /// Counts a received chunk of `len` bytes (and a transport message toward
+    /// `max_messages` when `message`).
+    fn count_chunk(&mut self, len: usize, message: bool) -> Result<(), ClientError> {
+        if message {
+            if let Err(e) = self.tracker.count_message() {
+                return Err(self.limit(e));
+            }
+            self.counts.messages += 1;
+        }
+        self.counts.received += len as u64;
+        Ok(())
+    }
+
+    /// At a normal end: the last line without `\n`, if any (held back instead when asked).
+    fn last_line(&mut self) -> Option<Result<String, ClientError>> {
+        let last = self.splitter.finish()?;
+        if self.hold_last {
+            if let Piece::Line { text, .. } = last {
+                self.held = Some(text);
+                return None;
+            }
+        }
+        let (size, overlong) = match &last {
+            Piece::Line { size, .. } => (*size, false),
+            Piece::Overlong { size } => (usize::try_from(*size).unwrap_or(usize::MAX), true),
+        };
+        let admitted = self.admit(size, overlong);
+        self.publish();
+        match (admitted, last) {
+            (Ok(true), Piece::Line { text, .. }) => Some(Ok(text)),
+            (Ok(_), _) => None,
+            (Err(e), _) => Some(Err(e)),
+        }
+    }
+
+    /// Publishes the counters to the shared [`StatsCell`] (once per line or batch, and
+    /// before each wait): relaxed stores, ordinary writes.
+    fn publish(&self) {
+        let (c, s) = (&self.counts, &self.stats);
+        s.lines.store(c.lines, Ordering::Relaxed);
+        s.bytes.store(c.bytes, Ordering::Relaxed);
+        s.skipped.store(c.skipped, Ordering::Relaxed);
+        s.skipped_bytes.store(c.skipped_bytes, Ordering::Relaxed);
+        s.messages.store(c.messages, Ordering::Relaxed);
+        s.received.store(c.received, Ordering::Relaxed);
     }
 
     /// Counts a line of `size` bytes against the limits: `Ok(true)` deliver it, `Ok(false)`
@@ -271,8 +371,6 @@ impl Tail {
             Ok(Admitted::Accepted) if !overlong => {
                 self.counts.lines += 1;
                 self.counts.bytes += size as u64;
-                self.stats.lines.store(self.counts.lines, Ordering::Relaxed);
-                self.stats.bytes.store(self.counts.bytes, Ordering::Relaxed);
                 Ok(true)
             }
             // The tracker skips what the splitter found overlong (same limit); never here.
@@ -280,12 +378,6 @@ impl Tail {
             Ok(Admitted::Skipped { size }) => {
                 self.counts.skipped += 1;
                 self.counts.skipped_bytes = self.counts.skipped_bytes.saturating_add(size);
-                self.stats
-                    .skipped
-                    .store(self.counts.skipped, Ordering::Relaxed);
-                self.stats
-                    .skipped_bytes
-                    .store(self.counts.skipped_bytes, Ordering::Relaxed);
                 tracing::debug!(context = %self.opts.context, size, "skipped a line longer than max_message_size");
                 Ok(false)
             }
@@ -296,6 +388,7 @@ impl Tail {
     /// Ends the tail with `e`, closing the connection now.
     fn fail(&mut self, e: ClientError) -> ClientError {
         self.state = State::Done;
+        self.publish();
         e
     }
 

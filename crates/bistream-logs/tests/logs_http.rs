@@ -253,9 +253,10 @@ async fn blocking_iterator_reads_the_same_lines() {
     assert_eq!(lines, ["x", "y", "z"]);
 }
 
-/// `next_line_ref` (borrowed lines, what the CLI uses) and `next_line` agree line for line
-/// and on the limit error: lines inside a chunk, joined across chunks, invalid UTF-8,
-/// overlong (skipped) lines, and the last line without `\n`.
+/// `next_lines` (batches of borrowed lines, what the CLI uses), `next_line_ref` and
+/// `next_line` agree line for line and on the limit error: lines inside a chunk, joined
+/// across chunks, invalid UTF-8, overlong (skipped) lines, a chunk that begins inside a
+/// character, and the last line without `\n`.
 #[tokio::test]
 async fn borrowed_and_owned_lines_are_the_same() {
     let router = Router::new().route(
@@ -265,7 +266,7 @@ async fn borrowed_and_owned_lines_are_the_same() {
                 b"in one chunk\nspl",
                 b"it line\r\nbad \xff byte\nthis line is far too long for the limit\nok\n",
                 b"caf\xc3",
-                b"\xa9\nno newline",
+                b"\xa9\nnext \xc3\xa9\nno newline",
             ])
         }),
     );
@@ -277,8 +278,9 @@ async fn borrowed_and_owned_lines_are_the_same() {
         "bad \u{fffd} byte",
         "ok",
         "café",
+        "next é",
     ];
-    for max_lines in [6, 5] {
+    for max_lines in [7, 5] {
         let opts = || opts(limits(|b| b.max_message_size(20).max_lines(max_lines)));
         let mut owned = bistream_logs::Tail::new(url.clone(), opts());
         let mut borrowed = bistream_logs::Tail::new(url.clone(), opts());
@@ -307,7 +309,7 @@ async fn borrowed_and_owned_lines_are_the_same() {
         })
         .await
         .unwrap();
-        // 6 lines: the skipped one counts toward max_lines, the unterminated last is the 7th.
+        // 7 lines: the skipped one counts toward max_lines, the unterminated last is the 8th.
         let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
         if max_lines == 5 {
             want.truncate(4);
@@ -315,5 +317,24 @@ async fn borrowed_and_owned_lines_are_the_same() {
         want.push("429".into());
         assert_eq!(got, want, "max_lines {max_lines}");
         assert_eq!(borrowed.stats().snapshot().skipped, 1);
+
+        let mut batched = bistream_logs::Tail::new(url.clone(), opts());
+        let mut all = Vec::new();
+        tokio::time::timeout(LIMIT, async {
+            while let Some(batch) = batched.next_lines(|l| all.push(l.to_owned())).await {
+                match batch {
+                    Ok(n) => assert!(n > 0, "a batch has lines"),
+                    Err(e) => {
+                        assert_eq!(e.status_code(), 429);
+                        all.push("429".into());
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(all, want, "next_lines, max_lines {max_lines}");
+        let stats = batched.stats().snapshot();
+        assert_eq!((stats.skipped, stats.lines), (1, want.len() as u64 - 1));
     }
 }

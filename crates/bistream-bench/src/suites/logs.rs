@@ -183,25 +183,48 @@ fn limits(lines: u64) -> anyhow::Result<StreamLimits> {
         .build()?)
 }
 
-/// Ours: lines/s through the whole pipeline, each line borrowed (`next_line_ref`, what
-/// `bistream logs tail` uses) or copied into a `String` (`next_line`, the `LogStream` and
-/// `BlockingLogs` item).
-async fn ours(url: &str, lines: u64, owned: bool) -> anyhow::Result<f64> {
+/// How the bench takes lines out of the tail.
+#[derive(Clone, Copy)]
+enum Api {
+    /// `Tail::next_lines`: every line of a chunk in one call (what `bistream logs tail` uses).
+    Batch,
+    /// `Tail::next_line_ref`: one borrowed line per call.
+    Borrowed,
+    /// `Tail::next_line`: a `String` per line (the `LogStream` and `BlockingLogs` item).
+    Owned,
+}
+
+/// Ours: lines/s through the whole pipeline, taken out through `api`.
+async fn ours(url: &str, lines: u64, api: Api) -> anyhow::Result<f64> {
     let opts = TailOptions::new("bench").limits(limits(lines)?);
     let mut tail = Tail::new(url, opts);
     let t = Instant::now();
     let mut n = 0u64;
-    if owned {
-        while let Some(line) = tail.next_line().await {
-            let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
-            n += 1;
-            std::hint::black_box(line);
+    match api {
+        Api::Batch => {
+            while let Some(batch) = tail
+                .next_lines(|line| {
+                    n += 1;
+                    std::hint::black_box(line);
+                })
+                .await
+            {
+                batch.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
-    } else {
-        while let Some(line) = tail.next_line_ref().await {
-            let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
-            n += 1;
-            std::hint::black_box(line);
+        Api::Borrowed => {
+            while let Some(line) = tail.next_line_ref().await {
+                let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
+                n += 1;
+                std::hint::black_box(line);
+            }
+        }
+        Api::Owned => {
+            while let Some(line) = tail.next_line().await {
+                let line = line.map_err(|e| anyhow::anyhow!("{e}"))?;
+                n += 1;
+                std::hint::black_box(line);
+            }
         }
     }
     let secs = t.elapsed().as_secs_f64();
@@ -368,6 +391,7 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
     ] {
         let (mut o, mut p, mut f) = (Runs::default(), Runs::default(), Runs::default());
         let (mut owned, mut tcp) = (Runs::default(), Runs::default());
+        let mut borrowed = Runs::default();
         match (servers(blocks).await, servers(peer_blocks).await) {
             (Ok(full), Ok(small)) => {
                 let url = if mode == "ws" { &full.1 } else { &full.0 };
@@ -375,8 +399,9 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                 let lines = (blocks * block_lines) as u64;
                 for r in 0..runs {
                     pb.set_message(format!("{mode} run {}/{runs}", r + 1));
-                    o.push(ours(url, lines, false).await);
-                    owned.push(ours(url, lines, true).await);
+                    o.push(ours(url, lines, Api::Batch).await);
+                    borrowed.push(ours(url, lines, Api::Borrowed).await);
+                    owned.push(ours(url, lines, Api::Owned).await);
                     pb.inc(1);
                     f.push(floor(url, lines).await);
                     pb.inc(1);
@@ -402,13 +427,15 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             (Err(e), _) | (_, Err(e)) => {
                 let why = format!("{e:#}");
                 o.fail(&why);
+                borrowed.fail(&why);
                 owned.fail(&why);
                 p.fail(&why);
                 f.fail(&why);
             }
         }
         for (what, cell) in [
-            ("borrowed lines (`logs tail`)", o.cell()),
+            ("a batch of borrowed lines per chunk (`logs tail`)", o.cell()),
+            ("one borrowed line per call", borrowed.cell()),
             ("a String per line (LogStream)", owned.cell()),
         ] {
             rows.push(

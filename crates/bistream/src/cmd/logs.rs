@@ -355,20 +355,32 @@ impl Printer {
             if !tail.has_buffered_data() {
                 self.flush()?;
             }
-            let item = if self.progress.is_some() {
+            // Lines come a chunk at a time; the first write error stops the printing.
+            let mut failed = None;
+            let show_progress = self.progress.is_some();
+            let Self { stdout, progress } = self;
+            let mut print = |line: &str| {
+                if failed.is_none() {
+                    failed = Self::write_line(stdout, progress, line).err();
+                }
+            };
+            let item = if show_progress {
                 tokio::select! {
-                    item = tail.next_line_ref() => item,
+                    item = tail.next_lines(&mut print) => item,
                     _ = tick.tick() => {
                         self.draw(&stats);
                         continue;
                     }
                 }
             } else {
-                tail.next_line_ref().await
+                tail.next_lines(&mut print).await
             };
+            if let Some(e) = failed {
+                return Err(stdout_error(e));
+            }
             match item {
                 None => break,
-                Some(Ok(line)) => self.line(&line)?,
+                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     self.finish();
                     return Err(e);
@@ -384,12 +396,24 @@ impl Printer {
     }
 
     fn line(&mut self, line: &str) -> Result<(), ClientError> {
-        self.clear_progress();
-        let w = &mut self.stdout;
-        let r = w
-            .write_all(line.as_bytes())
-            .and_then(|()| w.write_all(b"\n"));
-        r.map_err(stdout_error)
+        Self::write_line(&mut self.stdout, &mut self.progress, line).map_err(stdout_error)
+    }
+
+    /// One line to `w`, after clearing the progress line if it is shown.
+    fn write_line(
+        w: &mut std::io::BufWriter<std::io::Stdout>,
+        progress: &mut Option<Progress>,
+        line: &str,
+    ) -> std::io::Result<()> {
+        if let Some(p) = progress {
+            if p.shown {
+                w.flush()?;
+                eprint!("\r\x1b[2K");
+                p.shown = false;
+            }
+        }
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")
     }
 
     fn flush(&mut self) -> Result<(), ClientError> {
