@@ -30,6 +30,10 @@ pub struct Limits {
     /// Items per stream we accept before granting more credit (default 256); also the
     /// per-stream queue size.
     pub window: u32,
+    /// Bytes of items per stream we let the peer have queued or in flight once the first
+    /// window is used (default 1 MiB): grants shrink the window to about this many bytes of
+    /// items of the sizes seen (never below one item).
+    pub window_bytes: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             max_pending_calls: 65_536,
             max_invalid_in_row: 100,
             window: 256,
+            window_bytes: 1024 * 1024,
         }
     }
 }

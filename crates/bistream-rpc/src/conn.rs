@@ -81,6 +81,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         credit_on: AtomicBool::new(false),
         peer_window: AtomicU32::new(0),
         window: cfg.limits.window.max(1),
+        window_bytes: cfg.limits.window_bytes.max(1),
         state,
         cause: OnceLock::new(),
     });

@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub peer_window: AtomicU32,
     /// Our per-stream window (queue size, grant unit).
     pub window: u32,
+    /// Our per-stream byte budget for grants (see `Limits::window_bytes`).
+    pub window_bytes: u64,
     pub state: watch::Sender<ConnState>,
     pub cause: OnceLock<RpcError>,
 }

@@ -145,6 +145,38 @@ async fn credit_bounds_a_producer_for_a_slow_consumer() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn credit_is_bounded_in_bytes_as_well_as_items() {
+    // Items of 1-3 bytes against a 4-byte budget: once the first window (16) is used, the
+    // grants keep about one item outstanding instead of the whole window.
+    let produced = Arc::new(AtomicU64::new(0));
+    let router = ticking(
+        produced.clone(),
+        Arc::new(AtomicBool::new(false)),
+        Duration::ZERO,
+    );
+    let mut cfg = RpcConfig::default();
+    cfg.limits.window = 16;
+    cfg.limits.window_bytes = 4;
+    let (c, _s) = duplex_pair(router, Router::new(), cfg);
+    let mut st = c
+        .request_stream::<_, u64>("ticks", &json!({}))
+        .await
+        .unwrap();
+    for i in 0..200 {
+        assert_eq!(st.next().await.unwrap().unwrap(), i);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let p = produced.load(Ordering::SeqCst);
+    assert!(
+        (200..=200 + 4 + 2).contains(&p),
+        "producer ran ahead of the byte budget: {p}"
+    );
+    for i in 200..300 {
+        assert_eq!(st.next().await.unwrap().unwrap(), i);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_extensions_a_bi_stream_still_flows() {
     let (router, _) = demo();
     let mut cfg = RpcConfig {

@@ -96,17 +96,24 @@ impl<R: FrameReader> Driver<R> {
     }
 }
 
-/// Items a request/stream handler may hand over in one command.
-const BATCH: usize = 64;
+/// Items a request/stream handler may hand over in one command (256 measured +20% stream
+/// items/s over 64 in an alternated A/B: DECISIONS D16).
+const BATCH: usize = 256;
+
+/// Bytes of items a batch may hold: a batch stops growing past this, so a fast stream of large
+/// items is not held back in bulk (toward a base peer no credit limits the batch).
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs a request/stream handler's items to the end: takes every item that is ready at once
-/// (up to [`BATCH`]) and sends them in one command, so a fast stream costs one hand-off per
-/// batch, not per item.
+/// (up to [`BATCH`] items and about [`BATCH_BYTES`]) and sends them in one command, so a fast
+/// stream costs one hand-off per batch, not per item.
 async fn produce(mut items: RawItems, mut p: Producer, key: ServeKey, cmd: mpsc::Sender<Cmd>) {
     let mut batch: Vec<String> = Vec::with_capacity(BATCH);
     loop {
+        let mut bytes = 0;
         let mut end = match items.next().await {
             Some(Ok(v)) => {
+                bytes += v.get().len();
                 batch.push(String::from(Box::<str>::from(v)));
                 None
             }
@@ -114,9 +121,12 @@ async fn produce(mut items: RawItems, mut p: Producer, key: ServeKey, cmd: mpsc:
             None => Some(Ok(())),
         };
         let room = p.room(BATCH);
-        while end.is_none() && batch.len() < room {
+        while end.is_none() && batch.len() < room && bytes < BATCH_BYTES {
             match items.next().now_or_never() {
-                Some(Some(Ok(v))) => batch.push(String::from(Box::<str>::from(v))),
+                Some(Some(Ok(v))) => {
+                    bytes += v.get().len();
+                    batch.push(String::from(Box::<str>::from(v)));
+                }
                 Some(Some(Err(e))) => end = Some(Err(e)),
                 Some(None) => end = Some(Ok(())),
                 None => break,

@@ -61,6 +61,10 @@ pub(crate) struct LimitArgs {
     /// Per-stream window (queue size and credit unit).
     #[arg(long, default_value_t = 256)]
     pub(crate) window: u32,
+    /// Per-stream byte budget of credit grants once the first window is used (items of the
+    /// recent size that fit, at least one).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub(crate) window_bytes: u64,
     /// Keepalive interval in seconds once negotiated (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) keepalive: f64,
@@ -74,14 +78,19 @@ impl LimitArgs {
         if self.max_frame_bytes < 1024 {
             bail!("--max-frame-bytes must be at least 1024");
         }
-        if self.max_in_flight == 0 || self.max_streams == 0 || self.window == 0 {
-            bail!("--max-in-flight, --max-streams and --window must be at least 1");
+        if self.max_in_flight == 0
+            || self.max_streams == 0
+            || self.window == 0
+            || self.window_bytes == 0
+        {
+            bail!("--max-in-flight, --max-streams, --window and --window-bytes must be at least 1");
         }
         let mut cfg = RpcConfig::default();
         cfg.limits.max_frame_bytes = self.max_frame_bytes;
         cfg.limits.max_in_flight = self.max_in_flight;
         cfg.limits.max_streams = self.max_streams;
         cfg.limits.window = self.window;
+        cfg.limits.window_bytes = self.window_bytes;
         cfg.extensions = !self.no_extensions;
         if self.keepalive != 0.0 {
             let d = bistream_core::validate_timeout_max(self.keepalive, 3600.0)
