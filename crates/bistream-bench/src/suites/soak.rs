@@ -376,7 +376,9 @@ async fn churn(ctx: &Ctx, plan: &Plan) -> anyhow::Result<(Vec<Row>, String)> {
             "MiB",
             Ok(mib(after.saturating_sub(base))),
         )
-        .target(Target::AtMost { x: AFTER_TARGET_MIB }),
+        .target(Target::AtMost {
+            x: AFTER_TARGET_MIB,
+        }),
         row(
             "churn: seconds until RSS back within 16 MiB of baseline",
             "s",
