@@ -97,7 +97,7 @@ impl<R: FrameReader> Driver<R> {
 }
 
 /// Items a request/stream handler may hand over in one command (256 measured +20% stream
-/// items/s over 64 in an alternated A/B: DECISIONS D16).
+/// items/s over 64 in an alternated A/B: DECISIONS D18).
 const BATCH: usize = 256;
 
 /// Bytes of items a batch may hold: a batch stops growing past this, so a fast stream of large
