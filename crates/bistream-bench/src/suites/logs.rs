@@ -434,7 +434,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
             }
         }
         for (what, cell) in [
-            ("a batch of borrowed lines per chunk (`logs tail`)", o.cell()),
+            (
+                "a batch of borrowed lines per chunk (`logs tail`)",
+                o.cell(),
+            ),
             ("one borrowed line per call", borrowed.cell()),
             ("a String per line (LogStream)", owned.cell()),
         ] {
