@@ -379,7 +379,16 @@ mod tests {
         .unwrap();
         let addr = p.wait_line(T, parse).await.unwrap();
         assert_eq!(addr, "127.0.0.1:5");
-        assert!(p.output_tail().contains("starting"), "{}", p.output_tail());
+        // stderr and stdout are two pipes: the stderr line may come after the stdout one, so
+        // keep reading stderr in the background until it shows up.
+        p.drain_stderr();
+        let seen = tokio::time::timeout(T, async {
+            while !p.output_tail().contains("starting") {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "{}", p.output_tail());
         p.check_alive().unwrap();
         assert!(p.rss_kib().unwrap() > 0);
         let st = p.terminate(T).await.expect("exits on SIGTERM");
