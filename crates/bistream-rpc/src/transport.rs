@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// What a reader yields.
 #[derive(Debug)]
@@ -177,9 +177,44 @@ fn codec(max: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// tokio-util's length-delimited decoder, plus what it forgets at the end of the stream: once it
+/// has consumed a length prefix, an end of stream before the body is a stream cut inside a
+/// frame (`UnexpectedEof`), not a clean end.
+#[derive(Debug)]
+pub struct LdDecoder {
+    inner: LengthDelimitedCodec,
+    in_frame: bool,
+}
+
+impl Decoder for LdDecoder {
+    type Item = BytesMut;
+    type Error = io::Error;
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        let before = buf.len();
+        let frame = self.inner.decode(buf)?;
+        if frame.is_some() {
+            self.in_frame = false;
+        } else if buf.len() < before {
+            // The prefix was consumed; the body has not all arrived.
+            self.in_frame = true;
+        }
+        Ok(frame)
+    }
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            None if buf.is_empty() && !self.in_frame => Ok(None),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended before the announced frame body",
+            )),
+        }
+    }
+}
+
 /// Reading half of [`LengthDelimited`].
 #[derive(Debug)]
-pub struct LdReader<R>(FramedRead<R, LengthDelimitedCodec>);
+pub struct LdReader<R>(FramedRead<R, LdDecoder>);
 /// Writing half of [`LengthDelimited`].
 #[derive(Debug)]
 pub struct LdWriter<W>(FramedWrite<W, LengthDelimitedCodec>);
@@ -193,7 +228,13 @@ where
     type Writer = LdWriter<W>;
     fn split(self) -> (LdReader<R>, LdWriter<W>) {
         (
-            LdReader(FramedRead::new(self.read, codec(self.max_frame_bytes))),
+            LdReader(FramedRead::new(
+                self.read,
+                LdDecoder {
+                    inner: codec(self.max_frame_bytes),
+                    in_frame: false,
+                },
+            )),
             LdWriter(FramedWrite::new(self.write, codec(self.max_frame_bytes))),
         )
     }
