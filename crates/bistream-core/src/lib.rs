@@ -8,8 +8,10 @@
 //!   statuses and I/O errors by [`Status::from_http`] and [`Status::from_io`]) whose message is always
 //!   sanitized;
 //! - input validation: [`validate_resource_id`], [`validate_timeout`],
-//!   [`validate_timeout_max`];
-//! - URL conversion: [`http_to_websocket_url`], [`websocket_to_http_url`];
+//!   [`validate_timeout_max`]; durations from flags and config files: [`parse_timeout`],
+//!   [`parse_secs`], [`parse_millis`], [`validate_duration`];
+//! - URLs: [`http_to_websocket_url`], [`websocket_to_http_url`], [`parse_web_url`] (with its
+//!   [`Scheme`]), [`redact_url`] for logs;
 //! - credential redaction for logs, terminals and errors: [`sanitize`],
 //!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`);
 //! - the file-descriptor limit of servers and the pacing of failed `accept`s: [`fdlimit`].
@@ -63,6 +65,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod duration;
 pub mod error;
 pub mod fdlimit;
 pub mod limits;
@@ -70,11 +73,14 @@ pub mod sanitize;
 pub mod url;
 pub mod validate;
 
+pub use duration::{parse_millis, parse_secs, parse_timeout, validate_duration};
 pub use error::{ClientError, Status};
 pub use limits::{
     Admitted, Limit, LimitExceeded, LimitTracker, LimitsError, Oversize, StreamLimits,
     StreamLimitsBuilder, Usage,
 };
 pub use sanitize::{sanitize, sanitize_error_message, REDACTED};
-pub use url::{http_to_websocket_url, websocket_to_http_url, UrlError};
+pub use url::{
+    http_to_websocket_url, parse_web_url, redact_url, websocket_to_http_url, Scheme, UrlError,
+};
 pub use validate::{validate_resource_id, validate_timeout, validate_timeout_max, ValidationError};

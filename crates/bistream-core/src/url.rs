@@ -1,4 +1,6 @@
-//! HTTP ⇄ WebSocket URL conversion ([`http_to_websocket_url`], [`websocket_to_http_url`]).
+//! HTTP ⇄ WebSocket URL conversion ([`http_to_websocket_url`], [`websocket_to_http_url`]),
+//! checking without conversion ([`parse_web_url`], which tells the [`Scheme`]), and the form
+//! of a URL fit for a log line ([`redact_url`]).
 //!
 //! Parsing uses the [`url`] crate (WHATWG URL Standard), and the result is the `url` crate's
 //! serialization, which *normalises*:
@@ -144,11 +146,136 @@ pub fn websocket_to_http_url(url: &str) -> Result<String, UrlError> {
     )
 }
 
+/// The four schemes a web URL may have here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `http://`
+    Http,
+    /// `https://`
+    Https,
+    /// `ws://`
+    Ws,
+    /// `wss://`
+    Wss,
+}
+
+impl Scheme {
+    /// `true` for `https` and `wss`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Https | Scheme::Wss)
+    }
+
+    /// `true` for `ws` and `wss`.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+
+    /// The scheme's name, lowercase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+}
+
+/// Checks an `http`, `https`, `ws` or `wss` URL with this module's strict rules and returns
+/// its [`Scheme`] and the parsed (normalised) [`Url`], without converting it. A fragment is
+/// refused on `ws`/`wss` only (an HTTP client never sends it).
+///
+/// # Errors
+/// As [`http_to_websocket_url`].
+///
+/// ```
+/// use bistream_core::url::{parse_web_url, Scheme};
+///
+/// let (scheme, url) = parse_web_url("WSS://Ray:8265/api/jobs/x/logs/tail")?;
+/// assert_eq!(scheme, Scheme::Wss);
+/// assert!(scheme.is_tls() && scheme.is_websocket());
+/// assert_eq!(url.host_str(), Some("ray"));
+/// assert!(parse_web_url("gopher://x/").is_err());
+/// # Ok::<(), bistream_core::UrlError>(())
+/// ```
+pub fn parse_web_url(input: &str) -> Result<(Scheme, Url), UrlError> {
+    let url = check(input, "http, https, ws or wss", |scheme| {
+        matches!(scheme, "http" | "https" | "ws" | "wss")
+    })?;
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        "ws" => Scheme::Ws,
+        _ => Scheme::Wss,
+    };
+    if scheme.is_websocket() && url.fragment().is_some() {
+        return Err(UrlError::Fragment {
+            preview: preview(input),
+        });
+    }
+    Ok((scheme, url))
+}
+
+/// How many bytes of a URL [`redact_url`] keeps.
+const REDACTED_URL_MAX: usize = 256;
+
+/// A URL as it may appear in a log line or an error: userinfo (`user:password@`) and
+/// credential-named query values replaced by the project's one marker
+/// [`REDACTED`](crate::REDACTED), control characters escaped, at most 256 bytes. Works on any
+/// text, parsable or not (it is [`sanitize`](crate::sanitize()) with a URL-sized bound).
+///
+/// ```
+/// use bistream_core::url::redact_url;
+///
+/// assert_eq!(redact_url("redis://:s3cret@cache:6379/2"), "redis://[REDACTED]@cache:6379/2");
+/// assert_eq!(redact_url("wss://relay/?token=abc123def"), "wss://relay/?token=[REDACTED]");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    crate::sanitize::sanitize_to(url, REDACTED_URL_MAX)
+}
+
 fn preview(url: &str) -> String {
     escape_preview(&sanitize(url), URL_PREVIEW_CHARS, true)
 }
 
 fn convert(input: &str, map: &[(&str, &'static str)]) -> Result<String, UrlError> {
+    let expected = if map[0].0 == "http" {
+        "http, https, ws or wss"
+    } else {
+        "ws, wss, http or https"
+    };
+    let mut url = check(input, expected, |scheme| {
+        map.iter().any(|(from, _)| *from == scheme)
+    })?;
+    if url.fragment().is_some() {
+        return Err(UrlError::Fragment {
+            preview: preview(input),
+        });
+    }
+    let Some(&(_, target)) = map.iter().find(|(from, _)| *from == url.scheme()) else {
+        return Err(UrlError::UnsupportedScheme {
+            scheme: escape_preview(url.scheme(), 16, true),
+            expected,
+        });
+    };
+    // http, https, ws and wss are all "special" schemes, so the url crate allows switching
+    // between them (it refuses special <-> non-special); a refusal would be a bug here.
+    if url.scheme() != target && url.set_scheme(target).is_err() {
+        return Err(UrlError::Parse {
+            preview: preview(input),
+            reason: format!("cannot switch scheme to {target}"),
+        });
+    }
+    Ok(url.into())
+}
+
+/// The strict checks shared by every entry point: literal `scheme://`, no white space or
+/// control characters, an accepted scheme (`accepts` gets it lowercased), parsable, a host.
+fn check(
+    input: &str,
+    expected: &'static str,
+    accepts: impl Fn(&str) -> bool,
+) -> Result<Url, UrlError> {
     if input.is_empty() {
         return Err(UrlError::Empty);
     }
@@ -174,19 +301,13 @@ fn convert(input: &str, map: &[(&str, &'static str)]) -> Result<String, UrlError
             preview: preview(input),
         });
     }
-    let lower = scheme.to_ascii_lowercase();
-    let expected = if map[0].0 == "http" {
-        "http, https, ws or wss"
-    } else {
-        "ws, wss, http or https"
-    };
-    let Some(&(_, target)) = map.iter().find(|(from, _)| *from == lower) else {
+    if !accepts(&scheme.to_ascii_lowercase()) {
         return Err(UrlError::UnsupportedScheme {
             scheme: escape_preview(scheme, 16, true),
             expected,
         });
-    };
-    let mut url = Url::parse(input).map_err(|e| UrlError::Parse {
+    }
+    let url = Url::parse(input).map_err(|e| UrlError::Parse {
         preview: preview(input),
         reason: e.to_string(),
     })?;
@@ -195,20 +316,7 @@ fn convert(input: &str, map: &[(&str, &'static str)]) -> Result<String, UrlError
             preview: preview(input),
         });
     }
-    if url.fragment().is_some() {
-        return Err(UrlError::Fragment {
-            preview: preview(input),
-        });
-    }
-    // http, https, ws and wss are all "special" schemes, so the url crate allows switching
-    // between them (it refuses special <-> non-special); a refusal would be a bug here.
-    if url.scheme() != target && url.set_scheme(target).is_err() {
-        return Err(UrlError::Parse {
-            preview: preview(input),
-            reason: format!("cannot switch scheme to {target}"),
-        });
-    }
-    Ok(url.into())
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -302,6 +410,62 @@ mod tests {
             assert!(!e.contains("hunter2"), "{e}");
             assert!(!e.contains('\x1b'), "{e}");
         }
+    }
+
+    #[test]
+    fn web_urls_are_checked_not_converted() {
+        for (input, scheme, tls) in [
+            ("http://h:1/x", Scheme::Http, false),
+            ("HTTPS://h/x", Scheme::Https, true),
+            ("ws://h/x?y=1", Scheme::Ws, false),
+            ("wss://h/", Scheme::Wss, true),
+        ] {
+            let (s, url) = parse_web_url(input).unwrap();
+            assert_eq!((s, s.is_tls()), (scheme, tls), "{input}");
+            assert_eq!(url.scheme(), s.as_str());
+        }
+        // An HTTP fragment is harmless (never sent); a WebSocket one is refused.
+        assert!(parse_web_url("http://h/#top").is_ok());
+        assert!(matches!(
+            parse_web_url("ws://h/#top").unwrap_err(),
+            UrlError::Fragment { .. }
+        ));
+        for bad in [
+            "",
+            "gopher://h/",
+            "h:80",
+            "http://",
+            "http://h/
+",
+        ] {
+            assert!(parse_web_url(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_web_url("ftp://u:hunter2@h/").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unsupported URL scheme \"ftp\": expected http, https, ws or wss"
+        );
+    }
+
+    #[test]
+    fn redacted_urls_hide_credentials_with_the_one_marker() {
+        for (input, want) in [
+            ("redis://:hunter2@h:1/0", "redis://[REDACTED]@h:1/0"),
+            ("redis://user:hunter2@h", "redis://[REDACTED]@h"),
+            (
+                "http://h/x?access_token=hunter2",
+                "http://h/x?access_token=[REDACTED]",
+            ),
+            ("redis://h:6379/0", "redis://h:6379/0"),
+        ] {
+            assert_eq!(redact_url(input), want);
+        }
+        let long = format!("redis://:pw@h/\n{}", "x".repeat(10_000));
+        let shown = redact_url(&long);
+        assert!(
+            shown.len() <= REDACTED_URL_MAX && !shown.contains('\n'),
+            "{shown}"
+        );
     }
 
     #[test]

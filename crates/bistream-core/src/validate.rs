@@ -79,6 +79,26 @@ pub enum ValidationError {
         /// The maximum.
         max: f64,
     },
+    /// A duration given as text was not a number.
+    #[error("invalid duration {preview}: expected a number of {unit}")]
+    NotANumber {
+        /// Escaped, truncated preview of the text.
+        preview: String,
+        /// The unit expected (`seconds`, `milliseconds`).
+        unit: &'static str,
+    },
+    /// A duration was outside its range (or NaN, or infinite).
+    #[error("invalid duration {value} {unit}: must be from {min} to {max} {unit}")]
+    DurationOutOfRange {
+        /// The value given.
+        value: f64,
+        /// The smallest value accepted.
+        min: f64,
+        /// The largest value accepted.
+        max: f64,
+        /// The unit (`seconds`, `milliseconds`).
+        unit: &'static str,
+    },
     /// The maximum given to [`validate_timeout_max`] was itself not a usable timeout.
     #[error("invalid maximum timeout {max}: must be a finite number of seconds greater than 0")]
     InvalidMaxTimeout {
