@@ -253,12 +253,7 @@ async fn connect(a: &CallArgs, rpc: RpcConfig) -> Result<Connection, RpcError> {
     if let Some(p) = url.strip_prefix("unix:") {
         return stream_io::connect_unix(std::path::Path::new(p), Router::new(), rpc).await;
     }
-    let ws_url = if url.starts_with("ws://") || url.starts_with("wss://") {
-        url.to_string()
-    } else {
-        bistream_core::http_to_websocket_url(url)
-            .map_err(|e| RpcError::Connect(format!("unsupported url: {e}")))?
-    };
+    let ws_url = websocket_url(url)?;
     let mut headers = Vec::new();
     for h in &a.headers {
         let Some((k, v)) = h.split_once(':') else {
@@ -279,6 +274,13 @@ async fn connect(a: &CallArgs, rpc: RpcConfig) -> Result<Connection, RpcError> {
         ..Default::default()
     };
     bistream_rpc::ws::connect(&ws_url, opts).await
+}
+
+/// The WebSocket URL to dial: `ws(s)://` checked and normalised, `http(s)://` converted, by
+/// bistream-core's one URL rule.
+fn websocket_url(url: &str) -> Result<String, RpcError> {
+    bistream_core::http_to_websocket_url(url)
+        .map_err(|e| RpcError::Connect(format!("unsupported url: {e} (or tcp://, unix:)")))
 }
 
 fn exit_for(e: &RpcError) -> ExitCode {
@@ -387,5 +389,24 @@ async fn call_bistream(conn: &Connection, op: &str, data: &Raw) -> Result<(), Rp
             feeder.abort();
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_urls_go_through_core() {
+        assert_eq!(websocket_url("ws://h:1/rpc").unwrap(), "ws://h:1/rpc");
+        assert_eq!(websocket_url("WSS://H/").unwrap(), "wss://h/");
+        assert_eq!(websocket_url("https://h:8443/x").unwrap(), "wss://h:8443/x");
+        for bad in ["ftp://h/", "ws://h/#x", "ws://", "h:1", "ws://h/\n"] {
+            let e = websocket_url(bad).unwrap_err().to_string();
+            assert!(e.contains("unsupported url"), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = websocket_url("ftp://u:hunter2@h/").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }
