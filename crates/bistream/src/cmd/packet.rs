@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bistream_core::validate_timeout_max;
 use bistream_packet::{
     demo_service, serve, Builder, CloseReason, Config, Listener, PacketError, ServeOptions,
 };
@@ -36,23 +35,13 @@ const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 /// `--timeout`-like values: seconds, more than 0, at most one day (`bistream_core` rules).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().parse().map_err(|_| {
-        format!(
-            "expected a number of seconds greater than 0 and at most {MAX_TIMEOUT_SECS}, got {s:?}"
-        )
-    })?;
-    validate_timeout_max(secs, MAX_TIMEOUT_SECS).map_err(|e| e.to_string())
+    bistream_core::parse_timeout(s, MAX_TIMEOUT_SECS).map_err(|e| e.to_string())
 }
 
 /// `--packet-grace-ms`: milliseconds from 0 to 10000 (0 writes as soon as the queue is
 /// empty).
 fn parse_grace_ms(s: &str) -> Result<Duration, String> {
-    let what = || format!("expected a number of milliseconds from 0 to 10000, got {s:?}");
-    let ms: f64 = s.trim().parse().map_err(|_| what())?;
-    if !(ms.is_finite() && (0.0..=10_000.0).contains(&ms)) {
-        return Err(what());
-    }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+    bistream_core::parse_millis(s, 0.0, 10_000.0).map_err(|e| e.to_string())
 }
 
 /// `--max-packet`: bytes, from 16 to 1 GiB.
@@ -336,5 +325,30 @@ async fn run_call(a: CallArgs) -> anyhow::Result<ExitCode> {
             String::from_utf8_lossy(&resp.payload)
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_core_rules() {
+        assert_eq!(parse_grace_ms("0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_grace_ms(" 2.5 ").unwrap(),
+            Duration::from_micros(2500)
+        );
+        assert_eq!(parse_grace_ms("10000").unwrap(), Duration::from_secs(10));
+        for bad in ["-1", "10001", "nan", "inf", "soon", ""] {
+            let e = parse_grace_ms(bad).unwrap_err();
+            assert!(e.contains("milliseconds"), "{bad:?}: {e}");
+        }
+        assert!(parse_grace_ms("20000")
+            .unwrap_err()
+            .contains("from 0 to 10000"));
+        assert_eq!(parse_timeout("60").unwrap(), Duration::from_secs(60));
+        assert!(parse_timeout("0").unwrap_err().contains("greater than 0"));
+        assert!(parse_timeout("soon").unwrap_err().contains("\"soon\""));
     }
 }
