@@ -11,7 +11,8 @@
 use std::collections::VecDeque;
 
 use bistream_core::{
-    http_to_websocket_url, validate_resource_id, websocket_to_http_url, ClientError, Status,
+    http_to_websocket_url, parse_web_url, validate_resource_id, websocket_to_http_url, ClientError,
+    Status,
 };
 
 use crate::options::TailOptions;
@@ -167,9 +168,9 @@ impl RayJob {
     /// way Ray's tail counts them).
     pub fn recover(&self, info: &JobInfo, seen: u64) -> Recovery {
         let node = info.driver_node_ip.clone().unwrap_or_else(|| {
-            reqwest::Url::parse(&self.base)
+            parse_web_url(&self.base)
                 .ok()
-                .and_then(|u| u.host_str().map(str::to_owned))
+                .and_then(|(_, u)| u.host_str().map(str::to_owned))
                 .unwrap_or_else(|| "127.0.0.1".into())
         });
         let url = format!(

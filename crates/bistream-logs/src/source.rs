@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bistream_core::{ClientError, Status};
+use bistream_core::{parse_web_url, redact_url, ClientError, Scheme, Status};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
@@ -40,18 +40,11 @@ pub(crate) enum Chunk {
 impl Source {
     /// Connects to `url` (`ws`/`wss` or `http`/`https`).
     pub(crate) async fn connect(url: &str, opts: &TailOptions) -> Result<Source, ClientError> {
-        let ctx = opts.context.as_str();
-        let parsed = reqwest::Url::parse(url).map_err(|e| {
-            ClientError::with_context(Status::InvalidInput, ctx, format!("invalid URL {url}: {e}"))
-        })?;
-        match parsed.scheme() {
-            "ws" | "wss" => connect_ws(url, opts).await,
-            "http" | "https" => connect_http(parsed, opts).await,
-            other => Err(ClientError::with_context(
-                Status::InvalidInput,
-                ctx,
-                format!("unsupported URL scheme {other:?} in {url}: use ws, wss, http or https"),
-            )),
+        let (scheme, parsed) = web_url(url, opts.context.as_str())?;
+        if scheme.is_websocket() {
+            connect_ws(url, scheme, opts).await
+        } else {
+            connect_http(parsed, opts).await
         }
     }
 
@@ -88,11 +81,18 @@ impl Source {
     }
 }
 
+/// `url` checked by core's one URL rule (strict `scheme://`, no control characters, a host;
+/// http, https, ws or wss); a refusal is a 400 that never echoes credentials.
+fn web_url(url: &str, ctx: &str) -> Result<(Scheme, reqwest::Url), ClientError> {
+    parse_web_url(url)
+        .map_err(|e| ClientError::with_context(Status::InvalidInput, ctx, e.to_string()))
+}
+
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
-async fn connect_ws(url: &str, opts: &TailOptions) -> Result<Source, ClientError> {
+async fn connect_ws(url: &str, scheme: Scheme, opts: &TailOptions) -> Result<Source, ClientError> {
     let ctx = opts.context.as_str();
     let mut request = url.into_client_request().map_err(|e| {
         ClientError::with_context(Status::InvalidInput, ctx, format!("invalid URL {url}: {e}"))
@@ -104,7 +104,7 @@ async fn connect_ws(url: &str, opts: &TailOptions) -> Result<Source, ClientError
     let config = WebSocketConfig::default()
         .max_message_size(Some(opts.max_frame_size))
         .max_frame_size(Some(opts.max_frame_size));
-    let connector = if url.starts_with("wss") || url.starts_with("WSS") {
+    let connector = if scheme.is_tls() {
         Some(tokio_tungstenite::Connector::Rustls(
             crate::tls::client_config(&opts.tls, ctx)?,
         ))
@@ -326,9 +326,14 @@ pub(crate) async fn get_small(
     max: usize,
 ) -> Result<Vec<u8>, ClientError> {
     let ctx = opts.context.as_str();
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        ClientError::with_context(Status::InvalidInput, ctx, format!("invalid URL {url}: {e}"))
-    })?;
+    let (scheme, parsed) = web_url(url, ctx)?;
+    if scheme.is_websocket() {
+        return Err(ClientError::with_context(
+            Status::InvalidInput,
+            ctx,
+            format!("{} needs an http or https URL", redact_url(url)),
+        ));
+    }
     let Source::Http(mut resp) = connect_http(parsed, opts).await? else {
         return Err(ClientError::with_context(
             Status::Internal,

@@ -203,6 +203,22 @@ async fn refused_is_503_and_bad_input_is_400() {
     assert_error(&err.unwrap(), 503, "cannot connect");
     let (_, err) = tail("ftp://example.org/", opts(Default::default())).await;
     assert_error(&err.unwrap(), 400, "unsupported URL scheme");
+    // Core's one URL rule: no lenient guesses, no credentials or control characters echoed.
+    for bad in [
+        "ws:example.org/x",
+        "ws://bob:hunter2@ex\u{1b}[31mample.org/",
+        "wss://example.org/#frag",
+        "http://",
+    ] {
+        let (_, err) = tail(bad, opts(Default::default())).await;
+        let err = err.unwrap();
+        assert_error(&err, 400, "invalid URL");
+        let text = err.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains('\u{1b}'),
+            "{text}"
+        );
+    }
     let (_, err) = tail(
         &format!("ws://{addr}/"),
         opts(Default::default()).header("Bad Name", "x"),
