@@ -302,7 +302,7 @@ impl Engine {
         if self.invalid_in_row >= self.cfg.limits.max_invalid_in_row {
             self.closed = true;
             self.events.push_back(Event::Close {
-                code: 1008,
+                code: crate::close::POLICY_VIOLATION,
                 reason: format!("{} invalid frames in a row", self.invalid_in_row),
             });
         }

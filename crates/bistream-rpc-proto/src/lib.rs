@@ -37,6 +37,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod close;
 pub mod engine;
 pub mod frame;
 pub mod types;

@@ -206,7 +206,7 @@ pub enum Event {
     },
     /// Close the connection (too many invalid frames in a row).
     Close {
-        /// Close code (1008).
+        /// Close code ([`close::POLICY_VIOLATION`](crate::close::POLICY_VIOLATION)).
         code: u16,
         /// Reason text.
         reason: String,

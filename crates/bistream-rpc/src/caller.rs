@@ -22,7 +22,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: close the connection (1000).
         let _ = self.shared.ctl.send(Ctl::Close {
-            code: 1000,
+            code: bistream_rpc_proto::close::NORMAL,
             reason: String::new(),
         });
     }
@@ -120,7 +120,7 @@ impl Connection {
     /// Closes the connection (close code 1000) and waits for its end.
     pub async fn close(&self) {
         let _ = self.shared().ctl.send(Ctl::Close {
-            code: 1000,
+            code: bistream_rpc_proto::close::NORMAL,
             reason: "closing".into(),
         });
         self.closed().await;

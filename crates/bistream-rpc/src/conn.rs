@@ -150,7 +150,10 @@ impl<R: FrameReader> Driver<R> {
         let stop = self.main_loop(&mut wdead).await;
         let cause = match stop {
             Stop::Peer(e) => {
-                let _ = self.wtx.send(WOut::Close(1000, String::new()));
+                let _ = self.wtx.send(WOut::Close(
+                    bistream_rpc_proto::close::NORMAL,
+                    String::new(),
+                ));
                 e
             }
             Stop::Local { code, reason } => {
@@ -249,7 +252,7 @@ impl<R: FrameReader> Driver<R> {
             self.flush();
             if self.budget.bytes.load(Ordering::Acquire) > HARD_CAP {
                 return Stop::Local {
-                    code: 1008,
+                    code: bistream_rpc_proto::close::POLICY_VIOLATION,
                     reason: "peer does not read its replies".into(),
                 };
             }
@@ -277,7 +280,7 @@ impl<R: FrameReader> Driver<R> {
                             }
                         }
                     }
-                    None => return Stop::Local { code: 1000, reason: String::new() },
+                    None => return Stop::Local { code: bistream_rpc_proto::close::NORMAL, reason: String::new() },
                 },
                 _ = self.budget.notify.notified(), if !budget_ok => {}
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
@@ -305,7 +308,7 @@ impl<R: FrameReader> Driver<R> {
             Inbound::TooLarge(why) => {
                 tracing::warn!(peer = %self.shared.peer_id, %why, "rpc frame too large");
                 return Some(Stop::Local {
-                    code: 1009,
+                    code: bistream_rpc_proto::close::MESSAGE_TOO_BIG,
                     reason: "frame too large".into(),
                 });
             }

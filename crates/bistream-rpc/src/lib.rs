@@ -43,7 +43,7 @@ pub mod transport;
 mod writer;
 pub mod ws;
 
-pub use bistream_rpc_proto::{ErrorCode, Limits, Model, Side};
+pub use bistream_rpc_proto::{close, ErrorCode, Limits, Model, Side};
 pub use caller::Connection;
 pub use conn::{start, RpcConfig, HARD_CAP, HIGH_WATER};
 pub use data::request_data;

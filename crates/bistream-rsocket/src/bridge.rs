@@ -29,7 +29,7 @@ impl FrameReader for ChanReader {
         match self.0.recv().await {
             Some(t) => Inbound::Text(t),
             None => Inbound::Closed {
-                code: Some(1000),
+                code: Some(bistream_rpc::close::NORMAL),
                 reason: String::new(),
             },
         }
