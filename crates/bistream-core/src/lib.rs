@@ -14,7 +14,8 @@
 //!   [`Scheme`]), [`redact_url`] for logs;
 //! - credential redaction for logs, terminals and errors: [`sanitize`],
 //!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`);
-//! - the file-descriptor limit of servers and the pacing of failed `accept`s: [`fdlimit`].
+//! - the file-descriptor limit of servers and the pacing of failed `accept`s: [`fdlimit`];
+//! - with the `tls` feature, the one TLS client setup (roots, CA files, errors): `tls`.
 //!
 //! # Example
 //!
@@ -70,6 +71,8 @@ pub mod error;
 pub mod fdlimit;
 pub mod limits;
 pub mod sanitize;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod url;
 pub mod validate;
 

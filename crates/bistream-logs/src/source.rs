@@ -106,7 +106,7 @@ async fn connect_ws(url: &str, scheme: Scheme, opts: &TailOptions) -> Result<Sou
         .max_frame_size(Some(opts.max_frame_size));
     let connector = if scheme.is_tls() {
         Some(tokio_tungstenite::Connector::Rustls(
-            crate::tls::client_config(&opts.tls, ctx)?,
+            crate::tls::client_config(&opts.tls, ctx, true)?,
         ))
     } else {
         None
@@ -273,10 +273,11 @@ fn header_pair(
 async fn connect_http(url: reqwest::Url, opts: &TailOptions) -> Result<Source, ClientError> {
     let ctx = opts.context.as_str();
     // Always hand reqwest our TLS config: without one it has no crypto provider at all.
+    let tls = crate::tls::client_config(&opts.tls, ctx, url.scheme() == "https")?;
     let client = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .tls_backend_preconfigured((*crate::tls::client_config(&opts.tls, ctx)?).clone())
+        .tls_backend_preconfigured((*tls).clone())
         .build()
         .map_err(|e| {
             ClientError::with_context(

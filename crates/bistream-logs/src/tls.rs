@@ -1,116 +1,73 @@
-//! The TLS client configuration of a tail ([`TlsTrust`]), shared by the WebSocket and HTTP
-//! transports: the system roots (built once), the certificates of a PEM CA file, or a
-//! caller-made rustls configuration; and the clear message for a refused certificate.
+//! The TLS side of a tail, on bistream-core's one TLS client setup
+//! ([`bistream_core::tls`]): its errors as status-coded [`ClientError`]s, and the clear
+//! message for a refused server certificate on both transports.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bistream_core::{ClientError, Status};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use bistream_core::tls::{certificate_error, trust_nothing, TlsOptions};
+use bistream_core::ClientError;
 
 /// Which server certificates a `wss://`/`https://` tail trusts (ignored for `ws`/`http`).
-#[derive(Clone, Default)]
-pub(crate) enum TlsTrust {
-    /// The operating system's roots.
-    #[default]
-    SystemRoots,
-    /// Only the certificates in this PEM file, as roots (a private CA or a self-signed
-    /// server certificate).
-    CaFile(PathBuf),
-    /// The caller's configuration as is.
-    Custom(Arc<rustls::ClientConfig>),
-}
-
-impl std::fmt::Debug for TlsTrust {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TlsTrust::SystemRoots => f.write_str("SystemRoots"),
-            TlsTrust::CaFile(p) => f.debug_tuple("CaFile").field(p).finish(),
-            TlsTrust::Custom(_) => f.write_str("Custom(..)"),
-        }
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+pub(crate) type TlsTrust = TlsOptions;
 
 /// The client config for `trust`; errors are 400 (a bad CA file) or 500 (TLS setup).
+///
+/// `tls_needed` is false for a plain `http://` request, which still has to give reqwest a
+/// configuration: a machine without system roots then gets one that trusts nothing (so the
+/// request works, and a redirect to `https://` fails), not an error.
 pub(crate) fn client_config(
     trust: &TlsTrust,
     context: &str,
+    tls_needed: bool,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    match trust {
-        TlsTrust::SystemRoots => {
-            static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-            CONFIG
-                .get_or_init(system_roots)
-                .clone()
-                .map_err(|e| ClientError::with_context(Status::Internal, context, e))
+    let to_client = |e: bistream_core::tls::TlsConfigError| {
+        ClientError::with_context(e.status(), context, e.to_string())
+    };
+    match bistream_core::tls::client_config(trust) {
+        Ok(c) => Ok(c),
+        Err(bistream_core::tls::TlsConfigError::NoSystemRoots { .. }) if !tls_needed => {
+            trust_nothing().map_err(to_client)
         }
-        TlsTrust::CaFile(path) => {
-            ca_file(path).map_err(|e| ClientError::with_context(Status::InvalidInput, context, e))
-        }
-        TlsTrust::Custom(c) => Ok(Arc::clone(c)),
+        Err(e) => Err(to_client(e)),
     }
-}
-
-fn with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn system_roots() -> Result<Arc<rustls::ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable individual system certificates are skipped; no roots at all still lets
-    // plain-text URLs work and makes TLS fail with a clear certificate error.
-    let (_added, _ignored) =
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    with_roots(roots)
-}
-
-fn ca_file(path: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    let shown = path.display();
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read CA file {shown}: {e}"))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("bad PEM in CA file {shown}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("unusable certificate in CA file {shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("CA file {shown} holds no certificate"));
-    }
-    with_roots(roots)
 }
 
 /// "the server's certificate is not trusted (…)" when `error`'s cause chain holds a rustls
 /// certificate error, so a refused certificate is named as such on both transports.
 pub(crate) fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        if let Some(rustls::Error::InvalidCertificate(why)) = e.downcast_ref::<rustls::Error>() {
-            return Some(format!(
-                "the server's certificate is not trusted ({why:?}); trust its CA with a CA \
-                 file (`--ca-file`, TailOptions::ca_file)"
-            ));
-        }
-        // tokio-rustls and hyper wrap the rustls error in an io::Error.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = certificate_problem(inner) {
-                    return Some(found);
-                }
-            }
-        }
-        cause = e.source();
+    certificate_error(error).map(|why| {
+        format!(
+            "the server's certificate is not trusted ({why:?}); trust its CA with a CA \
+             file (`--ca-file`, TailOptions::ca_file)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bistream_core::Status;
+
+    #[test]
+    fn a_bad_ca_file_is_a_400_and_names_the_file() {
+        let e =
+            client_config(&TlsTrust::CaFile("/no/such/ca.pem".into()), "job j", true).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidInput);
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot read CA file") && text.contains("ca.pem"),
+            "{text}"
+        );
+        // Plain HTTP still needs the CA file it was given to be usable: no silent fallback.
+        assert!(client_config(&TlsTrust::CaFile("/no/such/ca.pem".into()), "j", false).is_err());
     }
-    None
+
+    #[test]
+    fn certificate_problems_are_named() {
+        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::other(inner);
+        let text = certificate_problem(&io).unwrap();
+        assert!(text.contains("not trusted (UnknownIssuer)"), "{text}");
+        assert!(certificate_problem(&std::io::Error::other("refused")).is_none());
+    }
 }

@@ -13,8 +13,8 @@ use tokio_tungstenite::Connector;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
-use crate::tls::{self, TlsOptions};
 use crate::{RelayClient, RelayError};
+use bistream_core::tls::{self, TlsOptions};
 
 /// Default size of the queue of received messages waiting for `recv`.
 pub const DEFAULT_INCOMING_CAPACITY: usize = 128;

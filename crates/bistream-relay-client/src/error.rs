@@ -7,7 +7,7 @@ use bistream_core::{sanitize, UrlError};
 use bistream_relay_proto::{is_fatal_close_code, CloseCode, DecodeError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-use crate::tls::TlsConfigError;
+use bistream_core::tls::TlsConfigError;
 
 /// Everything that can go wrong in the relay client.
 ///

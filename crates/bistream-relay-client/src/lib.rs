@@ -85,15 +85,15 @@ mod events;
 mod inner;
 mod registration;
 mod supervisor;
-mod tls;
 
 pub use backoff::{Backoff, BackoffState};
+/// The TLS settings and their errors: bistream-core's one TLS client setup.
+pub use bistream_core::tls::{TlsConfigError, TlsOptions};
 pub use builder::{RelayClientBuilder, DEFAULT_INCOMING_CAPACITY, DEFAULT_MAX_MESSAGE_SIZE};
 pub use client::RelayClient;
 pub use error::RelayError;
 pub use events::{ConnectionEvent, ConnectionState, Events};
 pub use inner::ClientStats;
-pub use tls::{TlsConfigError, TlsOptions};
 
 /// The wire messages, re-exported from [`bistream_relay_proto`] so one import is enough.
 pub use bistream_relay_proto::{

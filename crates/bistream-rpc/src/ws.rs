@@ -218,29 +218,13 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<Connection, RpcEr
 }
 
 /// A rustls client configuration trusting the PEM certificates in `path` (for `wss://` to a
-/// server with a private CA).
+/// server with a private CA, or pinning a self-signed server certificate), built by
+/// bistream-core's one TLS client setup ([`bistream_core::tls::TlsOptions::CaFile`]).
+///
+/// # Errors
+/// [`RpcError::Connect`] naming the file and what is wrong with it.
 pub fn tls_with_ca_file(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, RpcError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| RpcError::Connect(format!("cannot read CA file {}: {e}", path.display())))?;
-    for c in certs {
-        let c = c.map_err(|e| RpcError::Connect(format!("bad PEM in {}: {e}", path.display())))?;
-        roots.add(c).map_err(|e| {
-            RpcError::Connect(format!("unusable certificate in {}: {e}", path.display()))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(RpcError::Connect(format!(
-            "{} holds no certificate",
-            path.display()
-        )));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| RpcError::Connect(format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    use bistream_core::tls::{client_config, TlsOptions};
+    client_config(&TlsOptions::CaFile(path.to_path_buf()))
+        .map_err(|e| RpcError::Connect(e.to_string()))
 }

@@ -1,11 +1,25 @@
-//! TLS settings for `wss://` relays: the system roots (default), a CA file (whose certificates
-//! are also accepted as exact pins, so a self-signed server certificate made the usual way with
-//! `openssl req -x509` works), a caller-made rustls configuration, or no certificate
-//! verification at all (dangerous, for tests).
+//! The one TLS client setup of every bistream part (relay client, rpc, logs), behind the
+//! `tls` feature: which server certificates a `wss://`/`https://` client trusts
+//! ([`TlsOptions`]: the system roots by default, a CA file whose certificates are also accepted
+//! as exact pins so a self-signed server certificate made the usual way with `openssl req -x509`
+//! works, a caller-made rustls configuration, or no verification at all, dangerous, for tests),
+//! the rustls configuration built from it ([`client_config`]), its typed errors
+//! ([`TlsConfigError`], with a [`Status`]) and the rustls certificate error buried in a
+//! connection error's cause chain ([`certificate_error`]).
+//!
+//! ```
+//! use bistream_core::tls::{client_config, TlsConfigError, TlsOptions};
+//! use bistream_core::Status;
+//!
+//! let e = client_config(&TlsOptions::CaFile("/no/such/ca.pem".into())).unwrap_err();
+//! assert!(matches!(e, TlsConfigError::CaFileUnreadable { .. }));
+//! assert_eq!(e.status(), Status::InvalidInput);
+//! assert!(client_config(&TlsOptions::DangerAcceptAnyCertificate).is_ok());
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_name, WebPkiServerVerifier};
@@ -17,13 +31,14 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-/// How a `wss://` connection checks the relay's certificate. Ignored for `ws://`.
+use crate::Status;
+
+/// How a `wss://`/`https://` connection checks the server's certificate. Ignored for
+/// `ws://`/`http://`.
 ///
-/// Set it with [`RelayClientBuilder::tls`](crate::RelayClientBuilder::tls) or one of the
-/// builder's shortcuts ([`ca_file`](crate::RelayClientBuilder::ca_file),
-/// [`tls_config`](crate::RelayClientBuilder::tls_config),
-/// [`danger_accept_any_certificate`](crate::RelayClientBuilder::danger_accept_any_certificate));
-/// each call replaces the previous TLS setting, so the last one wins.
+/// The parts set it through their own builders (the relay client's `tls`, `ca_file`,
+/// `tls_config` and `danger_accept_any_certificate`; the logs' `TailOptions::ca_file`; the
+/// CLI's `--ca-file`); each call replaces the previous TLS setting, so the last one wins.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum TlsOptions {
@@ -46,7 +61,7 @@ pub enum TlsOptions {
     /// Use this rustls configuration as is (client certificates, custom roots, ...).
     Custom(Arc<ClientConfig>),
     /// **Dangerous**: accept any certificate for any host name. The connection is encrypted
-    /// but anyone on the path can impersonate the relay and read the bearer token. Only for
+    /// but anyone on the path can impersonate the server and read the bearer token. Only for
     /// tests against a throw-away certificate; the equivalent of ProxyStore's
     /// `verify_certificate=False`. (The handshake signature is still checked against the
     /// presented certificate's key.)
@@ -112,6 +127,20 @@ pub enum TlsConfigError {
     Setup(String),
 }
 
+impl TlsConfigError {
+    /// The status of a client error caused by this: 400 for a bad CA file (the caller's
+    /// input), 500 for a machine or library problem.
+    pub fn status(&self) -> Status {
+        match self {
+            TlsConfigError::CaFileUnreadable { .. }
+            | TlsConfigError::CaFileBadPem { .. }
+            | TlsConfigError::CaFileUnusableCertificate { .. }
+            | TlsConfigError::CaFileEmpty { .. } => Status::InvalidInput,
+            TlsConfigError::NoSystemRoots { .. } | TlsConfigError::Setup(_) => Status::Internal,
+        }
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -120,12 +149,12 @@ fn setup(e: impl fmt::Display) -> TlsConfigError {
     TlsConfigError::Setup(e.to_string())
 }
 
-/// Builds the rustls configuration for these options.
-pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let provider = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = match opts {
-        TlsOptions::Custom(c) => return Ok(c.clone()),
-        TlsOptions::SystemRoots => {
+/// The operating system's root certificates, loaded once per process (loading them reads
+/// and parses a few hundred files).
+fn system_roots() -> Result<Arc<RootCertStore>, TlsConfigError> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, TlsConfigError>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
             let found = rustls_native_certs::load_native_certs();
             let mut roots = RootCertStore::empty();
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
@@ -134,7 +163,21 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsC
                     errors: found.errors.len(),
                 });
             }
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            Ok(Arc::new(roots))
+        })
+        .clone()
+}
+
+/// Builds the rustls client configuration for these options.
+///
+/// # Errors
+/// [`TlsConfigError`]: no system roots, an unusable CA file, or rustls refusing the setup.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let provider = provider();
+    let verifier: Arc<dyn ServerCertVerifier> = match opts {
+        TlsOptions::Custom(c) => return Ok(c.clone()),
+        TlsOptions::SystemRoots => {
+            WebPkiServerVerifier::builder_with_provider(system_roots()?, provider.clone())
                 .build()
                 .map_err(setup)?
         }
@@ -150,6 +193,42 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsC
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// A configuration that trusts no certificate at all: for a client that must be given one
+/// but will not use TLS (a plain `http://` client, whose redirect to `https://` then fails
+/// instead of trusting anything).
+///
+/// # Errors
+/// [`TlsConfigError::Setup`] if rustls refuses the protocol versions.
+pub fn trust_nothing() -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(setup)?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The rustls certificate error (an untrusted issuer, a wrong name, an expired certificate,
+/// ...) somewhere in `error`'s cause chain, looking inside the `io::Error`s that tokio-rustls,
+/// tungstenite and hyper wrap it in; `None` when the failure was not about the certificate.
+pub fn certificate_error(error: &(dyn std::error::Error + 'static)) -> Option<CertificateError> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(rustls::Error::InvalidCertificate(why)) = e.downcast_ref::<rustls::Error>() {
+            return Some(why.clone());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(found) = certificate_error(inner) {
+                    return Some(found);
+                }
+            }
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// Reads every certificate of a PEM file.
@@ -252,7 +331,7 @@ impl ServerCertVerifier for CaFileVerifier {
                 }
                 verify_pinned(end_entity, server_name, now)?;
                 tracing::debug!(
-                    "accepted the relay's certificate as an exact match of one in the CA file \
+                    "accepted the server's certificate as an exact match of one in the CA file \
                      (WebPKI alone said: {e})"
                 );
                 Ok(ServerCertVerified::assertion())
@@ -338,5 +417,4 @@ impl ServerCertVerifier for AcceptAnyCert {
 }
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
 mod tests;

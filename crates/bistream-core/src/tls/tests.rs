@@ -287,6 +287,33 @@ fn system_roots_refuse_a_self_signed_certificate() {
 }
 
 #[test]
+fn trust_nothing_refuses_every_certificate() {
+    let c = trust_nothing().unwrap();
+    let id = self_signed(&["localhost"], false);
+    let e = invalid(handshake(c, server_config(&id), "localhost").unwrap_err());
+    assert!(matches!(e, CertificateError::UnknownIssuer), "{e:?}");
+}
+
+#[test]
+fn certificate_errors_are_found_in_the_cause_chain() {
+    let rustls_err = rustls::Error::InvalidCertificate(CertificateError::Expired);
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
+    assert_eq!(certificate_error(&io), Some(CertificateError::Expired));
+    let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    assert_eq!(certificate_error(&plain), None);
+}
+
+#[test]
+fn errors_carry_a_status() {
+    let e = client_config(&TlsOptions::CaFile("/no/such/file.pem".into())).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidInput);
+    assert_eq!(
+        TlsConfigError::NoSystemRoots { errors: 0 }.status(),
+        Status::Internal
+    );
+}
+
+#[test]
 fn danger_accepts_any_certificate_and_name() {
     let id = self_signed(&["localhost"], true);
     let c = cfg(&TlsOptions::DangerAcceptAnyCertificate);
