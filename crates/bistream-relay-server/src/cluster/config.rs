@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bistream_core::redact_url;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -50,6 +51,7 @@ fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
+/// A `[cluster]` duration in seconds, by core's one range rule.
 fn secs(
     name: &str,
     v: Option<f64>,
@@ -58,12 +60,11 @@ fn secs(
     max: f64,
 ) -> Result<Duration, ConfigError> {
     let s = v.unwrap_or(default);
-    if !(min..=max).contains(&s) {
-        return Err(err(format!(
+    bistream_core::validate_duration(s, min, max).map_err(|_| {
+        err(format!(
             "[cluster] {name} must be a number of seconds between {min} and {max}, got {s}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(s))
+        ))
+    })
 }
 
 impl ClusterConfig {
@@ -106,9 +107,10 @@ impl ClusterConfig {
         }))
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL for logs: any user name and password replaced by core's one marker
+    /// ([`bistream_core::REDACTED`]).
     pub fn redacted_url(&self) -> String {
-        format!("redis://{}", self.endpoint)
+        redact_url(&self.url)
     }
 }
 
@@ -131,13 +133,8 @@ fn validate_node_id(id: &str) -> Result<(), ConfigError> {
 
 /// Checks `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]`; returns `HOST:PORT/DB` and the DB.
 fn parse_url(url: &str) -> Result<(String, i64), ConfigError> {
-    let shown = || {
-        // Never echo a password back: cut at '@'.
-        match url.rfind('@') {
-            Some(i) => format!("redis://***@{}", url.get(i + 1..).unwrap_or_default()),
-            None => url.chars().take(200).collect(),
-        }
-    };
+    // Never echo a password back: core's URL redaction (also escapes control characters).
+    let shown = || redact_url(url);
     let Some(rest) = url.strip_prefix("redis://") else {
         let why = if url.starts_with("rediss://") {
             "TLS to Redis (rediss://) is not supported; use redis:// on a trusted network or a TLS tunnel"
@@ -227,7 +224,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.endpoint, "localhost:6379/0");
-        assert!(!c.redacted_url().contains("s3cret"));
+        assert_eq!(c.redacted_url(), "redis://[REDACTED]@localhost");
         assert!(ClusterConfig::from_section(ClusterSection::default())
             .unwrap()
             .is_none());
@@ -277,9 +274,29 @@ mod tests {
                 .to_string();
             assert!(e.contains(needle), "{s:?}: {e}");
         }
-        let e = ClusterConfig::from_section(section("redis://:hunter2@x:0"))
+        for url in [
+            "redis://:hunter2@x:0",
+            "redis://u:hunter2@x:1/abc",
+            "rediss://:hunter2@x",
+        ] {
+            let e = ClusterConfig::from_section(section(url))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("[REDACTED]@x"), "one marker project-wide: {e}");
+        }
+        // Durations: core's range rule, NaN and infinity included.
+        for bad in [f64::NAN, f64::INFINITY, 0.01, 61.0] {
+            let e = ClusterConfig::from_section(ClusterSection {
+                redis_timeout: Some(bad),
+                ..section("redis://x:1")
+            })
             .unwrap_err()
             .to_string();
-        assert!(!e.contains("hunter2"), "{e}");
+            assert!(
+                e.contains("redis_timeout") && e.contains("between 0.05 and 60"),
+                "{e}"
+            );
+        }
     }
 }
