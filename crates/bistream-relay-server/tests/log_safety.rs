@@ -4,54 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use uuid::Uuid;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Capture {
-    fn take(&self) -> String {
-        String::from_utf8_lossy(&std::mem::take(&mut *self.0.lock().unwrap())).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn clients_cannot_forge_or_flood_the_log() {
-    let cap = Capture::default();
-    let writer = cap.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let cap = LogCapture::install(tracing::Level::INFO);
     let relay = start(config()).await;
 
     // Item 7: a name with a newline, a forged line and ESC bytes.
     let forged = "innocent\n2026-01-01T00:00:00.000000Z  INFO bistream: registered client name=admin\x1b[31m";
     let mut ws = connect(&relay).await;
     register(&mut ws, forged, Uuid::new_v4()).await;
-    eventually("registration logged", || {
-        cap.0
-            .lock()
-            .unwrap()
-            .windows(17)
-            .any(|w| w == b"registered client")
-    })
-    .await;
+    eventually("registration logged", || cap.contains("registered client")).await;
     let log = cap.take();
     assert!(
         !log.lines().any(|l| l.starts_with("2026-01-01")),

@@ -16,8 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::routing::post;
@@ -29,19 +27,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const JWT_SECRET: &str = "jwt-secret-0123456789abcdef-0123456789abcdef";
 const IDP_SECRET: &str = "idp-client-secret-4f1c9a";
@@ -200,13 +185,7 @@ async fn scenario(m: &Method, seen: &mut Seen) {
 
 #[tokio::test]
 async fn users_are_isolated_and_credentials_stay_secret_for_every_auth_method() {
-    let cap = Capture::default();
-    let writer = cap.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let cap = LogCapture::install(tracing::Level::TRACE);
 
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
@@ -280,7 +259,8 @@ async fn users_are_isolated_and_credentials_stay_secret_for_every_auth_method() 
     // The test's own clients run in this process too: tungstenite's client handshake logs the
     // whole request, Authorization header included, at TRACE (a dependency's behaviour that
     // docs/RELIABILITY.md records). Those lines are the client's, not the server's.
-    let log: String = String::from_utf8_lossy(&cap.0.lock().unwrap())
+    let log: String = cap
+        .text()
         .lines()
         .filter(|l| !l.contains(" tungstenite::handshake::client:"))
         .map(|l| format!("{l}\n"))

@@ -2,6 +2,8 @@
 //! WebSocket clients (so exact frames and close codes can be checked) and timeouts on every wait.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bistream_relay_server::{RelayConfig, RelayServer, RunningRelay};
@@ -141,5 +143,51 @@ pub async fn assert_silent(ws: &mut Ws) {
         Err(_) => {}
         Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
         Ok(other) => panic!("expected nothing, got {other:?}"),
+    }
+}
+
+/// The process-wide log, captured in memory: [`LogCapture::install`] sets a plain-text
+/// `tracing` subscriber writing here. Install it once per test binary (one test per binary
+/// that reads the log: the subscriber is global).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs the global subscriber at `level` (no ANSI colours) and returns its capture.
+    pub fn install(level: tracing::Level) -> LogCapture {
+        let cap = LogCapture::default();
+        let writer = cap.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        cap
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Everything logged since the last `take`, emptying the capture.
+    pub fn take(&self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut *self.0.lock().unwrap())).into_owned()
+    }
+
+    /// Whether the log holds `needle` (without copying it out).
+    pub fn contains(&self, needle: &str) -> bool {
+        let log = self.0.lock().unwrap();
+        log.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
