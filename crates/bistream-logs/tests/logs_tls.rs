@@ -11,29 +11,9 @@ use std::sync::Arc;
 
 use bistream_logs::{ClientError, StreamLimits, Tail, TailOptions};
 use futures_util::SinkExt;
+use support::tls::{self_signed, tls_server, Cert};
 use support::{collect, opts};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
-
-struct Cert {
-    pem: String,
-    der: rustls::pki_types::CertificateDer<'static>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-}
-
-/// A self-signed certificate for `names`.
-fn self_signed(names: &[&str]) -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    Cert {
-        pem: ck.cert.pem(),
-        der: ck.cert.der().clone(),
-        key: rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
-    }
-}
 
 /// Writes `pem` to a file of its own under the test target directory.
 fn pem_file(name: &str, pem: &str) -> PathBuf {
@@ -41,18 +21,6 @@ fn pem_file(name: &str, pem: &str) -> PathBuf {
         .join(format!("logs-tls-{}-{name}.pem", std::process::id()));
     std::fs::write(&path, pem).unwrap();
     path
-}
-
-fn acceptor(cert: &Cert) -> TlsAcceptor {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der.clone()], cert.key.clone_key())
-    .unwrap();
-    TlsAcceptor::from(Arc::new(config))
 }
 
 /// What the servers send: a line split across frames/chunks, `\r\n`, UTF-8 split in two.
@@ -66,66 +34,23 @@ const LINES: [&str; 4] = ["first line", "second line", "third é", "last"];
 
 /// A wss server sending `PARTS` as binary frames, then a normal close.
 async fn wss_server(cert: &Cert) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = acceptor(cert);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                    return;
-                };
-                for part in PARTS {
-                    if ws.send(Message::binary(part.to_vec())).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = ws.close(None).await;
-            });
+    tls_server(cert, |tls| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+            return;
+        };
+        for part in PARTS {
+            if ws.send(Message::binary(part.to_vec())).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+        let _ = ws.close(None).await;
+    })
+    .await
 }
 
 /// An https server answering any request with `PARTS` as chunks of a chunked body.
 async fn https_server(cert: &Cert) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = acceptor(cert);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let mut out = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\
-                    transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-                    .to_vec();
-                for part in PARTS {
-                    out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-                    out.extend_from_slice(part);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
-                let _ = tls.write_all(&out).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    addr
+    support::tls::https_server(cert, &PARTS).await
 }
 
 async fn tail(url: String, opts: TailOptions) -> (Vec<String>, Option<ClientError>) {

@@ -17,17 +17,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio::process::Command;
 
+/// The logs tests' servers (one definition for both crates' tests).
+#[path = "../../bistream-logs/tests/support/mod.rs"]
+mod logs_support;
+use logs_support::serve;
+use logs_support::tls as logs_tls_support;
+
 const T: Duration = Duration::from_secs(60);
 const BIN: &str = env!("CARGO_BIN_EXE_bistream");
-
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    addr
-}
 
 struct Run {
     code: i32,
@@ -381,49 +378,13 @@ async fn ray_unknown_and_invalid_jobs() {
 /// `--ca-file` (exit 8, the reason on stderr), followed with it (exit 0, every line).
 #[tokio::test]
 async fn https_needs_the_ca_file_for_a_self_signed_certificate() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = logs_tls_support::self_signed(&["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, ck.cert.pem()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = b"one\ntwo\n";
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(resp.as_bytes()).await;
-                let _ = tls.write_all(body).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
+    std::fs::write(&ca, &cert.pem).unwrap();
+    let port = logs_tls_support::https_server(&cert, &[b"one\ntwo\n"])
+        .await
+        .port();
     let url = format!("https://localhost:{port}/logs");
     let r = run(&[&url]).await;
     assert_eq!(r.code, 8, "{}", r.stderr);

@@ -8,6 +8,8 @@ use bistream_logs::{ClientError, LogStream, StreamLimits, Tail, TailOptions};
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
+pub mod tls;
+
 /// Every wait in a test is bounded by this (generous: the machine is shared).
 pub const LIMIT: Duration = Duration::from_secs(30);
 
