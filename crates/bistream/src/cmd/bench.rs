@@ -71,16 +71,11 @@ fn suite_parser() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(names)
 }
 
+/// `--duration`: seconds from 0.05 to 3600, by bistream-core's duration rule.
 fn parse_duration(s: &str) -> Result<f64, String> {
-    let d: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if d.is_finite() && (0.05..=3600.0).contains(&d) {
-        Ok(d)
-    } else {
-        Err(format!("must be between 0.05 and 3600 seconds, got {d}"))
-    }
+    bistream_core::parse_secs(s, 0.05, 3600.0)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| e.to_string())
 }
 
 /// The checkout holding `.venv` and `target`: the nearest ancestor of the current folder with
@@ -200,4 +195,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_is_checked_by_core() {
+        assert_eq!(parse_duration(" 2.5 ").unwrap(), 2.5);
+        assert_eq!(parse_duration("0.05").unwrap(), 0.05);
+        for bad in ["0", "0.01", "3601", "nan", "inf", "soon", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration("3601")
+            .unwrap_err()
+            .contains("from 0.05 to 3600"));
+        assert!(!parse_duration("\x1b[2J").unwrap_err().contains('\x1b'));
+    }
 }

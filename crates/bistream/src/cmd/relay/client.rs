@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bistream_core::{sanitize, validate_timeout_max};
+use bistream_core::sanitize;
 use bistream_relay_client::{
     ConnectionEvent, DescriptionType, RelayClient, RelayClientBuilder, RelayError, RelayMessage,
 };
@@ -112,13 +112,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 /// A number of seconds, checked by bistream-core's timeout rule (finite, more than 0, at most
 /// [`MAX_SECS`]).
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().parse().map_err(|_| {
-        format!(
-            "{} is not a number of seconds (e.g. 10 or 2.5)",
-            sanitize(&format!("{s:?}"))
-        )
-    })?;
-    validate_timeout_max(secs, MAX_SECS).map_err(|e| e.to_string())
+    bistream_core::parse_timeout(s, MAX_SECS).map_err(|e| e.to_string())
 }
 
 fn builder(c: &CommonArgs) -> RelayClientBuilder {
