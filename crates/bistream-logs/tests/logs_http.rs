@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use bistream_logs::HttpStreamManager;
@@ -54,26 +53,7 @@ async fn lines_are_reassembled_across_any_chunking() {
 
 #[tokio::test]
 async fn statuses_are_mapped_and_named_with_the_body() {
-    let router = Router::new()
-        .route(
-            "/missing",
-            get(|| async { (StatusCode::NOT_FOUND, "Job raysubmit_x does not exist") }),
-        )
-        .route("/forbidden", get(|| async { StatusCode::FORBIDDEN }))
-        .route("/gone", get(|| async { StatusCode::GONE }))
-        .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
-        .route("/busy", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
-        .route("/bad-gateway", get(|| async { StatusCode::BAD_GATEWAY }))
-        .route("/gw-timeout", get(|| async { StatusCode::GATEWAY_TIMEOUT }))
-        .route(
-            "/boom",
-            get(|| async {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Server got itself in trouble",
-                )
-            }),
-        );
+    let router = status_router("Server got itself in trouble");
     let addr = serve(router).await;
     let cases = [
         (

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 use bistream_logs::{Tail, TailOptions, WebSocketStreamManager};
@@ -162,25 +161,7 @@ async fn a_reset_is_an_error_after_the_lines() {
 
 #[tokio::test]
 async fn handshake_statuses_are_mapped_and_named() {
-    let router = Router::new()
-        .route(
-            "/missing",
-            get(|| async { (StatusCode::NOT_FOUND, "Job raysubmit_x does not exist") }),
-        )
-        .route("/auth", get(|| async { StatusCode::UNAUTHORIZED }))
-        .route(
-            "/teapot",
-            get(|| async { StatusCode::IM_A_TEAPOT.into_response() }),
-        )
-        .route(
-            "/boom",
-            get(|| async {
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "500: WebSocket proxy error",
-                )
-            }),
-        );
+    let router = status_router("500: WebSocket proxy error");
     let addr = serve(router).await;
     let (_, err) = tail(&format!("ws://{addr}/missing"), opts(Default::default())).await;
     assert_error(

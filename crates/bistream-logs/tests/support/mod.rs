@@ -80,3 +80,29 @@ pub fn assert_error(e: &ClientError, code: u16, needle: &str) {
     assert!(text.contains("job test-1"), "context missing: {text}");
     assert!(text.contains(needle), "{needle:?} missing: {text}");
 }
+
+/// A server whose paths answer plain HTTP errors, for the status mapping of both transports
+/// (an HTTP tail gets the response; a WebSocket handshake is refused with it): `/missing` 404
+/// with a Ray-like body, `/auth` 401, `/forbidden` 403, `/gone` 410, `/teapot` 418, `/busy`
+/// 429, `/bad-gateway` 502, `/gw-timeout` 504, and `/boom` 500 with `boom_body`.
+pub fn status_router(boom_body: &'static str) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let status = |code: StatusCode| get(move || async move { code });
+    axum::Router::new()
+        .route(
+            "/missing",
+            get(|| async { (StatusCode::NOT_FOUND, "Job raysubmit_x does not exist") }),
+        )
+        .route("/auth", status(StatusCode::UNAUTHORIZED))
+        .route("/forbidden", status(StatusCode::FORBIDDEN))
+        .route("/gone", status(StatusCode::GONE))
+        .route("/teapot", status(StatusCode::IM_A_TEAPOT))
+        .route("/busy", status(StatusCode::TOO_MANY_REQUESTS))
+        .route("/bad-gateway", status(StatusCode::BAD_GATEWAY))
+        .route("/gw-timeout", status(StatusCode::GATEWAY_TIMEOUT))
+        .route(
+            "/boom",
+            get(move || async move { (StatusCode::INTERNAL_SERVER_ERROR, boom_body) }),
+        )
+}
