@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bistream_core::{http_to_websocket_url, sanitize};
+use bistream_core::{http_to_websocket_url, parse_web_url, sanitize};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -216,7 +216,7 @@ impl RelayClientBuilder {
     /// normalised (lowercase scheme and host, default port dropped, `/` for an empty path).
     pub fn build(self) -> Result<RelayClient, RelayError> {
         let url = http_to_websocket_url(&self.address)?;
-        let secure = url.starts_with("wss://");
+        let secure = parse_web_url(&url)?.0.is_tls();
         // Core's URL rules are stricter than the WebSocket library's; check anyway, so a
         // refusal shows here rather than on every connection attempt.
         if let Err(e) = url.as_str().into_client_request() {
