@@ -93,32 +93,30 @@ impl Introspection {
     }
 
     fn build(config: IntrospectionConfig) -> Result<Introspection, String> {
-        let url = reqwest::Url::parse(&config.endpoint)
-            .map_err(|e| format!("invalid introspection endpoint {:?}: {e}", config.endpoint))?;
-        if !matches!(url.scheme(), "http" | "https") {
+        let (scheme, _) = bistream_core::url::parse_web_url(&config.endpoint).map_err(|e| {
+            format!(
+                "invalid introspection endpoint {}: {e}",
+                bistream_core::url::redact_url(&config.endpoint)
+            )
+        })?;
+        if scheme.is_websocket() {
             return Err(format!(
-                "the introspection endpoint must be an http(s) URL, not {:?}",
-                config.endpoint
+                "the introspection endpoint must be an http(s) URL, not {}",
+                bistream_core::url::redact_url(&config.endpoint)
             ));
         }
         if config.client_id.is_empty() || config.client_secret.is_empty() {
             return Err("introspection needs a client id and a client secret".to_string());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
+        // Core's one TLS client setup (system roots); a plain-http endpoint trusts nothing, so a
+        // redirect to https fails instead of trusting anything.
+        let tls = if scheme.is_tls() {
+            bistream_core::tls::client_config(&bistream_core::tls::TlsOptions::SystemRoots)
+        } else {
+            bistream_core::tls::trust_nothing()
         }
-        if roots.is_empty() && url.scheme() == "https" {
-            tracing::warn!("no system root certificates found: https introspection will fail");
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| format!("TLS setup for the introspection endpoint failed: {e}"))?;
+        let tls = Arc::unwrap_or_clone(tls);
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .timeout(config.timeout)

@@ -24,20 +24,23 @@ impl Kwargs {
     }
 
     fn take_secs(&mut self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
-        let v =
-            match self.table.remove(key) {
-                None => None,
-                Some(toml::Value::Integer(i)) => Some(i as f64),
-                Some(toml::Value::Float(f)) => Some(f),
-                Some(toml::Value::String(s)) => Some(s.trim().parse::<f64>().map_err(|_| {
-                    err(format!("[auth.kwargs] {key} must be a number of seconds"))
-                })?),
-                Some(_) => {
-                    return Err(err(format!(
-                        "[auth.kwargs] {key} must be a number of seconds"
-                    )))
-                }
-            };
+        let v = match self.table.remove(key) {
+            None => None,
+            Some(toml::Value::Integer(i)) => Some(i as f64),
+            Some(toml::Value::Float(f)) => Some(f),
+            // A quoted number ("30") is read by core's one duration parser; `secs` then
+            // applies the config's range (0 = off).
+            Some(toml::Value::String(s)) => Some(
+                bistream_core::parse_secs(&s, 0.0, f64::MAX)
+                    .map_err(|_| err(format!("[auth.kwargs] {key} must be a number of seconds")))?
+                    .as_secs_f64(),
+            ),
+            Some(_) => {
+                return Err(err(format!(
+                    "[auth.kwargs] {key} must be a number of seconds"
+                )))
+            }
+        };
         secs(&format!("[auth.kwargs] {key}"), v, default)
     }
 
