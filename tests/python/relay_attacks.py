@@ -25,6 +25,9 @@ compared in the same conditions. Attacks:
   abrupt       item 8: 1,000 clients register, then drop TCP without a closing handshake; WARN
                lines, lines mentioning 1002, relay_closes_total{code="1002"},
                relay_client_closes_total
+  partialframes  not fixed (docs/RELIABILITY.md, Still open): 1,000 unauthenticated connections
+               each send 1,000,000 bytes of a ~1 MiB frame and stall; relay RSS, whether a
+               normal client is served, seconds until the relay closed them all
 """
 
 from __future__ import annotations
@@ -298,6 +301,47 @@ async def abrupt(relay: Relay) -> dict:
     }
 
 
+def partialframes(relay: Relay) -> dict:
+    """1,000 connections each start a ~1 MiB text frame, send 1,000,000 bytes of it and stall."""
+    time.sleep(1)
+    base = relay.rss_kib()
+    announced, sent = 1_040_000, 1_000_000
+    frame = bytes([0x81, 0x80 | 127]) + announced.to_bytes(8, 'big') + b'\0\0\0\0' + b'x' * sent
+    held = []
+    for _ in range(1000):
+        what, s = raw_handshake(relay.addr, 5)
+        if s is None:
+            break
+        s.settimeout(10)
+        s.sendall(frame)
+        held.append(s)
+    time.sleep(3)
+    peak = relay.rss_kib()
+
+    async def normal() -> bool:
+        ws = await registered(relay.url, 'normal')
+        await ws.close()
+        return True
+
+    served = asyncio.run(normal())
+    t0 = time.monotonic()
+    open_after = None
+    while time.monotonic() - t0 < 60:
+        if (metric(relay.metrics(), 'relay_connections_open') or 0) == 0:
+            open_after = round(time.monotonic() - t0, 1)
+            break
+        time.sleep(0.5)
+    for s in held:
+        s.close()
+    return {
+        'connections': len(held),
+        'rss_before_kib': base,
+        'rss_with_stalled_frames_kib': peak,
+        'normal_client_served': served,
+        'all_closed_within_seconds': open_after,
+    }
+
+
 ATTACKS = {
     'close1009': ([], {}, None),
     'logflood': ([], {'BISTREAM_LOG_LEVEL': 'warn'}, None),
@@ -306,6 +350,7 @@ ATTACKS = {
     'unregistered': ([], {}, None),
     'forgedname': ([], {'BISTREAM_LOG_LEVEL': 'info'}, None),
     'abrupt': ([], {'BISTREAM_LOG_LEVEL': 'info'}, None),
+    'partialframes': ([], {'BISTREAM_LOG_LEVEL': 'warn'}, None),
 }
 
 
