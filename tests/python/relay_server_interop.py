@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import uuid
 
@@ -207,10 +208,56 @@ async def closed_within(ws, started: float, code: int, what: str) -> None:
     say(f'OK {what} closed {code} promptly')
 
 
+async def raw_ws(address: str):
+    """A WebSocket opened by hand (asyncio streams), to send frames no client library sends."""
+    host, port = address.removeprefix('ws://').rsplit(':', 1)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), T)
+    writer.write(
+        f'GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'.encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b'\r\n\r\n'), T)
+    assert head.startswith(b'HTTP/1.1 101'), head
+    return reader, writer
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as RFC 6455 requires), payload under 126 bytes."""
+    assert len(payload) < 126
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
+
+
+async def raw_input_error(address: str, frame: bytes, code: int, what: str) -> None:
+    """Sends a frame the relay must refuse with `code`; answers the relay's close frame as a
+    client library does, then waits for the relay to close TCP."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await raw_ws(address)
+    t0 = loop.time()
+    writer.write(frame)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readexactly(2), T)
+    assert head[0] == 0x88, (what, head)
+    payload = await asyncio.wait_for(reader.readexactly(head[1] & 0x7F), T)
+    got = int.from_bytes(payload[:2], 'big')
+    assert got == code, (what, got, payload[2:])
+    try:
+        writer.write(masked(8, payload[:2]))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 60)  # until the relay's EOF
+    except ConnectionError:
+        pass  # a reset ends it too
+    elapsed = loop.time() - t0
+    writer.close()
+    assert elapsed < 5, f'{what}: connection ended {elapsed:.1f} s after the close'
+    say(f'OK {what} closed {code} promptly')
+
+
 async def close_promptly(address: str, mode: str) -> None:
     """After a close the relay initiates, the connection ends at once, not at its close timeout:
-    1009 (frame over the limit, raw websockets and RelayClient), 4003 (RelayClient), and 4004
-    while a fragmented message is still arriving."""
+    1009 (frame over the limit, raw websockets and RelayClient), 1007 and 1002 (raw frames),
+    4003 (RelayClient), and 4004 while a fragmented message is still arriving."""
     loop = asyncio.get_running_loop()
     if mode == 'frame':
         ws, _ = await raw_registered(address)
@@ -225,6 +272,10 @@ async def close_promptly(address: str, mode: str) -> None:
             t0 = loop.time()
             await a.send(offer(a, uuid.uuid4(), 'x' * 1_100_000))
             await closed_within(ws, t0, 1009, 'RelayClient 1.1 MB message')
+    elif mode == 'input_errors':
+        # The other closes after an input error (the stream cannot be parsed further).
+        await raw_input_error(address, masked(1, b'{"x": "\xff\xfe"}'), 1007, 'invalid UTF-8 text')
+        await raw_input_error(address, masked(3, b'x'), 1002, 'reserved opcode')
     elif mode == 'oversize':
         async with RelayClient(address, client_name='a', reconnect_task=False) as a:
             ws = a.websocket

@@ -98,6 +98,10 @@ pub const AT_CAPACITY_REASON: &str = "Relay server is at its connection limit; t
 pub const SEND_QUEUE_FULL_REASON: &str = "Send queue full: the client is not reading its messages.";
 /// Close reason (1008) for a connection that did not register within the deadline.
 pub const REGISTRATION_TIMEOUT_REASON: &str = "Client did not register in time.";
+/// Close reason (1013) for a connection whose unfinished large message would pass the
+/// relay's process-wide budget for such messages.
+pub const LARGE_MESSAGE_BUDGET_REASON: &str =
+    "Relay server holds too many unfinished large messages; try again later.";
 /// Close reason (1007) for a text frame that is not valid UTF-8.
 pub const INVALID_UTF8_REASON: &str = "invalid UTF-8 in a text frame";
 

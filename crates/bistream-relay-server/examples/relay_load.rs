@@ -128,6 +128,9 @@ async fn main() {
             let idle = rss_kib(&pid);
             let desc = "x".repeat(bytes.saturating_sub(300));
             let mut set = tokio::task::JoinSet::new();
+            // Every pair is kept here until the end: the figure is for clients that stay
+            // connected (dropping a finished pair would close it and free its buffers).
+            let mut held = Vec::with_capacity(pairs);
             let mut it = clients.into_iter();
             while let (Some((mut a, ua)), Some((mut b, ub))) = (it.next(), it.next()) {
                 let desc = desc.clone();
@@ -139,10 +142,11 @@ async fn main() {
                 });
                 if set.len() >= 50 {
                     // Bounded concurrency: at most 50 pairs' messages in flight.
-                    let _ = set.join_next().await;
+                    if let Some(r) = set.join_next().await {
+                        held.push(r.unwrap());
+                    }
                 }
             }
-            let mut held = Vec::new();
             while let Some(r) = set.join_next().await {
                 held.push(r.unwrap());
             }
@@ -161,6 +165,8 @@ async fn main() {
                 mib(after),
                 mib(after) - mib(idle)
             );
+            assert_eq!(held.len(), pairs, "every pair is still held");
+            assert_eq!(held.len(), pairs, "every pair is still held");
             drop(held);
         }
         "throughput" => {

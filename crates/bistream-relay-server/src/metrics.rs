@@ -74,6 +74,9 @@ pub struct Metrics {
     pub(crate) registration_timeouts: AtomicU64,
     /// WebSocket rebuilds that gave back the buffers of a large message.
     pub(crate) buffer_rebuilds: AtomicU64,
+    /// Connections closed 1013 because their unfinished large message would have passed the
+    /// process-wide budget.
+    pub(crate) frame_budget_closes: AtomicU64,
     /// The rate limit on client-caused log lines (and its count of suppressed lines).
     pub(crate) log: LogLimiter,
 }
@@ -157,7 +160,7 @@ impl Metrics {
             "Clients currently registered.",
             self.registered_clients.load(Relaxed),
         );
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             ("relay_connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("relay_connections_rejected_total", "Connections refused at the --max-connections cap (closed 1013 or dropped).", &self.connections_rejected),
             ("relay_handshake_failures_total", "TCP connections that failed or timed out during the TLS/WebSocket opening handshake.", &self.handshake_failures),
@@ -175,6 +178,7 @@ impl Metrics {
             ("relay_accept_errors_total", "Failed accepts (e.g. out of file descriptors), each followed by a back-off.", &self.accept_errors),
             ("relay_registration_timeouts_total", "Connections closed (1008) because they did not register in time.", &self.registration_timeouts),
             ("relay_buffer_rebuilds_total", "WebSocket buffers given back after a large message.", &self.buffer_rebuilds),
+            ("relay_large_message_budget_closes_total", "Connections closed 1013: their unfinished large message would have passed the relay's budget.", &self.frame_budget_closes),
             ("relay_log_lines_suppressed_total", "Client-caused log lines dropped by the log rate limit.", &self.log.suppressed_total),
             ("relay_log_clients_limited_total", "Times one client address went over its own log budget in a one-second window (repeated offenders).", &self.log.clients_limited_total),
         ];

@@ -27,7 +27,7 @@ use crate::fdlimit::{effective_cap, raise_nofile};
 use crate::logsafe::client_text;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::tracked::Tracked;
+use crate::tracked::{FrameBudget, Tracked};
 use bistream_core::fdlimit::AcceptBackoff;
 
 /// Why the server could not start.
@@ -151,6 +151,7 @@ impl RelayServer {
             hard_stop: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
             ws_config,
+            frame_budget: Arc::new(FrameBudget::new(config.large_message_budget_bytes as u64)),
             config,
         });
         let tracker = TaskTracker::new();
@@ -431,7 +432,7 @@ impl Acceptor {
             Ok(resp)
         };
         let limit = self.shared.config.handshake_timeout;
-        let stream = Tracked::new(stream);
+        let stream = Tracked::new(stream).with_budget(self.shared.frame_budget.clone());
         let hs = tokio::select! {
             // Boxed: the handshake state is large and short-lived; the task keeps only its own.
             r = Box::pin(tokio::time::timeout(limit, tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(self.shared.ws_config)))) => r,
@@ -532,6 +533,7 @@ mod tests {
             hard_stop: Default::default(),
             next_conn_id: Default::default(),
             ws_config: Default::default(),
+            frame_budget: std::sync::Arc::new(crate::tracked::FrameBudget::new(1 << 20)),
         });
         let acc = super::Acceptor {
             shared: shared.clone(),

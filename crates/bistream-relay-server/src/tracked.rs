@@ -7,15 +7,69 @@
 //! stream frees both, but is only correct when the bytes handed to tungstenite form whole
 //! frames and no fragmented message is open; this stream tracks exactly that, reading only
 //! frame headers (2–14 bytes per frame) as the bytes go by.
+//!
+//! The same bookkeeping bounds what clients can make the relay hold in unfinished messages:
+//! the payload bytes of every open message of 16 KiB or more are drawn from one
+//! process-wide [`FrameBudget`]; a read that would take it past its limit fails with
+//! [`BudgetExhausted`], and the connection is closed 1013. Without it, 1,000 unauthenticated
+//! connections that each sent most of a 1 MiB frame and stalled held ~1 GB until the
+//! registration timeout.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A received frame at least this long marks the connection for a buffer rebuild when idle.
 pub(crate) const LARGE_FRAME: u64 = 16 * 1024;
+
+/// Bytes of unfinished large messages all connections may hold together.
+#[derive(Debug)]
+pub(crate) struct FrameBudget {
+    held: AtomicU64,
+    limit: u64,
+}
+
+impl FrameBudget {
+    pub(crate) fn new(limit: u64) -> Self {
+        FrameBudget {
+            held: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes, or nothing if that would pass the limit.
+    fn take(&self, n: u64) -> bool {
+        let before = self.held.fetch_add(n, Relaxed);
+        if before.saturating_add(n) > self.limit {
+            self.held.fetch_sub(n, Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn give(&self, n: u64) {
+        self.held.fetch_sub(n, Relaxed);
+    }
+
+    /// Bytes currently held.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Relaxed)
+    }
+}
+
+/// The read error of a connection whose unfinished message would pass the [`FrameBudget`].
+#[derive(Debug, thiserror::Error)]
+#[error("unfinished large messages of all clients are over the relay's budget")]
+pub(crate) struct BudgetExhausted;
+
+/// Whether `e` is a [`BudgetExhausted`] read error.
+pub(crate) fn is_budget_exhausted(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<BudgetExhausted>())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -38,6 +92,13 @@ pub(crate) struct Tracked<S> {
     in_message: bool,
     /// A large frame went by since the last [`Tracked::take_large`].
     large: bool,
+    /// The frame being read carries message data (not a control frame).
+    data_frame: bool,
+    /// Payload bytes of the open message seen so far (0 between messages).
+    message_bytes: u64,
+    /// Where unfinished large messages draw from, and how much this stream holds of it.
+    budget: Option<Arc<FrameBudget>>,
+    charged: u64,
 }
 
 impl<S> Tracked<S> {
@@ -49,17 +110,26 @@ impl<S> Tracked<S> {
             header: [0; 14],
             in_message: false,
             large: false,
+            data_frame: false,
+            message_bytes: 0,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// Draws the bytes of this stream's unfinished large messages from `budget`.
+    pub(crate) fn with_budget(mut self, budget: Arc<FrameBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Wraps a stream whose opening handshake is already done (tests drive connections over
     /// in-memory pipes without one).
     #[cfg(test)]
     pub(crate) fn after_handshake(inner: S) -> Self {
-        Tracked {
-            phase: Phase::Header { have: 0 },
-            ..Tracked::new(inner)
-        }
+        let mut t = Tracked::new(inner);
+        t.phase = Phase::Header { have: 0 };
+        t
     }
 
     /// Whether everything read so far is whole frames of whole messages.
@@ -81,6 +151,10 @@ impl<S> Tracked<S> {
             header: self.header,
             in_message: self.in_message,
             large: false,
+            data_frame: self.data_frame,
+            message_bytes: self.message_bytes,
+            budget: self.budget.clone(),
+            charged: std::mem::take(&mut self.charged),
         })
     }
 
@@ -139,13 +213,15 @@ impl<S> Tracked<S> {
                     }
                     let b0 = self.header[0];
                     let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0f);
-                    if opcode < 8 {
+                    self.data_frame = opcode < 8;
+                    if self.data_frame {
                         // Data or continuation frame: a message is open until a FIN frame.
                         self.in_message = !fin;
                     }
                     let len = self.payload_len();
                     self.large |= len >= LARGE_FRAME;
                     self.phase = if len == 0 {
+                        self.frame_done();
                         Phase::Header { have: 0 }
                     } else {
                         Phase::Payload { left: len }
@@ -155,13 +231,56 @@ impl<S> Tracked<S> {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
                     let left = left - n as u64;
                     bytes = bytes.get(n..).unwrap_or_default();
+                    if self.data_frame {
+                        self.message_bytes = self.message_bytes.saturating_add(n as u64);
+                    }
                     self.phase = if left == 0 {
+                        self.frame_done();
                         Phase::Header { have: 0 }
                     } else {
                         Phase::Payload { left }
                     };
                 }
             }
+        }
+    }
+}
+
+impl<S> Tracked<S> {
+    /// A frame's payload is complete: a final data frame ends its message.
+    fn frame_done(&mut self) {
+        if self.data_frame && !self.in_message {
+            self.message_bytes = 0;
+        }
+    }
+
+    /// Charges the budget for the open message (when large), or gives back what a finished
+    /// one held. Fails when the budget cannot take it.
+    fn settle(&mut self) -> io::Result<()> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let want = if self.message_bytes >= LARGE_FRAME {
+            self.message_bytes
+        } else {
+            0
+        };
+        if want > self.charged {
+            if !budget.take(want - self.charged) {
+                return Err(io::Error::other(BudgetExhausted));
+            }
+        } else {
+            budget.give(self.charged - want);
+        }
+        self.charged = want;
+        Ok(())
+    }
+}
+
+impl<S> Drop for Tracked<S> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(std::mem::take(&mut self.charged));
         }
     }
 }
@@ -188,6 +307,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         if let Poll::Ready(Ok(())) = r {
             let new = buf.filled().get(before..).unwrap_or_default();
             this.observe(new);
+            if let Err(e) = this.settle() {
+                return Poll::Ready(Err(e));
+            }
         }
         r
     }
@@ -308,5 +430,47 @@ mod tests {
         assert!(!t.at_boundary());
         t.observe(b"b");
         assert!(t.at_boundary());
+    }
+
+    /// Feeds `bytes` as one read would, settling the budget after it.
+    fn read(t: &mut Tracked<()>, bytes: &[u8]) -> io::Result<()> {
+        t.observe(bytes);
+        t.settle()
+    }
+
+    #[test]
+    fn unfinished_large_messages_draw_from_one_budget() {
+        let budget = Arc::new(FrameBudget::new(100 * 1024));
+        let mut a = tracked().with_budget(budget.clone());
+        let mut b = tracked().with_budget(budget.clone());
+        let body = vec![b'x'; 60 * 1024];
+        // Small messages never touch the budget, even while another holds most of it.
+        read(&mut a, &header(true, 1, 80 * 1024)).unwrap();
+        read(&mut a, &body).unwrap();
+        assert_eq!(budget.held(), 60 * 1024);
+        read(&mut b, &header(true, 1, 100)).unwrap();
+        read(&mut b, &body[..100]).unwrap();
+        assert_eq!(budget.held(), 60 * 1024);
+        // A second large message that would pass the limit is refused.
+        read(&mut b, &header(true, 1, 80 * 1024)).unwrap();
+        let e = read(&mut b, &body).unwrap_err();
+        assert!(is_budget_exhausted(&e), "{e}");
+        // The first one completes and gives its share back; fragments count as one message.
+        read(&mut a, &body[..20 * 1024]).unwrap();
+        assert!(a.at_boundary());
+        assert_eq!(budget.held(), 0);
+        let mut c = tracked().with_budget(budget.clone());
+        read(&mut c, &header(false, 1, 30 * 1024)).unwrap();
+        read(&mut c, &body[..30 * 1024]).unwrap();
+        read(&mut c, &header(true, 9, 0)).unwrap();
+        read(&mut c, &header(false, 0, 30 * 1024)).unwrap();
+        read(&mut c, &body[..30 * 1024]).unwrap();
+        assert_eq!(budget.held(), 60 * 1024);
+        // A rebuild moves the share with the stream; dropping the stream gives it back.
+        let moved = c.detach().unwrap();
+        drop(c);
+        assert_eq!(budget.held(), 60 * 1024);
+        drop(moved);
+        assert_eq!(budget.held(), 0);
     }
 }

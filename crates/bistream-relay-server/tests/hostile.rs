@@ -1,5 +1,6 @@
 //! Hostile clients (issue 14): abrupt disconnects are normal client losses, connections that
-//! never register are closed, and a large message does not leave its buffers behind.
+//! never register are closed, a large message does not leave its buffers behind, and
+//! unfinished large messages are bounded by one budget.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -101,5 +102,89 @@ async fn large_messages_do_not_leave_their_buffers_behind() {
         send(&mut a, peer_message(ua, "a", ub, desc)).await;
         assert_eq!(recv_json(&mut b).await["description"], desc);
     }
+    relay.shutdown().await;
+}
+
+/// Opens a WebSocket by hand and returns the socket after the 101 (to send frames that no
+/// client library sends: here, most of a frame and then nothing).
+async fn raw_open(relay: &bistream_relay_server::RunningRelay) -> tokio::net::TcpStream {
+    use tokio::io::AsyncReadExt;
+    let addr = relay.local_addr();
+    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, s.read(&mut b))
+            .await
+            .expect("handshake in time")
+            .unwrap();
+        assert_eq!(n, 1, "EOF during the handshake");
+        got.push(b[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// Found while proving issue 14 (item 4's global budget): unfinished large messages are
+/// bounded in size, not only in time. Four unauthenticated connections each send 900,000
+/// bytes of a ~1 MiB frame and stall; with a 3 MiB budget three are held and the fourth is
+/// closed 1013 at once. Others are served meanwhile, and the budget comes back when the
+/// stalled connections go. Before, the relay held every such byte (1,000 connections: ~1 GB)
+/// until the registration timeout.
+#[tokio::test]
+async fn unfinished_large_messages_are_bounded_by_a_global_budget() {
+    let relay = start(RelayConfig {
+        large_message_budget_bytes: 3 << 20,
+        ..config()
+    })
+    .await;
+    let (announced, sent) = (1_000_000u64, 900_000usize);
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.resize(frame.len() + sent, b'x');
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = raw_open(&relay).await;
+        // The refused one may already be closed while its bytes are still being written.
+        let _ = tokio::time::timeout(T, s.write_all(&frame)).await;
+        stalled.push(s);
+    }
+    eventually("one connection refused", || {
+        relay.metrics().closes_with(1013) == 1
+    })
+    .await;
+    assert!(relay
+        .metrics()
+        .render()
+        .contains("relay_large_message_budget_closes_total 1"));
+    // Small messages still flow while the budget is spent.
+    let (mut a, ua) = registered(&relay, "a").await;
+    let (mut b, ub) = registered(&relay, "b").await;
+    send(&mut a, peer_message(ua, "a", ub, "small")).await;
+    assert_eq!(recv_json(&mut b).await["description"], "small");
+    // The stalled connections go; their share comes back and a large message goes through.
+    drop(stalled);
+    eventually("stalled connections closed", || {
+        relay.metrics().snapshot().connections_open == 2
+    })
+    .await;
+    let big = "y".repeat(900_000);
+    send(&mut a, peer_message(ua, "a", ub, &big)).await;
+    assert_eq!(
+        recv_json(&mut b).await["description"]
+            .as_str()
+            .map(str::len),
+        Some(big.len())
+    );
+    assert_eq!(relay.metrics().closes_with(1013), 1);
     relay.shutdown().await;
 }

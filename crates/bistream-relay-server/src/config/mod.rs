@@ -116,6 +116,10 @@ pub struct RelayConfig {
     pub shutdown_timeout: Duration,
     /// Initial read buffer per connection.
     pub read_buffer_bytes: usize,
+    /// Bytes that the unfinished messages of 16 KiB or more of all clients together may hold
+    /// (a connection whose message would pass it is closed 1013). In-process setting only;
+    /// the default (256 MiB) applies to `bistream relay serve`.
+    pub large_message_budget_bytes: usize,
     /// Authentication.
     pub auth: AuthConfig,
     /// Period of the "Connected clients" log line (`None`: off).
@@ -145,6 +149,7 @@ impl Default for RelayConfig {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             read_buffer_bytes: 4096,
+            large_message_budget_bytes: 256 << 20,
             auth: AuthConfig::None,
             client_log_interval: Some(Duration::from_secs(60)),
             client_log_limit: 32,
@@ -381,6 +386,7 @@ impl RelayConfig {
                 256,
                 1 << 20,
             )?,
+            large_message_budget_bytes: d.large_message_budget_bytes,
             auth: auth_config(f.auth)?,
             client_log_interval: if interval == 0 {
                 None

@@ -9,7 +9,8 @@ use bistream_relay_proto::{
     frame_too_big_reason, json_string, not_reading_error, other_user_error, unknown_peer_error,
     uuid_owned_by_other_user_reason, CloseCode, PeerConnectionRequest, RawPeerMessage,
     RelayMessage, RelayRegistrationRequest, RelayResponse, FORWARD_BEFORE_REGISTRATION,
-    INVALID_UTF8_REASON, MESSAGE_TOO_LARGE_REASON, UNKNOWN_MESSAGE_REASON,
+    INVALID_UTF8_REASON, LARGE_MESSAGE_BUDGET_REASON, MESSAGE_TOO_LARGE_REASON,
+    UNKNOWN_MESSAGE_REASON,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -108,6 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             WsError::Protocol(p) => {
                 limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, error = %p, "WebSocket protocol error: closing 1002");
                 End::CloseAfterError(CloseCode::ProtocolError, Cow::Owned(p.to_string()))
+            }
+            WsError::Io(e) if crate::tracked::is_budget_exhausted(&e) => {
+                limited!(m.log, from self.addr, WARN, conn = self.id, addr = %self.addr, held = self.shared.frame_budget.held(), "unfinished large messages over the relay's budget: closing 1013");
+                Metrics::inc(&m.frame_budget_closes);
+                End::CloseAfterError(
+                    CloseCode::TryAgainLater,
+                    Cow::Borrowed(LARGE_MESSAGE_BUDGET_REASON),
+                )
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 Metrics::inc(&m.client_closes);

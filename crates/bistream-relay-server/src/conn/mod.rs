@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) next_conn_id: AtomicU64,
     /// The WebSocket settings every connection (and every rebuild of one) uses.
     pub(crate) ws_config: WebSocketConfig,
+    /// What all connections' unfinished large messages may hold together.
+    pub(crate) frame_budget: Arc<crate::tracked::FrameBudget>,
 }
 
 /// Longest client name accepted at registration (bytes); longer closes 4000.

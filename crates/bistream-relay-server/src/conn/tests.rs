@@ -28,6 +28,7 @@ async fn pipe(config: RelayConfig) -> (Client, tokio::task::JoinHandle<()>, Arc<
         hard_stop: Default::default(),
         next_conn_id: Default::default(),
         ws_config: Default::default(),
+        frame_budget: Arc::new(crate::tracked::FrameBudget::new(1 << 20)),
     });
     let (c, s) = tokio::io::duplex(1 << 20);
     let server =
