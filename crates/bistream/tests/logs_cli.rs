@@ -232,8 +232,16 @@ async fn each_error_class_has_its_exit_code() {
         assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
         // The context names every error: the URL's host by default, else --context.
-        if let Some(host) = args[0].split("://").nth(1).and_then(|r| r.split('/').next()) {
-            assert!(r.stderr.contains(&format!("{host}: ")), "{args:?}: {}", r.stderr);
+        if let Some(host) = args[0]
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+        {
+            assert!(
+                r.stderr.contains(&format!("{host}: ")),
+                "{args:?}: {}",
+                r.stderr
+            );
         }
         args.extend(["--context", "ctx under test"]);
         let r = run(&args).await;
@@ -512,7 +520,12 @@ async fn idle_timeout_defaults_to_the_timeout_and_0_waits_forever() {
 
 #[tokio::test]
 async fn invalid_header_value_is_never_quoted() {
-    let r = run(&["http://127.0.0.1:1/x", "-H", "Authorization: Bearer s3cr3t\u{7f}x"]).await;
+    let r = run(&[
+        "http://127.0.0.1:1/x",
+        "-H",
+        "Authorization: Bearer s3cr3t\u{7f}x",
+    ])
+    .await;
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(!r.stderr.contains("s3cr3t"), "{}", r.stderr);
 }
@@ -532,7 +545,9 @@ async fn progress_line_is_drawn_on_a_terminal() {
     let slow = get(|ws: WebSocketUpgrade| async move {
         ws.on_upgrade(|mut socket| async move {
             for i in 0..15 {
-                let _ = socket.send(Message::Text(format!("slow {i}\n").into())).await;
+                let _ = socket
+                    .send(Message::Text(format!("slow {i}\n").into()))
+                    .await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let _ = socket
@@ -557,9 +572,11 @@ async fn progress_line_is_drawn_on_a_terminal() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("slow 14"), "{text:?}");
-    let drawn = text
-        .split("\r\x1b[2K")
-        .skip(1)
-        .any(|p| p.contains(" lines, ") && p.contains(" MiB, ") && p.contains(" lines/s, ") && p.contains(" skipped"));
+    let drawn = text.split("\r\x1b[2K").skip(1).any(|p| {
+        p.contains(" lines, ")
+            && p.contains(" MiB, ")
+            && p.contains(" lines/s, ")
+            && p.contains(" skipped")
+    });
     assert!(drawn, "progress line drawn and cleared: {text:?}");
 }

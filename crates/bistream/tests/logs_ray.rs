@@ -309,7 +309,14 @@ async fn real_ray_job_logs() {
         .collect();
     assert_eq!(
         ours,
-        ["poll 0", "poll 1", "poll 2", "poll 3", "half a line", "the end"],
+        [
+            "poll 0",
+            "poll 1",
+            "poll 2",
+            "poll 3",
+            "half a line",
+            "the end"
+        ],
         "{out} / {err}"
     );
     assert!(err.contains("WebSocket tail unavailable"), "{err}");
