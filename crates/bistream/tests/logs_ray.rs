@@ -265,8 +265,26 @@ async fn real_ray_job_logs() {
         let dashboard = head.dashboard.clone();
         let ray = head.ray.clone();
         async move {
-            tokio::time::sleep(Duration::from_secs(6)).await;
             let h = Head { ray, dashboard };
+            // Stop it once it has printed (a fixed delay raced the job's start under load).
+            tokio::task::spawn_blocking({
+                let h = Head { ray: h.ray.clone(), dashboard: h.dashboard.clone() };
+                move || {
+                    for _ in 0..240 {
+                        let logs = h.py(&format!(
+                            "print(json.load(urllib.request.urlopen('{}/api/jobs/raysubmit_stop/logs'))['logs'])",
+                            h.dashboard
+                        ));
+                        if logs.is_ok_and(|l| l.contains("beat 2")) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    std::mem::forget(h);
+                }
+            })
+            .await
+            .unwrap();
             h.stop_job("raysubmit_stop");
             std::mem::forget(h); // not the owner: do not stop the head
         }
