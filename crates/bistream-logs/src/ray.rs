@@ -165,7 +165,9 @@ impl RayJob {
     }
 
     /// The rest of the log from the file endpoint, past the first `seen` lines (counted the
-    /// way Ray's tail counts them).
+    /// way Ray's tail counts them). While the job has not ended, a last line without `\n`
+    /// is held back (it may still be growing): [`Recovery::lines_passed`] then counts only
+    /// complete lines, so a later read past them neither repeats nor cuts that line.
     pub fn recover(&self, info: &JobInfo, seen: u64) -> Recovery {
         let node = info.driver_node_ip.clone().unwrap_or_else(|| {
             parse_web_url(&self.base)
@@ -179,11 +181,12 @@ impl RayJob {
         );
         let mut opts = self.opts.clone();
         opts.idle_timeout = Some(opts.connect_timeout);
-        let tail = Tail::new(url, opts);
+        let tail = Tail::new(url, opts).hold_unterminated_last_line(!info.status.is_terminal());
         Recovery {
             stats: tail.stats(),
             tail,
             skip: seen,
+            passed: seen,
             skipped_seen: 0,
             pending: VecDeque::new(),
         }
@@ -197,6 +200,9 @@ pub struct Recovery {
     tail: Tail,
     stats: std::sync::Arc<crate::StatsCell>,
     skip: u64,
+    /// Lines of the file behind us: the `seen` ones, those returned, and oversized ones
+    /// skipped past the seen part.
+    passed: u64,
     /// Oversized lines the tail skipped so far (they are lines already seen, too).
     skipped_seen: u64,
     pending: VecDeque<String>,
@@ -208,6 +214,13 @@ impl Recovery {
         &self.tail
     }
 
+    /// How many lines of the file (counted as Ray's tail counts them, oversized ones
+    /// included) are behind this reader: the `seen` ones plus those read past them. The
+    /// `seen` to give the next [`RayJob::recover`] of the same job.
+    pub fn lines_passed(&self) -> u64 {
+        self.passed
+    }
+
     /// The next recovered line.
     pub async fn next_line(&mut self) -> Option<Result<String, ClientError>> {
         loop {
@@ -216,13 +229,18 @@ impl Recovery {
                     self.skip -= 1;
                     continue;
                 }
+                self.passed += 1;
                 return Some(Ok(line));
             }
             let next = self.tail.next_line().await;
             // Lines over max_message_size were skipped by the tail before this one: while
-            // still inside the part already seen, they are among the lines to skip.
+            // still inside the part already seen, they are among the lines to skip; past
+            // it, they are lines passed.
             let skipped = self.stats.snapshot().skipped;
-            self.skip = self.skip.saturating_sub(skipped - self.skipped_seen);
+            let new = skipped - self.skipped_seen;
+            let past_seen = new.saturating_sub(self.skip);
+            self.skip -= new - past_seen;
+            self.passed += past_seen;
             self.skipped_seen = skipped;
             match next? {
                 Ok(line) if line.contains('\r') => {

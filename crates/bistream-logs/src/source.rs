@@ -48,11 +48,15 @@ impl Source {
         }
     }
 
-    /// Waits for the next chunk until `deadline` (`None`: forever); `idle` is only named in
-    /// the timeout error.
+    /// Waits for the next chunk: a chunk already there (nearly always, mid-stream) is taken
+    /// without touching the clock or a timer; only a read that has to wait takes its
+    /// deadline from `deadline` (`None`: wait forever), filling it in with now + `idle` if
+    /// empty. The slot outlives a cancelled call, so polling again does not restart the
+    /// idle timeout.
     pub(crate) async fn next_chunk(
         &mut self,
-        deadline: Option<(tokio::time::Instant, Duration)>,
+        idle: Option<Duration>,
+        deadline: &mut Option<tokio::time::Instant>,
         ctx: &str,
     ) -> Result<Chunk, ClientError> {
         let read = async {
@@ -68,16 +72,21 @@ impl Source {
                 },
             }
         };
-        match deadline {
-            None => read.await,
-            Some((at, t)) => tokio::time::timeout_at(at, read).await.unwrap_or_else(|_| {
-                Err(ClientError::with_context(
-                    Status::Timeout,
-                    ctx,
-                    format!("no data for {} (idle timeout)", secs(t)),
-                ))
-            }),
+        let Some(idle) = idle else {
+            return read.await;
+        };
+        let mut read = std::pin::pin!(read);
+        if let std::task::Poll::Ready(got) = futures_util::poll!(read.as_mut()) {
+            return got;
         }
+        let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
+        tokio::time::timeout_at(at, read).await.unwrap_or_else(|_| {
+            Err(ClientError::with_context(
+                Status::Timeout,
+                ctx,
+                format!("no data for {} (idle timeout)", secs(idle)),
+            ))
+        })
     }
 }
 

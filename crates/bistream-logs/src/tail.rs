@@ -291,13 +291,13 @@ impl Tail {
         };
         // The wait's deadline survives a cancelled call (a `select!` in the caller), so
         // the idle timeout is not restarted by polling again.
-        let deadline = self.opts.idle_timeout.map(|t| {
-            let at = *self
-                .wait_deadline
-                .get_or_insert_with(|| tokio::time::Instant::now() + t);
-            (at, t)
-        });
-        let got = source.next_chunk(deadline, &self.opts.context).await;
+        let got = source
+            .next_chunk(
+                self.opts.idle_timeout,
+                &mut self.wait_deadline,
+                &self.opts.context,
+            )
+            .await;
         self.wait_deadline = None;
         match got {
             Ok(Chunk::Text(text)) => {

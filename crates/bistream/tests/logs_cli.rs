@@ -145,6 +145,11 @@ async fn each_error_class_has_its_exit_code() {
             get(|| async { (StatusCode::NOT_FOUND, "no such log") }),
         )
         .route("/secret", get(|| async { StatusCode::FORBIDDEN }))
+        .route(
+            "/boom",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "it broke") }),
+        )
+        .route("/login", get(|| async { StatusCode::UNAUTHORIZED }))
         .route("/abnormal", ws_frames(vec!["one\n"], 1011))
         .route(
             "/silent",
@@ -195,12 +200,53 @@ async fn each_error_class_has_its_exit_code() {
             "expected `Name: value`",
         ),
         (vec!["gopher://x/".into()], 3, "unsupported URL scheme"),
+        (vec![format!("http://{addr}/boom")], 9, "500 "),
+        (vec![format!("http://{addr}/login")], 4, "401 "),
+        (vec![format!("ws://{addr}/secret")], 4, "403 forbidden"),
+        (
+            vec![
+                format!("http://{addr}/x"),
+                "-H".into(),
+                "Bad Name: v".into(),
+            ],
+            3,
+            "invalid header name",
+        ),
+        (
+            vec![
+                format!("http://{addr}/x"),
+                "-H".into(),
+                "X-Token: s3cr3t\u{1}value".into(),
+            ],
+            3,
+            "invalid value for header \"X-Token\"",
+        ),
     ];
     for (args, code, needle) in cases {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(&args).await;
         assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        // The context names every error: the URL's host by default, else --context.
+        if let Some(host) = args[0]
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+        {
+            assert!(
+                r.stderr.contains(&format!("{host}: ")),
+                "{args:?}: {}",
+                r.stderr
+            );
+        }
+        args.extend(["--context", "ctx under test"]);
+        let r = run(&args).await;
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("ctx under test: "),
+            "{args:?}: {}",
+            r.stderr
+        );
     }
     // stdout got the line before the abnormal close
     let r = run(&[&format!("ws://{addr}/abnormal")]).await;
@@ -397,4 +443,100 @@ async fn https_needs_the_ca_file_for_a_self_signed_certificate() {
     let r = run(&[&url, "--ca-file", ca.to_str().unwrap()]).await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "one\ntwo\n");
+}
+
+/// A WebSocket server that stays quiet for 1.5 s, then sends a line and closes normally.
+fn quiet_then_line() -> axum::routing::MethodRouter {
+    get(|ws: WebSocketUpgrade| async move {
+        ws.on_upgrade(|mut socket| async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let _ = socket.send(Message::Text("late\n".into())).await;
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+        })
+    })
+}
+
+#[tokio::test]
+async fn idle_timeout_defaults_to_the_timeout_and_0_waits_forever() {
+    let addr = serve(Router::new().route("/quiet", quiet_then_line())).await;
+    let url = format!("ws://{addr}/quiet");
+    // Default idle timeout = --timeout (0.5 s here): the quiet server is a 408.
+    let r = run(&[&url, "--timeout", "0.5"]).await;
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("idle timeout"), "{}", r.stderr);
+    // --idle-timeout 0 waits as long as it takes (the connect timeout still applies).
+    let r = run(&[&url, "--timeout", "0.5", "--idle-timeout", "0"]).await;
+    assert_eq!((r.code, r.stdout.as_str()), (0, "late\n"), "{}", r.stderr);
+    // A negative or non-number idle timeout is a 400 naming the flag.
+    let r = run(&[&url, "--idle-timeout=-1"]).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("--idle-timeout"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn invalid_header_value_is_never_quoted() {
+    let r = run(&[
+        "http://127.0.0.1:1/x",
+        "-H",
+        "Authorization: Bearer s3cr3t\u{7f}x",
+    ])
+    .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(!r.stderr.contains("s3cr3t"), "{}", r.stderr);
+}
+
+/// With stderr on a terminal (a pty from util-linux `script`), the progress line (lines,
+/// MiB, lines/s, skipped) is drawn and cleared; `limits_end_with_429_and_exit_7_after_the_lines`
+/// checks it is absent when stderr is a pipe.
+#[tokio::test]
+async fn progress_line_is_drawn_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("util-linux `script` is needed to give the command a terminal");
+    }
+    let slow = get(|ws: WebSocketUpgrade| async move {
+        ws.on_upgrade(|mut socket| async move {
+            for i in 0..15 {
+                let _ = socket
+                    .send(Message::Text(format!("slow {i}\n").into()))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+        })
+    });
+    let addr = serve(Router::new().route("/slow", slow)).await;
+    let cmd = format!("{BIN} logs tail ws://{addr}/slow");
+    let out = tokio::time::timeout(
+        T,
+        Command::new("script")
+            .args(["-qefc", &cmd, "/dev/null"])
+            .output(),
+    )
+    .await
+    .expect("finished")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("slow 14"), "{text:?}");
+    let drawn = text.split("\r\x1b[2K").skip(1).any(|p| {
+        p.contains(" lines, ")
+            && p.contains(" MiB, ")
+            && p.contains(" lines/s, ")
+            && p.contains(" skipped")
+    });
+    assert!(drawn, "progress line drawn and cleared: {text:?}");
 }

@@ -2,7 +2,9 @@
 //! `BISTREAM_TEST_RAY=1` (scripts/setup-test-env then installs `.venv/ray`; another venv can
 //! be named with `BISTREAM_RAY_VENV`). Covers a finished job, a running job, a job stopped
 //! mid-stream, a job whose log holds invalid UTF-8 (Ray truncates its tail with a normal
-//! close) and an unknown job. One head serves every case (it takes ~5 s to start, ~6 s to stop).
+//! close), a job followed through a proxy that refuses WebSocket upgrades (the HTTP fallback,
+//! started right after the submission: Ray's `no driver node id` 500) and an unknown job. One
+//! head serves every case (it takes ~5 s to start, ~6 s to stop).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -155,10 +157,54 @@ fn shell_quote(s: &str) -> String {
 }
 
 async fn tail(head: &Head, job: &str) -> (i32, String, String) {
+    tail_via(&head.dashboard, job).await
+}
+
+/// A proxy in front of `dashboard` that answers every WebSocket upgrade with a 404 and
+/// passes everything else through (as a reverse proxy without WebSocket support does).
+async fn no_websocket_proxy(dashboard: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = dashboard.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("upgrade: websocket")
+                {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn tail_via(dashboard: &str, job: &str) -> (i32, String, String) {
     let out = tokio::time::timeout(
         T,
         Command::new(BIN)
-            .args(["logs", "tail", "--ray", &head.dashboard, "--job", job])
+            .args(["logs", "tail", "--ray", dashboard, "--job", job])
             .output(),
     )
     .await
@@ -219,8 +265,26 @@ async fn real_ray_job_logs() {
         let dashboard = head.dashboard.clone();
         let ray = head.ray.clone();
         async move {
-            tokio::time::sleep(Duration::from_secs(6)).await;
             let h = Head { ray, dashboard };
+            // Stop it once it has printed (a fixed delay raced the job's start under load).
+            tokio::task::spawn_blocking({
+                let h = Head { ray: h.ray.clone(), dashboard: h.dashboard.clone() };
+                move || {
+                    for _ in 0..240 {
+                        let logs = h.py(&format!(
+                            "print(json.load(urllib.request.urlopen('{}/api/jobs/raysubmit_stop/logs'))['logs'])",
+                            h.dashboard
+                        ));
+                        if logs.is_ok_and(|l| l.contains("beat 2")) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    std::mem::forget(h);
+                }
+            })
+            .await
+            .unwrap();
             h.stop_job("raysubmit_stop");
             std::mem::forget(h); // not the owner: do not stop the head
         }
@@ -246,6 +310,37 @@ async fn real_ray_job_logs() {
     assert!(out.contains("bad \u{fffd}\u{fffd}\n"), "{out}");
     assert_eq!(code, 10, "still running: cut off: {err}");
     head.stop_job("raysubmit_bad");
+
+    // Through a proxy that refuses WebSocket upgrades, started right after the submission
+    // (the file endpoint answers 500 `no driver node id` until the driver is known): the
+    // log is followed over HTTP, each line once, a line written in two halves only whole.
+    let proxy = no_websocket_proxy(&head.dashboard).await;
+    head.submit(
+        "raysubmit_http",
+        "import sys, time\nfor i in range(4):\n    print(f\"poll {i}\", flush=True)\n    time.sleep(1)\nsys.stdout.write(\"half a \")\nsys.stdout.flush()\ntime.sleep(2.5)\nprint(\"line\", flush=True)\nsys.stdout.write(\"the end\")",
+    );
+    let (code, out, err) = tail_via(&proxy, "raysubmit_http").await;
+    assert_eq!(code, 0, "{err}");
+    let ours: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("poll ") || l.starts_with("half") || *l == "the end")
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "poll 0",
+            "poll 1",
+            "poll 2",
+            "poll 3",
+            "half a line",
+            "the end"
+        ],
+        "{out} / {err}"
+    );
+    assert!(err.contains("WebSocket tail unavailable"), "{err}");
+    assert!(err.contains("over HTTP"), "{err}");
+    assert!(err.contains("SUCCEEDED"), "{err}");
+    eprintln!("HTTP fallback stderr: {err}");
 
     // Unknown job: 404, exit 5.
     let (code, _, err) = tail(&head, "raysubmit_nope").await;

@@ -377,7 +377,7 @@ async fn peak_rss(ctx: &Ctx, python: bool, url: &str, lines: u64) -> anyhow::Res
 async fn run(ctx: &Ctx) -> SuiteOutput {
     let mut out = SuiteOutput::default();
     let quick = ctx.cfg.quick;
-    let runs = ctx.runs().min(3);
+    let runs = ctx.runs();
     let (_, block_lines) = block();
     // Full: ~2.3 M lines (~190 MB) per run for ours and the floor, a quarter for Python.
     let blocks = if quick { 40 } else { 3000 };
@@ -392,6 +392,9 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         let (mut o, mut p, mut f) = (Runs::default(), Runs::default(), Runs::default());
         let (mut owned, mut tcp) = (Runs::default(), Runs::default());
         let mut borrowed = Runs::default();
+        // Batch ÷ floor of the same run, the two measured back to back (the load on a shared
+        // machine moves between runs; a pair sees nearly the same load).
+        let mut paired = Vec::new();
         match (servers(blocks).await, servers(peer_blocks).await) {
             (Ok(full), Ok(small)) => {
                 let url = if mode == "ws" { &full.1 } else { &full.0 };
@@ -399,11 +402,23 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                 let lines = (blocks * block_lines) as u64;
                 for r in 0..runs {
                     pb.set_message(format!("{mode} run {}/{runs}", r + 1));
-                    o.push(ours(url, lines, Api::Batch).await);
+                    // Alternate which of the pair goes first, so neither always gets the
+                    // warmer (or the quieter) slot.
+                    let (batch, raw) = if r % 2 == 0 {
+                        let raw = floor(url, lines).await;
+                        (ours(url, lines, Api::Batch).await, raw)
+                    } else {
+                        let batch = ours(url, lines, Api::Batch).await;
+                        (batch, floor(url, lines).await)
+                    };
+                    if let (Ok(b), Ok(f)) = (&batch, &raw) {
+                        paired.push(b / f);
+                    }
+                    o.push(batch);
+                    f.push(raw);
+                    pb.inc(1);
                     borrowed.push(ours(url, lines, Api::Borrowed).await);
                     owned.push(ours(url, lines, Api::Owned).await);
-                    pb.inc(1);
-                    f.push(floor(url, lines).await);
                     pb.inc(1);
                     if mode == "http" {
                         tcp.push(tcp_read(url, lines).await);
@@ -416,6 +431,17 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                     block().0.len() / block_lines,
                     peer_blocks * block_lines
                 ));
+                if !paired.is_empty() {
+                    let mut sorted = paired.clone();
+                    sorted.sort_by(f64::total_cmp);
+                    let per_run: Vec<String> = paired.iter().map(|x| format!("{x:.2}")).collect();
+                    notes.push(format!(
+                        "{label}: batch ÷ floor per run, measured back to back: median {:.3}× \
+                         (runs: {}; target ≥ 0.667×)",
+                        sorted[sorted.len() / 2],
+                        per_run.join(", ")
+                    ));
+                }
                 if let (Some(ours), Some(raw)) = (o.cell().median(), tcp.cell().median()) {
                     notes.push(format!(
                         "{label}: the bare TCP read of the same stream (no HTTP decoding) gave \

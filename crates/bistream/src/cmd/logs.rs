@@ -172,59 +172,103 @@ async fn tail_ray(args: &TailArgs) -> Result<ExitCode, ClientError> {
     job.status().await?;
     let mut out = Printer::new();
     let mut tail = job.tail();
-    let mut seen = 0u64;
-    let ws = match tail.connect().await {
-        Ok(()) => Some(out.pump(&mut tail).await),
-        // A dashboard (or a proxy in front of it) that cannot upgrade: use HTTP instead.
-        Err(e)
-            if matches!(
-                e.status(),
-                Status::ConnectionFailed | Status::Internal | Status::InvalidInput
-            ) && e.to_string().contains("handshake") =>
-        {
+    match tail.connect().await {
+        Ok(()) => {}
+        // The dashboard answered the status request, so a tail that cannot be opened (a
+        // proxy that refuses the upgrade or lacks the route, a handshake that goes wrong)
+        // says nothing about the job: follow its log file over HTTP instead.
+        Err(e) => {
             out.note(&format!(
-                "WebSocket tail unavailable ({e}); following over HTTP"
+                "WebSocket tail unavailable ({e}); following job {job_id} over HTTP (the log file, polled every {} s)",
+                HTTP_POLL.as_secs()
             ));
-            None
+            return follow_http(&job, &mut out, &job_id).await;
         }
-        Err(e) => return Err(e),
-    };
-    if let Some(result) = ws {
-        // An abnormal end is reported as is; a normal one proves nothing until the job's
-        // status says it finished.
-        result?;
-        let stats = tail.stats().snapshot();
-        seen = stats.lines + stats.skipped;
-        let info = job.status().await?;
-        if info.status.is_terminal() {
-            // Ray also ends with a normal close when the tail broke just before the job
-            // finished: check the file for lines past those shown (the held last line
-            // without `\n` is among them).
-            let held = tail.take_unterminated();
-            return verify(&job, &mut out, &info, seen, held, &job_id).await;
-        }
-        out.note(&format!(
-            "the log stream ended while job {job_id} is {}: recovering the rest from the log file",
-            info.status.name()
-        ));
-        return recover(&job, &mut out, info, seen, &job_id).await;
     }
-    // HTTP: read the file endpoint until the job has finished, each time past the lines
-    // already shown.
+    // An abnormal end is reported as is; a normal one proves nothing until the job's
+    // status says it finished.
+    out.pump(&mut tail).await?;
+    let stats = tail.stats().snapshot();
+    let seen = stats.lines + stats.skipped;
+    let info = job.status().await?;
+    if info.status.is_terminal() {
+        // Ray also ends with a normal close when the tail broke just before the job
+        // finished: check the file for lines past those shown (the held last line
+        // without `\n` is among them).
+        let held = tail.take_unterminated();
+        return verify(&job, &mut out, &info, seen, held, &job_id).await;
+    }
+    out.note(&format!(
+        "the log stream ended while job {job_id} is {}: recovering the rest from the log file",
+        info.status.name()
+    ));
+    recover(&job, &mut out, info, seen, &job_id).await
+}
+
+/// How often the HTTP fallback reads the job's status and log file.
+const HTTP_POLL: Duration = Duration::from_secs(1);
+/// How long a finished job's log file may stay unreadable before the fallback gives up.
+const FILE_GRACE: Duration = Duration::from_secs(30);
+
+/// The HTTP fallback: reads the job's log file until the job has finished, each time past
+/// the complete lines already shown (a last line still being written waits for its `\n`
+/// or for the job's end). Right after a submission Ray answers the file endpoint with a
+/// 500 (`no driver node id`, no log file yet): while the job has not ended that means
+/// "not yet" and the polling goes on; once it has ended, the file gets [`FILE_GRACE`].
+async fn follow_http(
+    job: &RayJob,
+    out: &mut Printer,
+    job_id: &str,
+) -> Result<ExitCode, ClientError> {
+    let mut seen = 0u64;
+    let mut waiting_noted = false;
+    let mut unreadable_since: Option<tokio::time::Instant> = None;
     loop {
         let info = job.status().await?;
         let finished = info.status.is_terminal();
         let mut rec = job.recover(&info, seen);
-        while let Some(line) = rec.next_line().await {
-            out.line(&line?)?;
-            seen += 1;
+        let mut failed = None;
+        while let Some(item) = rec.next_line().await {
+            match item {
+                Ok(line) => out.line(&line)?,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        if finished {
-            out.finish();
-            out.note(&format!("job {job_id} {}", info.status.name()));
-            return Ok(ExitCode::SUCCESS);
+        seen = rec.lines_passed();
+        out.flush()?;
+        match failed {
+            None if finished => {
+                out.finish();
+                out.note(&format!("job {job_id} {}", info.status.name()));
+                return Ok(ExitCode::SUCCESS);
+            }
+            None => unreadable_since = None,
+            // Limits end the tail as they would over WebSocket.
+            Some(e) if e.status() == Status::LimitExceeded => {
+                out.finish();
+                return Err(e);
+            }
+            Some(e) if !finished && seen == 0 && e.status() == Status::Internal => {
+                if !waiting_noted {
+                    out.note(&format!(
+                        "job {job_id} is {}; its log file is not readable yet ({e}): waiting",
+                        info.status.name()
+                    ));
+                    waiting_noted = true;
+                }
+            }
+            Some(e) => {
+                let since = *unreadable_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= FILE_GRACE {
+                    out.finish();
+                    return Err(e);
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(HTTP_POLL).await;
     }
 }
 
