@@ -177,6 +177,44 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     Err(anyhow!("connection closed"))
 }
 
+/// CPU time (ns) used so far by every thread of process `pid` (Linux
+/// `/proc/<pid>/task/*/schedstat`, first field: nanoseconds on a CPU).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may end between the listing and the read: it no longer counts.
+        let Ok(s) = std::fs::read_to_string(t?.path().join("schedstat")) else {
+            continue;
+        };
+        let ns: u64 = s
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("unreadable schedstat of process {pid}"))?;
+        total += ns;
+    }
+    Ok(total)
+}
+
+/// What one throughput run measured: the load generator's figures and, per server process
+/// watched, the CPU nanoseconds it used during the measured window.
+struct Measured {
+    run: RunOut,
+    cpu_ns: Vec<u64>,
+}
+
+impl Measured {
+    /// CPU µs per completed message of the processes at `which` (indexes into the watched
+    /// processes).
+    fn cpu_us_per_msg(&self, which: &[usize]) -> anyhow::Result<f64> {
+        if self.run.count == 0 {
+            bail!("no messages completed");
+        }
+        let ns: u64 = which.iter().filter_map(|i| self.cpu_ns.get(*i)).sum();
+        Ok(ns as f64 / 1000.0 / self.run.count as f64)
+    }
+}
+
 /// `pairs` pairs, A on `a_addr` and B on `b_addr`, `in_flight` messages per pair.
 async fn pairs_run(
     ctx: &Ctx,
@@ -185,6 +223,21 @@ async fn pairs_run(
     pairs: usize,
     in_flight: usize,
 ) -> anyhow::Result<RunOut> {
+    Ok(measured_run(ctx, a_addr, b_addr, pairs, in_flight, &[])
+        .await?
+        .run)
+}
+
+/// [`pairs_run`], also sampling the CPU time of the processes `watch` at the start and the
+/// end of the measured window (the same sleeps as [`drive`], started at the same moment).
+async fn measured_run(
+    ctx: &Ctx,
+    a_addr: &str,
+    b_addr: &str,
+    pairs: usize,
+    in_flight: usize,
+    watch: &[u32],
+) -> anyhow::Result<Measured> {
     let ids: Vec<(Uuid, Uuid)> = (0..pairs)
         .map(|_| (Uuid::new_v4(), Uuid::new_v4()))
         .collect();
@@ -213,7 +266,28 @@ async fn pairs_run(
         workers.push(tokio::spawn(bouncer(wa, a, b, in_flight, phase.clone())));
         workers.push(tokio::spawn(bouncer(wb, b, a, 0, phase.clone())));
     }
-    drive(ctl, ctx.cfg.warmup, ctx.cfg.duration, workers).await
+    let (warmup, duration) = (ctx.cfg.warmup, ctx.cfg.duration);
+    let pids = watch.to_vec();
+    let sampler = tokio::spawn(async move {
+        let sample = |pids: &[u32]| {
+            pids.iter()
+                .map(|p| cpu_ns(*p))
+                .collect::<anyhow::Result<Vec<u64>>>()
+        };
+        tokio::time::sleep(warmup).await;
+        let start = sample(&pids)?;
+        tokio::time::sleep(duration).await;
+        let end = sample(&pids)?;
+        Ok::<_, anyhow::Error>(
+            end.iter()
+                .zip(start)
+                .map(|(e, s)| e.saturating_sub(s))
+                .collect(),
+        )
+    });
+    let run = drive(ctl, warmup, duration, workers).await?;
+    let cpu_ns = sampler.await.context("the CPU sampler failed")??;
+    Ok(Measured { run, cpu_ns })
 }
 
 async fn run(ctx: &Ctx) -> SuiteOutput {
@@ -244,21 +318,65 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         setup.n2.1.clone(),
     );
 
+    // The processes whose CPU time is sampled in each throughput run (the load generator is
+    // this process).
+    let watch: Vec<u32> = [&setup.n1.0, &setup.n2.0, &setup.redis, &setup.single.0]
+        .into_iter()
+        .filter_map(|s| s.pid().ok())
+        .chain([std::process::id()])
+        .collect();
+    const N1: usize = 0;
+    const N2: usize = 1;
+    const REDIS: usize = 2;
+    const SINGLE: usize = 3;
+    const LOADGEN: usize = 4;
+
     // Throughput, interleaved: cross-node, same node with --cluster on, one node without.
+    // Per layout: the server processes it runs on.
     let mut cols: [Runs; 3] = Default::default();
-    let layouts = [
-        ("cross-node", n1.as_str(), n2.as_str()),
-        ("same node, --cluster on", n1.as_str(), n1.as_str()),
-        ("one node, --cluster off", single.as_str(), single.as_str()),
+    let mut cpu: [Runs; 3] = Default::default();
+    let mut cpu_redis = Runs::default();
+    let mut cpu_loadgen: [Runs; 2] = Default::default();
+    let layouts: [(&str, &str, &str, &[usize]); 3] = [
+        ("cross-node", n1.as_str(), n2.as_str(), &[N1, N2, REDIS]),
+        (
+            "same node, --cluster on",
+            n1.as_str(),
+            n1.as_str(),
+            &[N1, REDIS],
+        ),
+        (
+            "one node, --cluster off",
+            single.as_str(),
+            single.as_str(),
+            &[SINGLE],
+        ),
     ];
     for run_i in 0..runs {
-        for (i, (label, a, b)) in layouts.iter().enumerate() {
+        for (i, (label, a, b, servers)) in layouts.iter().enumerate() {
             pb.set_message(format!("{PAIRS} pairs, {label}, run {}/{runs}", run_i + 1));
-            cols[i].push(
-                pairs_run(ctx, a, b, PAIRS, IN_FLIGHT)
-                    .await
-                    .map(|r| r.rate()),
-            );
+            let m = if watch.len() == LOADGEN + 1 {
+                measured_run(ctx, a, b, PAIRS, IN_FLIGHT, &watch).await
+            } else {
+                Err(anyhow!("a server's process id is unknown"))
+            };
+            match m {
+                Ok(m) => {
+                    cols[i].push(Ok(m.run.rate()));
+                    cpu[i].push(m.cpu_us_per_msg(servers));
+                    if i == 0 {
+                        cpu_redis.push(m.cpu_us_per_msg(&[REDIS]));
+                    }
+                    if i != 1 {
+                        cpu_loadgen[i / 2].push(m.cpu_us_per_msg(&[LOADGEN]));
+                    }
+                }
+                Err(e) => {
+                    let why = first_line(&format!("{e:#}"));
+                    cols[i].fail(&why);
+                    cpu[i].fail(&why);
+                }
+            }
             pb.inc(1);
         }
     }
@@ -291,6 +409,58 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         .note(
             "reference = one node with --cluster off: the local path must not pay for clustering",
         ),
+    );
+
+    out.rows.push(
+        Row::new(
+            NAME,
+            "server CPU per forwarded message, cross-node (node 1 + node 2 + Redis)",
+            "µs",
+            false,
+        )
+        .ours(cpu[0].cell())
+        .floor(cpu[2].cell())
+        .ratio(Against::Floor)
+        .note(
+            "CPU time of the server processes in the measured window ÷ messages: less \
+             sensitive to the machine's load than msg/s; reference = the one node",
+        ),
+    );
+    out.rows.push(
+        Row::new(
+            NAME,
+            "server CPU per forwarded message, cross-node: Redis alone",
+            "µs",
+            false,
+        )
+        .ours(cpu_redis.cell())
+        .floor(cpu[2].cell())
+        .ratio(Against::Floor)
+        .note("reference = the one node"),
+    );
+    out.rows.push(
+        Row::new(
+            NAME,
+            "server CPU per forwarded message, same node with --cluster on",
+            "µs",
+            false,
+        )
+        .ours(cpu[1].cell())
+        .floor(cpu[2].cell())
+        .ratio(Against::Floor)
+        .note("reference = the one node with --cluster off"),
+    );
+    out.rows.push(
+        Row::new(
+            NAME,
+            "load generator CPU per message, cross-node",
+            "µs",
+            false,
+        )
+        .ours(cpu_loadgen[0].cell())
+        .floor(cpu_loadgen[1].cell())
+        .ratio(Against::Floor)
+        .note("this process; reference = its CPU per message against the one node"),
     );
 
     if let Some((_, base)) = &setup.baseline {

@@ -126,13 +126,20 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             }
         }
         c.republish.notify_one();
+        // Created once per connection, not per read: each would register a waiter anew.
+        let cancelled = stop.cancelled();
+        let failed = c.failed.notified();
+        tokio::pin!(cancelled, failed);
         let cause = loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = &mut cancelled => return,
                 // A wake-up left over from the previous connections is not about these.
-                _ = c.failed.notified() => if c.failed_generation.load(Relaxed) == generation {
-                    break lock(&c.cause).clone();
-                },
+                _ = &mut failed => {
+                    if c.failed_generation.load(Relaxed) == generation {
+                        break lock(&c.cause).clone();
+                    }
+                    failed.set(c.failed.notified());
+                }
                 r = subscriber.fill() => {
                     if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber)) {
                         break format!("Redis at {}: subscriber connection: {e}", c.cfg.endpoint);
@@ -146,13 +153,15 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
 
 /// Delivers every complete pub/sub message read so far.
 fn deliver_pushes(shared: &Shared, c: &Cluster, sub: &mut Link) -> std::io::Result<()> {
+    // Most messages of a read belong to a few users: one `User` per run of the same user.
+    let mut user = None;
     while sub
         .with_next(|r| {
             if let Reply::Array(Some(items)) = r {
                 if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] =
                     items.as_slice()
                 {
-                    inbound(shared, c, payload);
+                    inbound(shared, c, payload, &mut user);
                 }
             }
         })?
@@ -161,12 +170,22 @@ fn deliver_pushes(shared: &Shared, c: &Cluster, sub: &mut Link) -> std::io::Resu
     Ok(())
 }
 
+/// `last` if it is `id`, else a new `User` for `id` (kept in `last`).
+fn user_of(id: &str, last: &mut Option<User>) -> User {
+    match last {
+        Some(u) if u.id() == id => u.clone(),
+        _ => last.insert(User::new(id)).clone(),
+    }
+}
+
 /// Delivers one payload from another node: a batch of forwards, or one bounce or takeover.
-fn inbound(shared: &Shared, c: &Cluster, payload: &[u8]) {
+fn inbound(shared: &Shared, c: &Cluster, payload: &[u8], user: &mut Option<User>) {
     if wire::is_batch(payload) {
         for rec in wire::batch_records(payload) {
             match rec {
-                Ok(rec) if matches!(rec.first(), Some(b'F' | b'R')) => inbound_one(shared, c, rec),
+                Ok(rec) if matches!(rec.first(), Some(b'F' | b'R')) => {
+                    inbound_one(shared, c, rec, user)
+                }
                 Ok(_) | Err(_) => {
                     ClusterStats::inc(&c.stats.inbound_dropped);
                     tracing::warn!(
@@ -178,11 +197,11 @@ fn inbound(shared: &Shared, c: &Cluster, payload: &[u8]) {
             }
         }
     } else {
-        inbound_one(shared, c, payload);
+        inbound_one(shared, c, payload, user);
     }
 }
 
-fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
+fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Option<User>) {
     let limit = shared.config.send_queue_bytes;
     let registry = &shared.registry;
     match NodeMessage::decode(payload) {
@@ -193,7 +212,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
             text,
             by_script,
         }) => {
-            let user = User::new(user);
+            let user = user_of(user, last_user);
             let error = match registry.forward_local(
                 &target,
                 &user,
@@ -254,7 +273,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8]) {
         Ok(NodeMessage::Bounce { sender, user, text }) => {
             let out = registry.forward_local(
                 &sender,
-                &User::new(user),
+                &user_of(user, last_user),
                 Utf8Bytes::from(text.to_string()),
                 limit,
             );

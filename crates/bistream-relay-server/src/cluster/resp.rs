@@ -39,7 +39,8 @@ pub(crate) fn end_arg(out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_num(out: &mut Vec<u8>, n: usize) {
+/// Appends `n` in decimal (no formatting machinery: this runs for every message).
+pub(crate) fn push_num(out: &mut Vec<u8>, n: usize) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;

@@ -16,6 +16,8 @@
 
 use uuid::Uuid;
 
+use super::resp::push_num;
+
 /// Prefix of every key and channel.
 pub(crate) const PREFIX: &str = "bistream:relay:";
 
@@ -97,13 +99,17 @@ pub(crate) fn write_framed_forward(
     user: &str,
     text: &str,
 ) {
-    use std::io::Write as _;
     let rec = forward_len(origin, user, text);
-    let kind = if by_script { 'R' } else { 'F' };
     let mut id = [0u8; 36];
     let id = target.hyphenated().encode_lower(&mut id);
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{rec}|{kind}|{id}|{origin}|{}|", user.len());
+    push_num(out, rec);
+    out.extend_from_slice(if by_script { b"|R|" } else { b"|F|" });
+    out.extend_from_slice(id.as_bytes());
+    out.push(b'|');
+    out.extend_from_slice(origin.as_bytes());
+    out.push(b'|');
+    push_num(out, user.len());
+    out.push(b'|');
     out.extend_from_slice(user.as_bytes());
     out.extend_from_slice(text.as_bytes());
 }
