@@ -117,6 +117,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         keepalive: cfg.keepalive,
         keepalive_on: false,
         last_rx: Instant::now(),
+        stashed: None,
     };
     tokio::spawn(driver.run(wdead_rx));
     Connection::new(shared, cfg.timeout)
@@ -140,6 +141,8 @@ struct Driver<R> {
     keepalive: Option<Duration>,
     keepalive_on: bool,
     last_rx: Instant,
+    /// A non-frame message (close, error) met while reading a burst: handled next turn.
+    stashed: Option<Inbound>,
 }
 
 /// How the main loop ends.
@@ -256,6 +259,12 @@ impl<R: FrameReader> Driver<R> {
                     reason: "peer does not read its replies".into(),
                 };
             }
+            if let Some(msg) = self.stashed.take() {
+                if let Some(stop) = self.on_inbound(msg) {
+                    return stop;
+                }
+                continue;
+            }
             let budget_ok = self.budget_ok();
             tokio::select! {
                 biased;
@@ -275,10 +284,16 @@ impl<R: FrameReader> Driver<R> {
                             break;
                         }
                         match self.reader.next().now_or_never() {
-                            Some(msg) => {
+                            Some(msg @ Inbound::Text(_)) => {
                                 if let Some(stop) = self.on_inbound(msg) {
                                     return stop;
                                 }
+                            }
+                            // A close or error waits until what came before it is delivered
+                            // (a fire-and-forget just before a hang-up still runs).
+                            Some(msg) => {
+                                self.stashed = Some(msg);
+                                break;
                             }
                             None => break,
                         }
