@@ -11,7 +11,10 @@ use serde_json::json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).cloned().unwrap_or_else(|| "ws://127.0.0.1:8701/".into());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "ws://127.0.0.1:8701/".into());
     let n: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(2_000_000);
     let batch = args.get(3).map(String::as_str) == Some("batch");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +48,10 @@ fn main() {
         }
         let secs = t.elapsed().as_secs_f64();
         assert_eq!(got, n);
-        println!("{got} items in {secs:.3} s: {:.0} items/s", got as f64 / secs);
+        println!(
+            "{got} items in {secs:.3} s: {:.0} items/s",
+            got as f64 / secs
+        );
         conn.close().await;
     });
 }

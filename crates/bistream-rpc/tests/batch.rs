@@ -43,7 +43,13 @@ fn router(produced: Arc<AtomicU64>) -> Router {
         })
 }
 
-fn pair(cfg: RpcConfig) -> (bistream_rpc::Connection, bistream_rpc::Connection, Arc<AtomicU64>) {
+fn pair(
+    cfg: RpcConfig,
+) -> (
+    bistream_rpc::Connection,
+    bistream_rpc::Connection,
+    Arc<AtomicU64>,
+) {
     let produced = Arc::new(AtomicU64::new(0));
     let (c, s) = duplex_pair(router(produced.clone()), Router::new(), cfg);
     (c, s, produced)
