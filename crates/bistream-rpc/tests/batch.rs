@@ -90,11 +90,8 @@ async fn next_and_next_batch_mix_without_losing_an_item() {
             .unwrap();
         let mut got = Vec::new();
         let mut buf = Vec::new();
-        loop {
-            match st.next().await {
-                Some(v) => got.push(v.unwrap()),
-                None => break,
-            }
+        while let Some(v) = st.next().await {
+            got.push(v.unwrap());
             match st.next_batch(&mut buf, 7).await {
                 Some(n) => {
                     n.unwrap();
