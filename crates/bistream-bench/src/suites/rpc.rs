@@ -1,8 +1,9 @@
 //! `rpc` suite: `bistream rpc serve` (WebSocket) driven by our Rust client, against the raw
 //! WebSocket echo floor (request/response p50), jsonrpsee's WebSocket server and client
 //! (64 concurrent calls on one connection), and the Python example peer
-//! (`examples/python/slipstream_peer.py`: its server for streams, its client and server for
-//! concurrent calls). Each server runs as its own process.
+//! (`examples/python/slipstream_peer.py`: its server for streams read by our client, its client
+//! and server for the all-Python stream and concurrent-call figures). Each server runs as its
+//! own process.
 
 use std::future::Future;
 use std::pin::Pin;
