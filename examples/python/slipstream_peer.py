@@ -8,6 +8,7 @@ serve on one WebSocket.
     python slipstream_peer.py serve [HOST] [PORT]   # demo service; prints "rpc listening on ws://HOST:PORT"
     python slipstream_peer.py check URL             # runs the interop checks against a server
     python slipstream_peer.py bench URL SECONDS CONCURRENCY  # echo calls/s (bench suite)
+    python slipstream_peer.py bench-stream URL SECONDS       # items/s of one count stream (bench suite)
 """
 
 import asyncio
@@ -409,6 +410,25 @@ async def run_bench(url, seconds, concurrency):
         listener.cancel()
 
 
+async def run_bench_stream(url, seconds):
+    """One connection reading one long `count` stream for SECONDS: prints items/s."""
+    async with connect(url, max_size=8 * 1024 * 1024, compression=None) as ws:
+        peer = Peer(ws)
+        listener = asyncio.ensure_future(peer.listen())
+        done = 0
+        t0 = time.monotonic()
+        deadline = t0 + seconds
+        items = peer.request_stream("count", n=10**12)
+        async for x in items:
+            if x != done:
+                raise SystemExit(f"out of order: {x} after {done}")
+            done += 1
+            if done % 1024 == 0 and time.monotonic() >= deadline:
+                break
+        print(f"items_per_sec {done / (time.monotonic() - t0):.1f}", flush=True)
+        listener.cancel()
+
+
 def main():
     args = sys.argv[1:]
     if args[:1] == ["serve"]:
@@ -419,6 +439,8 @@ def main():
         sys.exit(1 if asyncio.run(run_checks(args[1])) else 0)
     elif args[:1] == ["bench"] and len(args) == 4:
         asyncio.run(run_bench(args[1], float(args[2]), int(args[3])))
+    elif args[:1] == ["bench-stream"] and len(args) == 3:
+        asyncio.run(run_bench_stream(args[1], float(args[2])))
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -123,6 +123,12 @@ impl Engine {
         self.events.pop_front()
     }
 
+    /// How many events wait to be taken with [`Engine::next_event`] (a driver that feeds
+    /// several frames before taking events bounds them with this).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     fn ext(&self, e: Extension) -> bool {
         match &self.nego {
             Negotiated::Extended {

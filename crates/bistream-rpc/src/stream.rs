@@ -87,15 +87,50 @@ impl Items {
                 }
                 Poll::Ready(Some(Ok(raw)))
             }
-            Poll::Ready(None) => {
-                self.done = true;
-                match self.outcome.get() {
-                    Some(Ok(())) => Poll::Ready(None),
-                    Some(Err(e)) => Poll::Ready(Some(Err(e.clone()))),
-                    None => Poll::Ready(Some(Err(self.shared.cause()))),
+            Poll::Ready(None) => self.ended(),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Every raw item that is ready (at least one, at most `max`), appended to `out`, with one
+    /// credit grant for the lot; then as [`Items::poll_raw`]: `Some(Err)` once, then `None`.
+    fn poll_raw_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Raw>,
+        max: usize,
+    ) -> Poll<Option<Result<(), RpcError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let before = out.len();
+        match self.rx.poll_recv_many(cx, out, max.max(1)) {
+            Poll::Ready(0) => self.ended().map(|r| r.map(|r| r.map(|_| ()))),
+            Poll::Ready(_) => {
+                if self.shared.credit_on() {
+                    let mut grant = 0u32;
+                    for raw in &out[before..] {
+                        if let Some(n) = self.grant_after(raw.get().len()) {
+                            grant = grant.saturating_add(n);
+                        }
+                    }
+                    if grant > 0 {
+                        let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), grant));
+                    }
                 }
+                Poll::Ready(Some(Ok(())))
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The queue closed: the stream's outcome, once.
+    fn ended(&mut self) -> Poll<Option<Result<Raw, RpcError>>> {
+        self.done = true;
+        match self.outcome.get() {
+            Some(Ok(())) => Poll::Ready(None),
+            Some(Err(e)) => Poll::Ready(Some(Err(e.clone()))),
+            None => Poll::Ready(Some(Err(self.shared.cause()))),
         }
     }
 }
@@ -107,6 +142,11 @@ pub struct ResponseStream<T> {
     items: Items,
     call: u64,
     idle: Option<Idle>,
+    /// Raw items taken by [`ResponseStream::next_batch`] and not handed out yet (it stops
+    /// at an item that does not parse, which the next call returns as its error).
+    raws: Vec<Raw>,
+    /// How many of `raws` were handed out.
+    taken: usize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -136,6 +176,8 @@ impl<T> ResponseStream<T> {
                 sleep: Box::pin(tokio::time::sleep(limit)),
                 last: tokio::time::Instant::now(),
             }),
+            raws: Vec::new(),
+            taken: 0,
             _t: PhantomData,
         }
     }
@@ -146,37 +188,119 @@ impl<T> ResponseStream<T> {
     }
 }
 
+impl<T: DeserializeOwned> ResponseStream<T> {
+    /// Waits for the next items and appends every one that is ready, at most `max` (at least
+    /// one), to `out`: one wake-up and one credit grant per batch instead of per item, for
+    /// fast streams. `Some(Ok(n))` for `n` items; `Some(Err(e))` as the `Stream` would yield
+    /// it (an item that does not parse as `T` — the items before it come first, the stream
+    /// goes on after it — or the final failure, after which it is `None`); `None` at the end.
+    /// Order, credit and cancellation are the same as with `next()`; both may be mixed.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: bistream_rpc::Connection) -> Result<(), bistream_rpc::RpcError> {
+    /// let mut items = conn
+    ///     .request_stream::<_, u64>("count", &serde_json::json!({"n": 1000}))
+    ///     .await?;
+    /// let mut batch = Vec::new();
+    /// let mut sum = 0;
+    /// while let Some(n) = items.next_batch(&mut batch, 1024).await {
+    ///     n?;
+    ///     sum += batch.drain(..).sum::<u64>();
+    /// }
+    /// assert_eq!(sum, 499_500);
+    /// # Ok(()) }
+    /// ```
+    pub async fn next_batch(
+        &mut self,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Option<Result<usize, RpcError>> {
+        std::future::poll_fn(|cx| self.poll_batch(cx, out, max.max(1))).await
+    }
+
+    fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<Option<Result<usize, RpcError>>> {
+        if self.taken == self.raws.len() {
+            self.raws.clear();
+            self.taken = 0;
+            match self.items.poll_raw_many(cx, &mut self.raws, max) {
+                Poll::Ready(Some(Ok(()))) => self.touch(),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return self.poll_idle(cx).map(|e| Some(Err(e))),
+            }
+        }
+        let mut n = 0;
+        while n < max {
+            let Some(raw) = self.raws.get(self.taken) else {
+                break;
+            };
+            match serde_json::from_str(raw.get()) {
+                Ok(v) => {
+                    out.push(v);
+                    self.taken += 1;
+                    n += 1;
+                }
+                Err(e) if n == 0 => {
+                    self.taken += 1;
+                    return Poll::Ready(Some(Err(RpcError::Data(e.to_string()))));
+                }
+                // The bad item is the next call's answer.
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Ok(n)))
+    }
+
+    fn touch(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.last = tokio::time::Instant::now();
+        }
+    }
+
+    /// While no item is ready: the idle timeout (then the call is cancelled).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<RpcError> {
+        if let Some(idle) = &mut self.idle {
+            while idle.sleep.as_mut().poll(cx).is_ready() {
+                let due = idle.last + idle.limit;
+                if due > idle.sleep.deadline() {
+                    // Items came since the timer was set: wait from the last one.
+                    idle.sleep.as_mut().reset(due);
+                    continue;
+                }
+                self.items.done = true;
+                let _ = self.items.shared.ctl.send(Ctl::Cancel(self.call));
+                return Poll::Ready(RpcError::Timeout(idle.limit));
+            }
+        }
+        Poll::Pending
+    }
+}
+
 impl<T: DeserializeOwned> Stream for ResponseStream<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(raw) = this.raws.get(this.taken) {
+            this.taken += 1;
+            return Poll::Ready(Some(
+                serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
+            ));
+        }
         match this.items.poll_raw(cx) {
             Poll::Ready(Some(Ok(raw))) => {
-                if let Some(idle) = &mut this.idle {
-                    idle.last = tokio::time::Instant::now();
-                }
+                this.touch();
                 Poll::Ready(Some(
                     serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
                 ))
             }
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map(|_| unreachable_item()))),
-            Poll::Pending => {
-                if let Some(idle) = &mut this.idle {
-                    while idle.sleep.as_mut().poll(cx).is_ready() {
-                        let due = idle.last + idle.limit;
-                        if due > idle.sleep.deadline() {
-                            // Items came since the timer was set: wait from the last one.
-                            idle.sleep.as_mut().reset(due);
-                            continue;
-                        }
-                        this.items.done = true;
-                        let _ = this.items.shared.ctl.send(Ctl::Cancel(this.call));
-                        return Poll::Ready(Some(Err(RpcError::Timeout(idle.limit))));
-                    }
-                }
-                Poll::Pending
-            }
+            Poll::Pending => this.poll_idle(cx).map(|e| Some(Err(e))),
         }
     }
 }

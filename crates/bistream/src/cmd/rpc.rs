@@ -345,10 +345,22 @@ async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
 
 async fn call_stream(conn: &Connection, op: &str, data: &Raw) -> Result<(), RpcError> {
     let mut s = conn.request_stream::<_, Raw>(op, data).await?;
-    while let Some(item) = s.next().await {
-        print_line(&item?).map_err(|e| RpcError::Data(e.to_string()))?;
+    // Every item that is ready at once, printed with one flush (a fast stream is not held
+    // back by one write per item; a slow one still prints each item as it comes).
+    let mut batch = Vec::new();
+    while let Some(n) = s.next_batch(&mut batch, 1024).await {
+        n?;
+        print_lines(batch.drain(..)).map_err(|e| RpcError::Data(e.to_string()))?;
     }
     Ok(())
+}
+
+fn print_lines(items: impl Iterator<Item = Raw>) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    for raw in items {
+        writeln!(out, "{}", bistream_rpc::demo::compact(raw.get()))?;
+    }
+    out.flush()
 }
 
 async fn call_bistream(conn: &Connection, op: &str, data: &Raw) -> Result<(), RpcError> {
