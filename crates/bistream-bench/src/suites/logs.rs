@@ -241,13 +241,9 @@ async fn floor(url: &str, lines: u64) -> anyhow::Result<f64> {
     use futures_util::StreamExt;
     let t = Instant::now();
     let mut bytes = 0usize;
-    if url.starts_with("http://") {
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let (scheme, _) = bistream_core::url::parse_web_url(url)?;
+    if !scheme.is_websocket() {
+        let tls = std::sync::Arc::unwrap_or_clone(bistream_core::tls::trust_nothing()?);
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .tls_backend_preconfigured(tls)
@@ -274,10 +270,15 @@ async fn floor(url: &str, lines: u64) -> anyhow::Result<f64> {
 /// The chunked HTTP stream read from the bare TCP socket (no HTTP decoding at all), as
 /// lines/s: reported in a note, below the transport floor.
 async fn tcp_read(url: &str, lines: u64) -> anyhow::Result<f64> {
-    let addr = url
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .context("not an http URL")?;
+    let (_, parsed) = bistream_core::url::parse_web_url(url)?;
+    let addr = format!(
+        "{}:{}",
+        parsed.host_str().context("no host in the URL")?,
+        parsed
+            .port_or_known_default()
+            .context("no port in the URL")?
+    );
+    let addr = addr.as_str();
     let t = Instant::now();
     let mut tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.write_all(format!("GET /logs HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes())
