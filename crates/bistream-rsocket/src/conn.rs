@@ -16,6 +16,7 @@ use bistream_rsocket_proto::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -64,7 +65,6 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         window: cfg.window.max(2),
         timeout: cfg.timeout,
     });
-    let (rpc, rpc_server) = bridge::start(router.clone(), cfg.rpc_config());
     let budget = Arc::new(Budget {
         bytes: AtomicUsize::new(0),
         notify: Notify::new(),
@@ -86,9 +86,9 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         cmd_rx,
         ctl_rx,
         shared: shared.clone(),
+        ff_running: Arc::new(Semaphore::new(cfg.max_streams)),
         router,
-        rpc,
-        _rpc_server: rpc_server,
+        rpc: None,
         streams: HashMap::new(),
         tasks: JoinSet::new(),
         task_stream: HashMap::new(),
@@ -126,8 +126,10 @@ struct Driver {
     ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     shared: Arc<Shared>,
     router: Router,
-    rpc: Connection,
-    _rpc_server: Connection,
+    /// Fire-and-forget handlers running (at most `max_streams`; more are dropped, logged).
+    ff_running: Arc<Semaphore>,
+    /// The in-process rpc pair (caller end, serving end) for channels, made on the first one.
+    rpc: Option<(Connection, Connection)>,
     streams: HashMap<u32, Slot>,
     tasks: JoinSet<()>,
     task_stream: HashMap<tokio::task::Id, u32>,
@@ -208,7 +210,9 @@ impl Driver {
             }
         }
         self.tasks.abort_all();
-        self.rpc.close().await;
+        if let Some((rpc, _)) = self.rpc.take() {
+            rpc.close().await;
+        }
     }
 
     async fn main_loop(&mut self, wdead: &mut tokio::sync::oneshot::Receiver<String>) -> Stop {
@@ -252,11 +256,16 @@ impl Driver {
                 },
                 _ = self.budget.notify.notified(), if !budget_ok => {}
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
+                    let (id, panicked) = match done { Ok((id, ())) => (id, false), Err(e) => (e.id(), e.is_panic()) };
                     if let Some(s) = self.task_stream.remove(&id) {
                         if self.streams.get(&s).is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id)) {
                             self.streams.remove(&s);
                             self.reasm.remove(s);
+                            if panicked {
+                                // The requester still waits: a panicking handler is a failed one.
+                                tracing::warn!(stream = s, "rsocket handler panicked");
+                                self.stream_error(s, ErrorCode::ApplicationError, "the handler panicked");
+                            }
                         }
                     }
                 }
@@ -534,8 +543,18 @@ impl Driver {
         let Some(payload) = f.payload().cloned() else {
             return;
         };
+        let channel = matches!(f, Frame::RequestChannel { .. });
         let parsed = self.route(payload.metadata.as_ref()).and_then(|route| {
             let data = responder::json_data(&payload.data)?;
+            if channel {
+                // A channel's payload is its first item, passed as it is.
+                return Ok((route, data));
+            }
+            // The handler sees what it sees over our own protocol: the data object with
+            // "operation" first.
+            let data = bistream_rpc::request_data(&route, data.get())
+                .map_err(|e| responder::error_of(&e).1)
+                .and_then(|d| RawValue::from_string(d).map_err(|e| e.to_string()))?;
             Ok((route, data))
         });
         let (route, data) = match parsed {
@@ -571,12 +590,16 @@ impl Driver {
             }
         }
         if fnf {
-            let rpc = self.rpc.clone();
-            tokio::spawn(async move {
-                if let Err(e) = rpc.fire_and_forget(&route, &data).await {
-                    tracing::warn!(%route, error = %e, "rsocket fire-and-forget failed");
-                }
-            });
+            let Ok(permit) = self.ff_running.clone().try_acquire_owned() else {
+                tracing::warn!(stream, %route, "rsocket fire-and-forget dropped: too many running");
+                return;
+            };
+            if let Ok(run) = self.router.invoke_ff(&route, data) {
+                tokio::spawn(async move {
+                    run.await;
+                    drop(permit);
+                });
+            }
             return;
         }
         let responders = self.streams.values().filter(|s| s.responder).count();
@@ -589,11 +612,8 @@ impl Driver {
             return;
         }
         let ctx = responder::Ctx {
-            rpc: self.rpc.clone(),
             shared: self.shared.clone(),
             stream,
-            route,
-            data,
         };
         let mut slot = Slot {
             responder: true,
@@ -603,12 +623,18 @@ impl Driver {
             rr: None,
         };
         let abort = match f {
-            Frame::RequestResponse { .. } => self.tasks.spawn(responder::response(ctx)),
+            Frame::RequestResponse { .. } => {
+                let answer = self.router.invoke_unary(&route, data);
+                self.tasks.spawn(responder::response(ctx, answer))
+            }
             Frame::RequestStream { initial_n, .. } => {
+                let Ok(items) = self.router.invoke_stream(&route, data) else {
+                    return;
+                };
                 let credit = Arc::new(Semaphore::new(0));
                 add_credit(&credit, initial_n);
                 slot.credit = Some(credit.clone());
-                self.tasks.spawn(responder::stream(ctx, credit))
+                self.tasks.spawn(responder::stream(ctx, items, credit))
             }
             Frame::RequestChannel {
                 initial_n,
@@ -622,14 +648,25 @@ impl Driver {
                 if !complete {
                     slot.inbound = Some(tx);
                 }
-                self.tasks
-                    .spawn(responder::channel(ctx, credit, rx, complete))
+                let rpc = self.rpc_bridge();
+                self.tasks.spawn(responder::channel(
+                    ctx, rpc, route, data, credit, rx, complete,
+                ))
             }
             _ => return,
         };
         self.task_stream.insert(abort.id(), stream);
         slot.abort = Some(abort);
         self.streams.insert(stream, slot);
+    }
+
+    /// The caller end of the in-process rpc connection serving channels (started once).
+    fn rpc_bridge(&mut self) -> Connection {
+        let (router, cfg) = (&self.router, &self.cfg);
+        let (caller, _) = self
+            .rpc
+            .get_or_insert_with(|| bridge::start(router.clone(), cfg.rpc_config()));
+        caller.clone()
     }
 
     fn on_ctl(&mut self, ctl: Ctl) -> Option<Stop> {
