@@ -19,6 +19,8 @@ const NAME: &str = "rpc";
 const PEER_PY: &str = include_str!("../../../../examples/python/rsocket_peer.py");
 /// Calls in flight on one connection for the throughput row.
 const CONCURRENT: usize = 64;
+/// Longest wait for one answer.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The venv with `rsocket==0.4.20` (made by scripts/setup-test-env): `BISTREAM_RSOCKET_PYTHON`,
 /// else `.venv/rsocket` next to the relay venv.
@@ -81,12 +83,13 @@ async fn start_python(ctx: &Ctx) -> anyhow::Result<(Server, String)> {
 
 /// `in_flight` workers looping echo request/responses on one RSocket connection.
 async fn calls(ctx: &Ctx, addr: &str, in_flight: usize) -> anyhow::Result<RunOut> {
-    let rs = bistream_rsocket::connect_tcp(
-        addr,
-        bistream_rpc::Router::new(),
-        bistream_rsocket::RsConfig::default(),
-    )
-    .await?;
+    // A stalled server fails the run after 10 s instead of holding the bench for the default
+    // 600 s call timeout.
+    let cfg = bistream_rsocket::RsConfig {
+        timeout: CALL_TIMEOUT,
+        ..bistream_rsocket::RsConfig::default()
+    };
+    let rs = bistream_rsocket::connect_tcp(addr, bistream_rpc::Router::new(), cfg).await?;
     let (p, ctl) = phase();
     let workers = (0..in_flight)
         .map(|_| {
@@ -141,7 +144,12 @@ async fn measure(
     in_flight: usize,
 ) -> anyhow::Result<RunOut> {
     match server {
-        Ok((_, addr)) => calls(ctx, addr, in_flight).await,
+        Ok((_, addr)) => {
+            let limit = ctx.cfg.warmup + ctx.cfg.duration + CALL_TIMEOUT * 2;
+            tokio::time::timeout(limit, calls(ctx, addr, in_flight))
+                .await
+                .map_err(|_| anyhow!("run did not finish within {limit:?}"))?
+        }
         Err(e) => Err(anyhow!("{}", super::first_line(&format!("{e:#}")))),
     }
 }
