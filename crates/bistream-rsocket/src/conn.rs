@@ -261,6 +261,13 @@ impl Driver {
                 _ = self.budget.notify.notified(), if !budget_ok => {}
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     let (id, panicked) = match done { Ok((id, ())) => (id, false), Err(e) => (e.id(), e.is_panic()) };
+                    // A finished task's last frames are already queued: send them before its
+                    // slot goes, or `on_cmd` would drop them (seen as a lost answer under 64
+                    // concurrent calls, where `cmd_rx.recv()` can yield to tokio's coop budget
+                    // while the join is reported).
+                    while let Ok(cmd) = self.cmd_rx.try_recv() {
+                        self.on_cmd(cmd);
+                    }
                     if let Some(s) = self.task_stream.remove(&id) {
                         if self.streams.get(&s).is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id)) {
                             self.streams.remove(&s);
