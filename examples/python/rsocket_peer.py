@@ -1,7 +1,7 @@
 """Interop peer for bistream's RSocket support, using the real Python `rsocket` package.
 
     rsocket_peer.py client tcp|ws HOST PORT   run the checks against a bistream RSocket server
-    rsocket_peer.py server tcp HOST PORT      serve echo/count/upper/log/fail (prints the port)
+    rsocket_peer.py server tcp|ws HOST PORT   serve echo/count/upper/log/fail (prints the port)
 
 Client mode prints one line per check (`ok NAME` or `FAIL NAME: why`) and exits 0 when all pass.
 """
@@ -222,8 +222,28 @@ def server_router():
     return router
 
 
-async def run_server(host, port):
+async def run_server(kind, host, port):
     router = server_router()
+
+    if kind == "ws":
+        # rsocket's WebsocketsTransport on a `websockets` server: one frame per binary message.
+        import websockets
+        from rsocket.transports.websockets_transport import WebsocketsTransport
+
+        async def ws_session(websocket):
+            transport = WebsocketsTransport()
+            # 32 KiB: over WebSocket rsocket-py fragments exceed fragment_size_bytes by 3 bytes.
+            server = RSocketServer(transport, handler_factory=lambda: RoutingRequestHandler(router),
+                                   fragment_size_bytes=32 * 1024)
+            try:
+                await transport.handler(websocket)
+            finally:
+                await server.close()
+
+        async with websockets.serve(ws_session, host, port, compression=None, max_size=None) as server:
+            print("listening", list(server.sockets)[0].getsockname()[1], flush=True)
+            await asyncio.Future()
+        return
 
     def session(*conn):
         RSocketServer(TransportTCP(*conn), handler_factory=lambda: RoutingRequestHandler(router),
@@ -239,7 +259,7 @@ def main():
     mode, kind, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     if mode == "client":
         sys.exit(asyncio.run(run_client(kind, host, port)))
-    asyncio.run(run_server(host, port))
+    asyncio.run(run_server(kind, host, port))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 //! The router: handlers by operation name, one per interaction model, typed through serde
 //! (`Box<RawValue>` or `serde_json::Value` work too). A connection consults it to answer
-//! `unknown_operation` / wrong-model errors and to start handlers.
+//! `unknown_operation` / wrong-model errors and to start handlers; other protocols' front ends
+//! (RSocket) start request/response, request/stream and fire-and-forget handlers directly
+//! with [`Router::invoke_unary`], [`Router::invoke_stream`] and [`Router::invoke_ff`].
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -134,6 +136,115 @@ impl Router {
 
     pub(crate) fn get(&self, op: &str) -> Option<&Handler> {
         self.ops.get(op)
+    }
+
+    /// The error for calling `op` as `want` when it is not served that way: the same codes
+    /// the rpc protocol answers (`unknown_operation`, or `invalid_request` for the wrong
+    /// model).
+    fn not_served(&self, op: &str, want: Model) -> HandlerError {
+        match self.model(op) {
+            None => HandlerError::new(
+                crate::ErrorCode::UnknownOperation,
+                format!("unknown operation {op:?}"),
+            ),
+            Some(m) => HandlerError::invalid(format!("operation {op:?} is {m:?}, not {want:?}")),
+        }
+    }
+
+    /// Runs `op`'s request/response handler on `data` directly, without a connection: for
+    /// other protocols' front ends (the RSocket server uses it) and tests. Returns the
+    /// handler's answer; an unknown `op` is `unknown_operation`, another model
+    /// `invalid_request`. The handler starts when the future is first polled. `data` goes to
+    /// the handler as it is: to give it what it gets over the rpc protocol (the caller's
+    /// object with `"operation"` first), build it with [`crate::request_data`].
+    ///
+    /// ```
+    /// use bistream_rpc::{ErrorCode, HandlerError, Raw, Router};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let router = Router::new()
+    ///     .request_response("add", |(x, y): (i64, i64)| async move { Ok::<_, HandlerError>(x + y) });
+    /// let data: Raw = serde_json::value::RawValue::from_string("[2, 3]".into()).unwrap();
+    /// let answer = router.invoke_unary("add", data.clone()).await.unwrap();
+    /// assert_eq!(answer.get(), "5");
+    /// let e = router.invoke_unary("nope", data).await.unwrap_err();
+    /// assert_eq!(e.code, ErrorCode::UnknownOperation);
+    /// # }
+    /// ```
+    pub fn invoke_unary(
+        &self,
+        op: &str,
+        data: Raw,
+    ) -> impl Future<Output = Result<Raw, HandlerError>> + Send + 'static {
+        let r = match self.ops.get(op) {
+            Some(Handler::Rr(f)) => Ok(f(data)),
+            _ => Err(self.not_served(op, Model::RequestResponse)),
+        };
+        async move { r?.await }
+    }
+
+    /// Starts `op`'s request/stream handler on `data` directly (see [`Router::invoke_unary`]):
+    /// its items as raw JSON, an `Err` item ending the stream. The caller applies its own
+    /// flow control by polling.
+    ///
+    /// ```
+    /// use bistream_rpc::{HandlerError, Raw, Router};
+    /// use futures_util::{stream, StreamExt};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Count { n: u64 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let router = Router::new()
+    ///     .request_stream("count", |c: Count| stream::iter((0..c.n).map(Ok::<_, HandlerError>)));
+    /// let data: Raw = serde_json::value::RawValue::from_string(r#"{"n": 3}"#.into()).unwrap();
+    /// let items: Vec<String> = router
+    ///     .invoke_stream("count", data)
+    ///     .unwrap()
+    ///     .map(|i| i.unwrap().get().to_string())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(items, ["0", "1", "2"]);
+    /// # }
+    /// ```
+    pub fn invoke_stream(
+        &self,
+        op: &str,
+        data: Raw,
+    ) -> Result<impl Stream<Item = Result<Raw, HandlerError>> + Send + 'static, HandlerError> {
+        match self.ops.get(op) {
+            Some(Handler::Rs(f)) => Ok(f(data)),
+            _ => Err(self.not_served(op, Model::RequestStream)),
+        }
+    }
+
+    /// Starts `op`'s fire-and-forget handler on `data` directly (see
+    /// [`Router::invoke_unary`]): the returned future runs it (data that does not parse is
+    /// logged and dropped, as over the rpc protocol).
+    ///
+    /// ```
+    /// use bistream_rpc::{Raw, Router};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let router = Router::new().fire_and_forget("log", |v: serde_json::Value| async move {
+    ///     assert_eq!(v["line"], "hello");
+    /// });
+    /// let data: Raw = serde_json::value::RawValue::from_string(r#"{"line": "hello"}"#.into()).unwrap();
+    /// router.invoke_ff("log", data).unwrap().await;
+    /// # }
+    /// ```
+    pub fn invoke_ff(
+        &self,
+        op: &str,
+        data: Raw,
+    ) -> Result<impl Future<Output = ()> + Send + 'static, HandlerError> {
+        match self.ops.get(op) {
+            Some(Handler::Ff(f)) => Ok(f(data)),
+            _ => Err(self.not_served(op, Model::FireAndForget)),
+        }
     }
 
     /// Request/response: the handler gets the whole `data` and returns the response value.

@@ -1,7 +1,8 @@
-//! The bridge to `bistream-rpc`: each RSocket connection runs an in-process rpc connection
-//! (two engines joined by channels) whose acceptor end serves the `Router`, and forwards every
-//! RSocket request to its initiator end. So one `Router` handler serves both protocols, with
-//! the same serde types, through the rpc crate's public API only.
+//! The bridge to `bistream-rpc` for channels: a connection's first REQUEST_CHANNEL starts an
+//! in-process rpc connection (two engines joined by channels) whose acceptor end serves the
+//! `Router`; channels are forwarded to its initiator end, because a stream/stream handler's
+//! receiver and sender belong to an rpc connection. (Request/response, request/stream and
+//! fire-and-forget call the `Router` directly, without this extra JSON round.)
 
 use bistream_rpc::transport::{FrameReader, FrameWriter, Inbound, Transport};
 use bistream_rpc::{Connection, Router, RpcConfig, Side};

@@ -3,6 +3,8 @@
 //! and hands outgoing frames to a writer task (which fragments them). It never waits on the
 //! writer for frames caused by reading; local producers wait while more than [`HIGH_WATER`]
 //! bytes are queued, and a peer that does not read past [`HARD_CAP`] is disconnected.
+//! Serving the peer's requests is in `conn/serve.rs`, our own requests and controls in
+//! `conn/local.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +23,13 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::RsConfig;
-use crate::shared::{add_credit, Cmd, Ctl, Inb, Kind, Shared, Sink};
+use crate::shared::{add_credit, Cmd, Ctl, Inb, Shared};
 use crate::transport::{FrameStream, Framed, TransportError};
 use crate::writer::{write_loop, Budget, WOut};
-use crate::{bridge, responder, RSocket, RsError};
+use crate::{RSocket, RsError};
+
+mod local;
+mod serve;
 
 /// Bytes queued for the writer above which local producers wait.
 pub const HIGH_WATER: usize = 1 << 20;
@@ -64,7 +69,6 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         window: cfg.window.max(2),
         timeout: cfg.timeout,
     });
-    let (rpc, rpc_server) = bridge::start(router.clone(), cfg.rpc_config());
     let budget = Arc::new(Budget {
         bytes: AtomicUsize::new(0),
         notify: Notify::new(),
@@ -86,9 +90,9 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         cmd_rx,
         ctl_rx,
         shared: shared.clone(),
+        ff_running: Arc::new(Semaphore::new(cfg.max_streams)),
         router,
-        rpc,
-        _rpc_server: rpc_server,
+        rpc: None,
         streams: HashMap::new(),
         tasks: JoinSet::new(),
         task_stream: HashMap::new(),
@@ -126,8 +130,10 @@ struct Driver {
     ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     shared: Arc<Shared>,
     router: Router,
-    rpc: Connection,
-    _rpc_server: Connection,
+    /// Fire-and-forget handlers running (at most `max_streams`; more are dropped, logged).
+    ff_running: Arc<Semaphore>,
+    /// The in-process rpc pair (caller end, serving end) for channels, made on the first one.
+    rpc: Option<(Connection, Connection)>,
     streams: HashMap<u32, Slot>,
     tasks: JoinSet<()>,
     task_stream: HashMap<tokio::task::Id, u32>,
@@ -208,7 +214,9 @@ impl Driver {
             }
         }
         self.tasks.abort_all();
-        self.rpc.close().await;
+        if let Some((rpc, _)) = self.rpc.take() {
+            rpc.close().await;
+        }
     }
 
     async fn main_loop(&mut self, wdead: &mut tokio::sync::oneshot::Receiver<String>) -> Stop {
@@ -252,11 +260,23 @@ impl Driver {
                 },
                 _ = self.budget.notify.notified(), if !budget_ok => {}
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    let id = match done { Ok((id, ())) => id, Err(e) => e.id() };
+                    let (id, panicked) = match done { Ok((id, ())) => (id, false), Err(e) => (e.id(), e.is_panic()) };
+                    // A finished task's last frames are already queued: send them before its
+                    // slot goes, or `on_cmd` would drop them (seen as a lost answer under 64
+                    // concurrent calls, where `cmd_rx.recv()` can yield to tokio's coop budget
+                    // while the join is reported).
+                    while let Ok(cmd) = self.cmd_rx.try_recv() {
+                        self.on_cmd(cmd);
+                    }
                     if let Some(s) = self.task_stream.remove(&id) {
                         if self.streams.get(&s).is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id)) {
                             self.streams.remove(&s);
                             self.reasm.remove(s);
+                            if panicked {
+                                // The requester still waits: a panicking handler is a failed one.
+                                tracing::warn!(stream = s, "rsocket handler panicked");
+                                self.stream_error(s, ErrorCode::ApplicationError, "the handler panicked");
+                            }
                         }
                     }
                 }
@@ -500,247 +520,6 @@ impl Driver {
                     self.streams.remove(&stream);
                 }
             }
-        }
-    }
-
-    fn route(&self, meta: Option<&Bytes>) -> Result<String, String> {
-        let meta = meta.map(|b| &b[..]).unwrap_or_default();
-        let r = if self.routing_only {
-            bistream_rsocket_proto::metadata::parse_routing(meta).map(|t| t.into_iter().next())
-        } else {
-            bistream_rsocket_proto::metadata::route_of(meta)
-        };
-        match r {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err("no route: the metadata carries no routing entry".into()),
-            Err(e) => Err(format!("bad metadata: {e}")),
-        }
-    }
-
-    fn on_request(&mut self, f: Frame) {
-        let stream = f.stream();
-        let peer_parity = if self.role == Role::Server { 1 } else { 0 };
-        let fnf = matches!(f, Frame::RequestFnf { .. });
-        if stream % 2 != peer_parity {
-            if !fnf {
-                self.stream_error(stream, ErrorCode::Invalid, "stream id of the wrong parity");
-            }
-            return;
-        }
-        if self.streams.contains_key(&stream) {
-            tracing::warn!(stream, "rsocket request on a stream id in use: ignored");
-            return;
-        }
-        let Some(payload) = f.payload().cloned() else {
-            return;
-        };
-        let parsed = self.route(payload.metadata.as_ref()).and_then(|route| {
-            let data = responder::json_data(&payload.data)?;
-            Ok((route, data))
-        });
-        let (route, data) = match parsed {
-            Ok(x) => x,
-            Err(e) => {
-                if fnf {
-                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
-                } else {
-                    self.stream_error(stream, ErrorCode::Invalid, e);
-                }
-                return;
-            }
-        };
-        let want = match &f {
-            Frame::RequestResponse { .. } => bistream_rpc::Model::RequestResponse,
-            Frame::RequestFnf { .. } => bistream_rpc::Model::FireAndForget,
-            Frame::RequestStream { .. } => bistream_rpc::Model::RequestStream,
-            _ => bistream_rpc::Model::StreamStream,
-        };
-        match self.router.model(&route) {
-            Some(m) if m == want => {}
-            other => {
-                let e = match other {
-                    None => format!("unknown route {route:?}"),
-                    Some(m) => format!("route {route:?} is {m:?}, not {want:?}"),
-                };
-                if fnf {
-                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
-                } else {
-                    self.stream_error(stream, ErrorCode::Invalid, e);
-                }
-                return;
-            }
-        }
-        if fnf {
-            let rpc = self.rpc.clone();
-            tokio::spawn(async move {
-                if let Err(e) = rpc.fire_and_forget(&route, &data).await {
-                    tracing::warn!(%route, error = %e, "rsocket fire-and-forget failed");
-                }
-            });
-            return;
-        }
-        let responders = self.streams.values().filter(|s| s.responder).count();
-        if responders >= self.cfg.max_streams {
-            self.stream_error(
-                stream,
-                ErrorCode::Rejected,
-                "too many streams on this connection",
-            );
-            return;
-        }
-        let ctx = responder::Ctx {
-            rpc: self.rpc.clone(),
-            shared: self.shared.clone(),
-            stream,
-            route,
-            data,
-        };
-        let mut slot = Slot {
-            responder: true,
-            abort: None,
-            credit: None,
-            inbound: None,
-            rr: None,
-        };
-        let abort = match f {
-            Frame::RequestResponse { .. } => self.tasks.spawn(responder::response(ctx)),
-            Frame::RequestStream { initial_n, .. } => {
-                let credit = Arc::new(Semaphore::new(0));
-                add_credit(&credit, initial_n);
-                slot.credit = Some(credit.clone());
-                self.tasks.spawn(responder::stream(ctx, credit))
-            }
-            Frame::RequestChannel {
-                initial_n,
-                complete,
-                ..
-            } => {
-                let credit = Arc::new(Semaphore::new(0));
-                add_credit(&credit, initial_n);
-                slot.credit = Some(credit.clone());
-                let (tx, rx) = mpsc::channel(self.shared.window as usize + 2);
-                if !complete {
-                    slot.inbound = Some(tx);
-                }
-                self.tasks
-                    .spawn(responder::channel(ctx, credit, rx, complete))
-            }
-            _ => return,
-        };
-        self.task_stream.insert(abort.id(), stream);
-        slot.abort = Some(abort);
-        self.streams.insert(stream, slot);
-    }
-
-    fn on_ctl(&mut self, ctl: Ctl) -> Option<Stop> {
-        match ctl {
-            Ctl::Cancel(stream) => {
-                if let Some(s) = self.streams.remove(&stream) {
-                    self.reasm.remove(stream);
-                    if let Some(a) = s.abort {
-                        a.abort();
-                    }
-                    self.send(Frame::Cancel { stream });
-                }
-            }
-            Ctl::RequestN(stream, n) => {
-                if self.streams.contains_key(&stream) {
-                    self.send(Frame::RequestN { stream, n });
-                }
-            }
-            Ctl::Close(reason) => {
-                return Some(Stop {
-                    cause: RsError::Closed(reason),
-                    error: None,
-                })
-            }
-        }
-        None
-    }
-
-    fn on_cmd(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Frame(f) => {
-                let stream = f.stream();
-                let Some(slot) = self.streams.get_mut(&stream) else {
-                    return;
-                };
-                let terminal = match &f {
-                    Frame::Payload { complete, .. } => *complete,
-                    Frame::Error { .. } => true,
-                    _ => false,
-                };
-                if terminal && !slot.responder {
-                    // Our side of a channel we opened is complete.
-                    slot.credit = None;
-                    if slot.inbound.is_none() {
-                        self.streams.remove(&stream);
-                    }
-                }
-                self.send(f);
-            }
-            Cmd::Start {
-                kind,
-                payload,
-                sink,
-                id,
-            } => {
-                let stream = self.next_id;
-                self.next_id = self.next_id.wrapping_add(2) & 0x7FFF_FFFF;
-                let window = self.shared.window;
-                let mut slot = Slot {
-                    responder: false,
-                    abort: None,
-                    credit: None,
-                    inbound: None,
-                    rr: None,
-                };
-                match sink {
-                    Sink::Rr(tx) => slot.rr = Some(tx),
-                    Sink::Items { tx, credit } => {
-                        slot.inbound = Some(tx);
-                        slot.credit = credit;
-                    }
-                }
-                let f = match kind {
-                    Kind::Response => Frame::RequestResponse {
-                        stream,
-                        follows: false,
-                        payload,
-                    },
-                    Kind::Stream => Frame::RequestStream {
-                        stream,
-                        follows: false,
-                        initial_n: window,
-                        payload,
-                    },
-                    Kind::Channel { complete } => {
-                        if complete {
-                            slot.credit = None;
-                        }
-                        Frame::RequestChannel {
-                            stream,
-                            follows: false,
-                            complete,
-                            initial_n: window,
-                            payload,
-                        }
-                    }
-                };
-                self.streams.insert(stream, slot);
-                let _ = id.send(stream);
-                self.send(f);
-            }
-            Cmd::Fnf(payload) => {
-                let stream = self.next_id;
-                self.next_id = self.next_id.wrapping_add(2) & 0x7FFF_FFFF;
-                self.send(Frame::RequestFnf {
-                    stream,
-                    follows: false,
-                    payload,
-                });
-            }
-            Cmd::MetadataPush(metadata) => self.send(Frame::MetadataPush { metadata }),
         }
     }
 }

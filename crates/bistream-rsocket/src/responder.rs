@@ -1,13 +1,16 @@
-//! Responder tasks: each RSocket request is forwarded to the in-process rpc connection that
-//! serves the `Router` ([`crate::bridge`]); items flow back as PAYLOAD frames within the
-//! requester's REQUEST_N credit, and handler failures become ERROR frames.
+//! Responder tasks: request/response and request/stream handlers are started directly on the
+//! `Router` ([`bistream_rpc::Router::invoke_unary`], [`bistream_rpc::Router::invoke_stream`]);
+//! channels go through the in-process rpc connection ([`crate::bridge`]), since a stream/stream
+//! handler's receiver and sender belong to an rpc connection. Items flow back as PAYLOAD frames
+//! within the requester's REQUEST_N credit, and handler failures become ERROR frames.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use bistream_rpc::{Connection, Raw, RpcError};
+use bistream_rpc::{Connection, HandlerError, Raw, RpcError};
 use bistream_rsocket_proto::{ErrorCode, Frame, Payload};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -15,11 +18,8 @@ use crate::shared::{Cmd, Ctl, Inb, Shared};
 
 /// What a responder task needs.
 pub(crate) struct Ctx {
-    pub rpc: Connection,
     pub shared: Arc<Shared>,
     pub stream: u32,
-    pub route: String,
-    pub data: Raw,
 }
 
 /// A request's JSON data (empty data is `null`: no fields).
@@ -46,6 +46,17 @@ pub(crate) fn error_of(e: &RpcError) -> (ErrorCode, String) {
     }
 }
 
+/// The ERROR a handler failure maps to (as [`error_of`]).
+pub(crate) fn handler_error_of(e: &HandlerError) -> (ErrorCode, String) {
+    let c = match e.code {
+        bistream_rpc::ErrorCode::InvalidRequest | bistream_rpc::ErrorCode::UnknownOperation => {
+            ErrorCode::Invalid
+        }
+        _ => ErrorCode::ApplicationError,
+    };
+    (c, e.message.clone())
+}
+
 fn raw_bytes(v: Raw) -> Bytes {
     Bytes::from(String::from(Box::<str>::from(v)).into_bytes())
 }
@@ -56,7 +67,10 @@ impl Ctx {
     }
 
     async fn fail(&self, e: &RpcError) {
-        let (code, message) = error_of(e);
+        self.fail_with(error_of(e)).await;
+    }
+
+    async fn fail_with(&self, (code, message): (ErrorCode, String)) {
         self.send(Frame::Error {
             stream: self.stream,
             code,
@@ -88,27 +102,41 @@ impl Ctx {
     }
 }
 
-/// REQUEST_RESPONSE: one PAYLOAD with NEXT|COMPLETE, or an ERROR.
-pub(crate) async fn response(cx: Ctx) {
-    match cx
-        .rpc
-        .request_response::<Raw, Raw>(&cx.route, &cx.data)
-        .await
-    {
-        Ok(v) => {
+/// REQUEST_RESPONSE: one PAYLOAD with NEXT|COMPLETE, or an ERROR (also when the handler
+/// takes longer than the configured timeout).
+pub(crate) async fn response(
+    cx: Ctx,
+    answer: impl Future<Output = Result<Raw, HandlerError>> + Send,
+) {
+    match tokio::time::timeout(cx.shared.timeout, answer).await {
+        Ok(Ok(v)) => {
             cx.item(v, true).await;
         }
-        Err(e) => cx.fail(&e).await,
+        Ok(Err(e)) => cx.fail_with(handler_error_of(&e)).await,
+        Err(_) => {
+            let m = format!("the handler took longer than {:?}", cx.shared.timeout);
+            cx.fail_with((ErrorCode::ApplicationError, m)).await;
+        }
     }
 }
 
-/// Sends the handler's items within `credit`, then COMPLETE (which needs no credit).
-async fn pump(
-    cx: &Ctx,
-    mut items: bistream_rpc::ResponseStream<Raw>,
-    credit: &Semaphore,
-) -> Result<(), ()> {
-    while let Some(item) = items.next().await {
+/// Sends the handler's items within `credit`, then COMPLETE (which needs no credit). A
+/// handler that produces no item within the timeout fails the stream.
+async fn pump<S>(cx: &Ctx, items: S, credit: &Semaphore) -> Result<(), ()>
+where
+    S: Stream<Item = Result<Raw, (ErrorCode, String)>> + Send,
+{
+    tokio::pin!(items);
+    loop {
+        let item = match tokio::time::timeout(cx.shared.timeout, items.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                let m = format!("no item from the handler for {:?}", cx.shared.timeout);
+                cx.fail_with((ErrorCode::ApplicationError, m)).await;
+                return Err(());
+            }
+        };
         match item {
             Ok(v) => {
                 match credit.acquire().await {
@@ -120,7 +148,7 @@ async fn pump(
                 }
             }
             Err(e) => {
-                cx.fail(&e).await;
+                cx.fail_with(e).await;
                 return Err(());
             }
         }
@@ -130,13 +158,13 @@ async fn pump(
 }
 
 /// REQUEST_STREAM: items as PAYLOAD NEXT within the requester's credit, then COMPLETE.
-pub(crate) async fn stream(cx: Ctx, credit: Arc<Semaphore>) {
-    match cx.rpc.request_stream::<Raw, Raw>(&cx.route, &cx.data).await {
-        Ok(items) => {
-            let _ = pump(&cx, items, &credit).await;
-        }
-        Err(e) => cx.fail(&e).await,
-    }
+pub(crate) async fn stream(
+    cx: Ctx,
+    items: impl Stream<Item = Result<Raw, HandlerError>> + Send,
+    credit: Arc<Semaphore>,
+) {
+    let items = items.map(|r| r.map_err(|e| handler_error_of(&e)));
+    let _ = pump(&cx, items, &credit).await;
 }
 
 /// REQUEST_CHANNEL: the request's payload is the first inbound item; we grant REQUEST_N for
@@ -144,6 +172,9 @@ pub(crate) async fn stream(cx: Ctx, credit: Arc<Semaphore>) {
 /// The handler's opening `data` has no fields (`{"operation": route}`).
 pub(crate) async fn channel(
     cx: Ctx,
+    rpc: Connection,
+    route: String,
+    data: Raw,
     credit: Arc<Semaphore>,
     mut inbound: mpsc::Receiver<Inb>,
     complete: bool,
@@ -152,17 +183,13 @@ pub(crate) async fn channel(
         Ok(n) => n,
         Err(_) => return,
     };
-    let (mut tx, items) = match cx
-        .rpc
-        .stream_stream::<Raw, Raw, Raw>(&cx.route, &null)
-        .await
-    {
+    let (mut tx, items) = match rpc.stream_stream::<Raw, Raw, Raw>(&route, &null).await {
         Ok(x) => x,
         Err(e) => return cx.fail(&e).await,
     };
     let window = cx.shared.window;
     let feeder = async {
-        if tx.send(&cx.data).await.is_err() {
+        if tx.send(&data).await.is_err() {
             return Ok(());
         }
         if complete {
@@ -195,7 +222,7 @@ pub(crate) async fn channel(
             }
         }
     };
-    let pumping = pump(&cx, items, &credit);
+    let pumping = pump(&cx, items.map(|r| r.map_err(|e| error_of(&e))), &credit);
     tokio::pin!(feeder, pumping);
     let mut fed = false;
     loop {

@@ -79,9 +79,10 @@ async fn python_client_against_our_websocket_server() {
     python_checks("ws").await;
 }
 
-async fn python_server() -> (Peer, String) {
+async fn python_server(transport: &str) -> (Peer, String) {
     let mut cmd = Command::new(python());
-    cmd.arg(script()).args(["server", "tcp", "127.0.0.1", "0"]);
+    cmd.arg(script())
+        .args(["server", transport, "127.0.0.1", "0"]);
     let mut py = Peer::spawn(cmd).unwrap();
     let line = py.next_stdout_line(T).await.expect("listening line");
     let port = line.trim().strip_prefix("listening ").unwrap().to_string();
@@ -89,16 +90,36 @@ async fn python_server() -> (Peer, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_client_against_python_server() {
-    let (mut py, addr) = python_server().await;
-    let cfg = RsConfig {
+async fn our_client_against_python_tcp_server() {
+    let (mut py, addr) = python_server("tcp").await;
+    let rs = bistream_rsocket::connect_tcp(&addr, Router::new(), client_config())
+        .await
+        .unwrap();
+    our_client_checks(rs, &mut py).await;
+}
+
+/// Against rsocket-py's `WebsocketsTransport` on a `websockets` server (one frame per binary
+/// message; it fragments its replies at 32 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_against_python_websocket_server() {
+    let (mut py, addr) = python_server("ws").await;
+    let rs = bistream_rsocket::connect_ws(&format!("ws://{addr}/"), Router::new(), client_config())
+        .await
+        .unwrap();
+    our_client_checks(rs, &mut py).await;
+}
+
+fn client_config() -> RsConfig {
+    RsConfig {
         max_frame_bytes: 65536,
         window: 4,
         ..RsConfig::default()
-    };
-    let rs = bistream_rsocket::connect_tcp(&addr, Router::new(), cfg)
-        .await
-        .unwrap();
+    }
+}
+
+/// Every model, fragmentation both ways, REQUEST_N past our window, cancel, an error, and
+/// fire-and-forget (seen in the Python server's output).
+async fn our_client_checks(rs: bistream_rsocket::RSocket, py: &mut Peer) {
     let v: Value = rs.request_response("echo", &json!({"a": 1})).await.unwrap();
     assert_eq!(v, json!({"a": 1}));
 
@@ -174,7 +195,7 @@ async fn our_client_against_python_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpc_call_cli_against_python_server() {
-    let (_py, addr) = python_server().await;
+    let (_py, addr) = python_server("tcp").await;
     let url = format!("tcp://{addr}");
     let out = Command::new(BIN)
         .args([

@@ -6,6 +6,7 @@ pub mod logs;
 pub mod packet;
 pub mod relay;
 pub mod rpc;
+pub mod rpc_rsocket;
 pub mod soak;
 
 use std::time::Duration;

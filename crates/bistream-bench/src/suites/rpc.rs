@@ -468,5 +468,6 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         "rpc: echo data {}; {CONCURRENT} concurrent calls share one connection; stream items are bare integers",
         payload()
     ));
+    super::rpc_rsocket::run(ctx, &mut out).await;
     out
 }
