@@ -1,6 +1,9 @@
 //! Listening and connecting: TCP (3-byte length-prefixed frames) and WebSocket (one frame per
 //! binary message at path `/`, no subprotocol, no compression).
 
+use std::net::SocketAddr;
+
+use bistream_core::fdlimit::AcceptBackoff;
 use bistream_rpc::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -9,16 +12,44 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use crate::transport::{length_prefixed, websocket, ws_config};
 use crate::{start, RSocket, Role, RsConfig, RsError};
 
-/// Serves RSocket over TCP on `listener` until it fails: one connection per client, each
-/// serving `router`.
+/// Accepts connections on `listener` until the future is dropped, handing each to `serve`. A
+/// failed `accept` (EMFILE when the process is out of file descriptors, a connection reset
+/// before it was accepted) never ends the server: it backs off with core's [`AcceptBackoff`]
+/// and logs once per episode.
+async fn accept_each(
+    listener: &TcpListener,
+    kind: &str,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
+) {
+    let mut backoff = AcceptBackoff::default();
+    let mut failures: u64 = 0;
+    loop {
+        match listener.accept().await {
+            Ok((sock, peer)) => {
+                backoff.succeeded();
+                let _ = sock.set_nodelay(true);
+                serve(sock, peer);
+            }
+            Err(e) => {
+                failures += 1;
+                let (pause, first) = backoff.failed();
+                if first {
+                    tracing::warn!(error = %e, failures, kind, "rsocket accept failed: backing off");
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// Serves RSocket over TCP on `listener` until the future is dropped: one connection per
+/// client, each serving `router`. Accept failures back off and never end it.
 pub async fn serve_tcp(
     listener: TcpListener,
     router: Router,
     cfg: RsConfig,
 ) -> std::io::Result<()> {
-    loop {
-        let (sock, peer) = listener.accept().await?;
-        let _ = sock.set_nodelay(true);
+    accept_each(&listener, "tcp", |sock, peer| {
         tracing::debug!(%peer, "rsocket tcp connection");
         let rs = start(
             length_prefixed(sock, cfg.max_frame_bytes),
@@ -30,14 +61,15 @@ pub async fn serve_tcp(
             let cause = rs.closed().await;
             tracing::debug!(%peer, %cause, "rsocket tcp connection ended");
         });
-    }
+    })
+    .await;
+    Ok(())
 }
 
-/// Serves RSocket over WebSocket on `listener` (path `/` only; other paths get 404).
+/// Serves RSocket over WebSocket on `listener` (path `/` only; other paths get 404) until the
+/// future is dropped. Accept failures back off and never end it.
 pub async fn serve_ws(listener: TcpListener, router: Router, cfg: RsConfig) -> std::io::Result<()> {
-    loop {
-        let (sock, peer) = listener.accept().await?;
-        let _ = sock.set_nodelay(true);
+    accept_each(&listener, "ws", |sock, peer| {
         let router = router.clone();
         let cfg = cfg.clone();
         tokio::spawn(async move {
@@ -68,7 +100,9 @@ pub async fn serve_ws(listener: TcpListener, router: Router, cfg: RsConfig) -> s
             let cause = rs.closed().await;
             tracing::debug!(%peer, %cause, "rsocket websocket connection ended");
         });
-    }
+    })
+    .await;
+    Ok(())
 }
 
 /// Connects to an RSocket TCP server at `addr` (HOST:PORT) and sends SETUP; `router` serves

@@ -97,12 +97,14 @@ pub(crate) async fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
     let url = a.url.as_str();
     let conn = if let Some(hp) = url.strip_prefix("tcp://") {
         bistream_rsocket::connect_tcp(hp.trim_end_matches('/'), Router::new(), cfg).await
-    } else if url.starts_with("ws://") || url.starts_with("wss://") {
-        bistream_rsocket::connect_ws(url, Router::new(), cfg).await
     } else {
-        Err(RsError::Connect(format!(
-            "unsupported url {url:?} for rsocket: use tcp://HOST:PORT or ws://HOST:PORT/"
-        )))
+        // ws(s):// checked and normalised, http(s):// converted, by core's one URL rule.
+        match bistream_core::http_to_websocket_url(url) {
+            Ok(ws) => bistream_rsocket::connect_ws(&ws, Router::new(), cfg).await,
+            Err(e) => Err(RsError::Connect(format!(
+                "unsupported url for rsocket: {e} (or tcp://HOST:PORT)"
+            ))),
+        }
     };
     let conn = match conn {
         Ok(c) => c,
