@@ -22,28 +22,14 @@ mod logs_support;
 use logs_support::serve;
 use logs_support::tls as logs_tls_support;
 
+mod logs_cmd;
+use logs_cmd::Run;
+
 const T: Duration = Duration::from_secs(60);
 const BIN: &str = env!("CARGO_BIN_EXE_bistream");
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 async fn run(args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        T,
-        Command::new(BIN).args(["logs", "tail"]).args(args).output(),
-    )
-    .await
-    .expect("bistream finished")
-    .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    logs_cmd::run_tail(T, args).await
 }
 
 fn ws_frames(frames: Vec<&'static str>, close: u16) -> axum::routing::MethodRouter {

@@ -6,7 +6,6 @@
 //! is still being written, and the end of the job.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,40 +15,20 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use tokio::process::Command;
 
 const T: Duration = Duration::from_secs(90);
-const BIN: &str = env!("CARGO_BIN_EXE_bistream");
 const JOB: &str = "raysubmit_fb";
 
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    addr
-}
+mod logs_cmd;
+use logs_cmd::Run;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+/// The logs tests' servers (one definition for both crates' tests).
+#[path = "../../bistream-logs/tests/support/mod.rs"]
+mod logs_support;
+use logs_support::serve;
 
 async fn run(args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        T,
-        Command::new(BIN).args(["logs", "tail"]).args(args).output(),
-    )
-    .await
-    .expect("bistream finished")
-    .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    logs_cmd::run_tail(T, args).await
 }
 
 /// What the job's log file holds at each read, and the job's status before that read.
