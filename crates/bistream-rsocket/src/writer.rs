@@ -23,7 +23,11 @@ pub(crate) enum WOut {
 
 fn release(budget: &Budget, n: usize) {
     budget.bytes.fetch_sub(n, Ordering::AcqRel);
-    budget.notify.notify_waiters();
+    // `notify_one`, not `notify_waiters`: the driver (the only waiter) reads the budget before
+    // its `select!` creates the `notified()` future, so a release in between would be lost
+    // with `notify_waiters` (it stores nothing) and the driver could stall over budget.
+    // `notify_one` keeps a permit; a stale one only costs the driver one more look.
+    budget.notify.notify_one();
 }
 
 pub(crate) async fn write_loop(
