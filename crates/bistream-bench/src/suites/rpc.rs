@@ -204,53 +204,66 @@ pub async fn jsonrpsee_server(addr: std::net::SocketAddr) -> anyhow::Result<()> 
 
 /// The Python example's client against its own server (`bench` mode prints calls/s).
 async fn python_calls(ctx: &Ctx, addr: &str) -> anyhow::Result<f64> {
-    let script = ctx.script("slipstream_peer.py", PEER_PY)?;
-    let secs = (ctx.cfg.duration + ctx.cfg.warmup).as_secs_f64();
-    let out = tokio::time::timeout(
-        Duration::from_secs_f64(secs + 30.0),
-        tokio::process::Command::new(&ctx.cfg.relay_python)
-            .arg(script)
-            .args([
-                "bench",
-                &format!("ws://{addr}/"),
-                &format!("{secs}"),
-                &CONCURRENT.to_string(),
-            ])
-            .output(),
+    let concurrent = CONCURRENT.to_string();
+    python_rate(
+        ctx,
+        "bench",
+        addr,
+        &[&concurrent],
+        "calls_per_sec",
+        "python bench client",
     )
     .await
-    .map_err(|_| anyhow!("python bench client timed out"))??;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("calls_per_sec ")?.trim().parse::<f64>().ok())
-        .ok_or_else(|| {
-            anyhow!(
-                "python bench client printed no rate: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
 }
 
 /// The Python example's client reading its own server's `count` stream (`bench-stream`
 /// mode prints items/s): the all-Python side of the stream comparison.
 async fn python_stream(ctx: &Ctx, addr: &str) -> anyhow::Result<f64> {
+    python_rate(
+        ctx,
+        "bench-stream",
+        addr,
+        &[],
+        "items_per_sec",
+        "python stream client",
+    )
+    .await
+}
+
+/// Runs the Python example in `mode` against `ws://addr/` for the measured time (plus
+/// warm-up) and reads the rate it prints on its `key VALUE` line.
+async fn python_rate(
+    ctx: &Ctx,
+    mode: &str,
+    addr: &str,
+    extra: &[&str],
+    key: &str,
+    what: &str,
+) -> anyhow::Result<f64> {
     let script = ctx.script("slipstream_peer.py", PEER_PY)?;
     let secs = (ctx.cfg.duration + ctx.cfg.warmup).as_secs_f64();
     let out = tokio::time::timeout(
         Duration::from_secs_f64(secs + 30.0),
         tokio::process::Command::new(&ctx.cfg.relay_python)
             .arg(script)
-            .args(["bench-stream", &format!("ws://{addr}/"), &format!("{secs}")])
+            .args([mode, &format!("ws://{addr}/"), &format!("{secs}")])
+            .args(extra)
             .output(),
     )
     .await
-    .map_err(|_| anyhow!("python stream client timed out"))??;
+    .map_err(|_| anyhow!("{what} timed out"))??;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("items_per_sec ")?.trim().parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .ok_or_else(|| {
             anyhow!(
-                "python stream client printed no rate: {}",
+                "{what} printed no rate: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         })
