@@ -108,29 +108,7 @@ async fn large_messages_do_not_leave_their_buffers_behind() {
 /// Opens a WebSocket by hand and returns the socket after the 101 (to send frames that no
 /// client library sends: here, most of a frame and then nothing).
 async fn raw_open(relay: &bistream_relay_server::RunningRelay) -> tokio::net::TcpStream {
-    use tokio::io::AsyncReadExt;
-    let addr = relay.local_addr();
-    let mut s = tokio::time::timeout(T, tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let req = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut b = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(T, s.read(&mut b))
-            .await
-            .expect("handshake in time")
-            .unwrap();
-        assert_eq!(n, 1, "EOF during the handshake");
-        got.push(b[0]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 101"));
-    s
+    bistream_testkit::open_websocket_raw(&relay.local_addr().to_string(), T).await
 }
 
 /// Found while proving issue 14 (item 4's global budget): unfinished large messages are

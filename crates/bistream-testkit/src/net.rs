@@ -1,5 +1,5 @@
 //! Ports and addresses: a free loopback port, the address in a "listening on" line, and a
-//! minimal HTTP GET for ops endpoints.
+//! minimal HTTP GET for ops endpoints, and a WebSocket opened by hand for raw-frame tests.
 
 use std::time::Duration;
 
@@ -65,6 +65,47 @@ pub async fn http_get<A: tokio::net::ToSocketAddrs>(addr: A, path: &str) -> (u16
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Opens a WebSocket by hand (no client library) at `addr`, path `/`, and returns the socket
+/// right after the server's `101` (read byte by byte, so no frame byte is consumed), with
+/// `step` as the timeout of the connect and of each read. For tests that then write raw
+/// frames. Panics (failing the test) on timeouts, I/O errors, EOF or any answer other than
+/// `101`, quoting the answer.
+pub async fn open_websocket_raw(addr: &str, step: Duration) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(step, tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("open_websocket_raw: connect timed out"))
+        .unwrap_or_else(|e| panic!("open_websocket_raw: connect: {e}"));
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("open_websocket_raw: write: {e}"));
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(step, s.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("open_websocket_raw: handshake timed out"))
+            .unwrap_or_else(|e| panic!("open_websocket_raw: read: {e}"));
+        assert_eq!(
+            n,
+            1,
+            "EOF during the handshake: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.push(b[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s
 }
 
 #[cfg(test)]

@@ -7,44 +7,10 @@
 mod relay_server_support;
 use std::time::Duration;
 
-use bistream_testkit::{http_get, Peer};
+use bistream_testkit::{http_get, open_websocket_raw, Peer};
 use relay_server_support::T;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-/// Opens a WebSocket by hand (no client library needed) and returns the socket after the 101.
-async fn open(addr: &str) -> TcpStream {
-    let mut s = tokio::time::timeout(T, TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    let req = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut b = [0u8; 1];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(T, s.read(&mut b))
-            .await
-            .expect("handshake in time")
-            .unwrap();
-        assert_eq!(
-            n,
-            1,
-            "EOF during handshake: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.push(b[0]);
-    }
-    assert!(
-        got.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    s
-}
 
 /// The close code of a close frame the server sends within a short window, if any.
 async fn close_code(s: &mut TcpStream, wait: Duration) -> Option<u16> {
@@ -79,11 +45,11 @@ async fn cap_follows_the_descriptor_limit_and_extra_clients_get_1013() {
     let cap = 172;
     let mut held = Vec::new();
     for _ in 0..cap {
-        held.push(open(&relay).await);
+        held.push(open_websocket_raw(&relay, T).await);
     }
     // Above the cap: 1013 at once (not a hang in the backlog).
     for _ in 0..10 {
-        let mut extra = open(&relay).await;
+        let mut extra = open_websocket_raw(&relay, T).await;
         assert_eq!(close_code(&mut extra, T).await, Some(1013));
     }
     // The ops endpoint still answers.
