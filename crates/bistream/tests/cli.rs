@@ -227,3 +227,27 @@ fn usage_errors_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn large_message_budget_below_a_frame_is_refused() {
+    let o = run(
+        &[
+            "relay",
+            "serve",
+            "--port",
+            "0",
+            "--max-frame-bytes",
+            "2097152",
+            "--large-message-budget-bytes",
+            "1048576",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("large_message_budget_bytes (1048576) must be at least max_frame_bytes"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -117,8 +117,8 @@ pub struct RelayConfig {
     /// Initial read buffer per connection.
     pub read_buffer_bytes: usize,
     /// Bytes that the unfinished messages of 16 KiB or more of all clients together may hold
-    /// (a connection whose message would pass it is closed 1013). In-process setting only;
-    /// the default (256 MiB) applies to `bistream relay serve`.
+    /// (a connection whose message would pass it is closed 1013). Default 256 MiB; must be at
+    /// least `max_frame_bytes`, or one legitimate message could never fit.
     pub large_message_budget_bytes: usize,
     /// Authentication.
     pub auth: AuthConfig,
@@ -212,6 +212,7 @@ pub struct FileConfig {
     pub close_timeout: Option<f64>,
     pub shutdown_timeout: Option<f64>,
     pub read_buffer_bytes: Option<u64>,
+    pub large_message_budget_bytes: Option<u64>,
     #[serde(default)]
     pub cluster: crate::cluster::ClusterSection,
 }
@@ -386,7 +387,26 @@ impl RelayConfig {
                 256,
                 1 << 20,
             )?,
-            large_message_budget_bytes: d.large_message_budget_bytes,
+            // Unset, the budget grows with a larger max_frame_bytes so that one message of the
+            // allowed size always fits; set explicitly below it, it is a contradiction.
+            large_message_budget_bytes: match f.large_message_budget_bytes {
+                None => d.large_message_budget_bytes.max(max_frame_bytes),
+                Some(_) => {
+                    let budget = size(
+                        "large_message_budget_bytes",
+                        f.large_message_budget_bytes,
+                        d.large_message_budget_bytes,
+                        16 << 10,
+                        1 << 40,
+                    )?;
+                    if budget < max_frame_bytes {
+                        return Err(err(format!(
+                            "large_message_budget_bytes ({budget}) must be at least max_frame_bytes ({max_frame_bytes}), or a message of the allowed size could never be received"
+                        )));
+                    }
+                    budget
+                }
+            },
             auth: auth_config(f.auth)?,
             client_log_interval: if interval == 0 {
                 None
@@ -459,6 +479,33 @@ mod tests {
             let e = RelayConfig::from_file_config(f).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn large_message_budget_is_configurable_and_never_below_a_frame() {
+        let parse = |t: &str| RelayConfig::from_file_config(FileConfig::parse(t).unwrap());
+        assert_eq!(parse("").unwrap().large_message_budget_bytes, 256 << 20);
+        let c = parse("large_message_budget_bytes = 33554432").unwrap();
+        assert_eq!(c.large_message_budget_bytes, 32 << 20);
+        // Unset, it follows a max_frame_bytes above the default budget.
+        let c = parse("max_frame_bytes = 536870912").unwrap();
+        assert_eq!(c.large_message_budget_bytes, 512 << 20);
+        let e = parse("max_frame_bytes = 2097152\nlarge_message_budget_bytes = 1048576")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "large_message_budget_bytes (1048576) must be at least max_frame_bytes (2097152)"
+            ),
+            "{e}"
+        );
+        let e = parse("large_message_budget_bytes = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("large_message_budget_bytes must be between 16384"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct ServeOptions {
     /// Initial read buffer per connection in bytes [default: 4096].
     #[arg(long, env = "BISTREAM_RELAY_READ_BUFFER_BYTES")]
     pub read_buffer_bytes: Option<u64>,
+    /// Bytes that all clients' unfinished messages of 16 KiB or more may hold together; a
+    /// connection whose message would pass it is closed 1013 [default: 268435456].
+    #[arg(long, env = "BISTREAM_RELAY_LARGE_MESSAGE_BUDGET_BYTES")]
+    pub large_message_budget_bytes: Option<u64>,
     /// Seconds between "Connected clients" log lines; 0 disables [default: 60].
     #[arg(long, env = "BISTREAM_RELAY_CLIENT_LOG_INTERVAL")]
     pub client_log_interval: Option<u64>,
@@ -154,7 +158,8 @@ fn overlay(a: ServeOptions, mut f: FileConfig) -> FileConfig {
         register_timeout,
         close_timeout,
         shutdown_timeout,
-        read_buffer_bytes
+        read_buffer_bytes,
+        large_message_budget_bytes
     );
     if let Some(v) = a.client_log_interval {
         f.logging.current_client_interval = Some(v);
