@@ -158,10 +158,13 @@ impl RelayError {
 
     pub(crate) fn from_io(e: &io::Error) -> RelayError {
         // tokio-tungstenite reports TLS handshake failures as I/O errors wrapping a rustls
-        // error: those are configuration problems, not network weather.
+        // error. A certificate or version mismatch needs a person; a corrupted record or a
+        // peer gone mid-handshake is network weather and stays a retryable I/O error.
         if let Some(inner) = e.get_ref() {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return RelayError::Tls(tls.to_string());
+                if bistream_core::tls::is_permanent_tls_error(tls) {
+                    return RelayError::Tls(tls.to_string());
+                }
             }
         }
         RelayError::Io {
@@ -228,5 +231,10 @@ mod tests {
         let e = RelayError::from_io(&tls);
         assert!(matches!(e, RelayError::Tls(_)), "{e:?}");
         assert!(!e.is_retryable());
+        // A corrupted record is not a configuration problem: retried like other I/O errors.
+        let corrupt = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        let e = RelayError::from_io(&corrupt);
+        assert!(matches!(e, RelayError::Io { .. }), "{e:?}");
+        assert!(e.is_retryable());
     }
 }

@@ -231,6 +231,51 @@ pub fn certificate_error(error: &(dyn std::error::Error + 'static)) -> Option<Ce
     None
 }
 
+/// Whether a TLS failure is a mismatch of configuration that trying again will not fix (an
+/// untrusted or wrong certificate, no common protocol version or cipher suite, the peer refusing
+/// our certificate or parameters), as opposed to a broken or corrupted connection (a bad
+/// record, a decrypt error, a peer that closed mid-handshake), which a client may retry.
+///
+/// ```
+/// use rustls::{AlertDescription, CertificateError, Error};
+/// use bistream_core::tls::is_permanent_tls_error;
+/// assert!(is_permanent_tls_error(&Error::InvalidCertificate(CertificateError::UnknownIssuer)));
+/// assert!(is_permanent_tls_error(&Error::AlertReceived(AlertDescription::HandshakeFailure)));
+/// assert!(!is_permanent_tls_error(&Error::DecryptError));
+/// assert!(!is_permanent_tls_error(&Error::AlertReceived(AlertDescription::InternalError)));
+/// ```
+pub fn is_permanent_tls_error(error: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    match error {
+        rustls::Error::InvalidCertificate(_)
+        | rustls::Error::NoCertificatesPresented
+        | rustls::Error::UnsupportedNameType
+        | rustls::Error::PeerIncompatible(_)
+        | rustls::Error::InvalidCertRevocationList(_)
+        | rustls::Error::NoApplicationProtocol
+        | rustls::Error::BadMaxFragmentSize
+        | rustls::Error::InconsistentKeys(_)
+        | rustls::Error::InvalidEncryptedClientHello(_) => true,
+        rustls::Error::AlertReceived(alert) => matches!(
+            alert,
+            A::HandshakeFailure
+                | A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::ProtocolVersion
+                | A::InsufficientSecurity
+                | A::UnrecognisedName
+                | A::CertificateRequired
+                | A::NoApplicationProtocol
+        ),
+        _ => false,
+    }
+}
+
 /// Reads every certificate of a PEM file.
 fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     // Read first, so an unreadable file is told apart from malformed PEM.
