@@ -112,15 +112,11 @@ proptest! {
     }
 }
 
+/// A decoded frame's type, peer id, request id and data, comparable.
+type Fields = (FrameType, Option<String>, Option<(String, i128)>, Option<String>);
+
 /// The fields of a decoded frame, comparable.
-fn fields(
-    f: &FrameRef<'_>,
-) -> (
-    FrameType,
-    Option<String>,
-    Option<(String, i128)>,
-    Option<String>,
-) {
+fn fields(f: &FrameRef<'_>) -> Fields {
     (
         f.ty,
         f.peer_id.as_deref().map(str::to_owned),
