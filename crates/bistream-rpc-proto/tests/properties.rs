@@ -113,7 +113,12 @@ proptest! {
 }
 
 /// A decoded frame's type, peer id, request id and data, comparable.
-type Fields = (FrameType, Option<String>, Option<(String, i128)>, Option<String>);
+type Fields = (
+    FrameType,
+    Option<String>,
+    Option<(String, i128)>,
+    Option<String>,
+);
 
 /// The fields of a decoded frame, comparable.
 fn fields(f: &FrameRef<'_>) -> Fields {
