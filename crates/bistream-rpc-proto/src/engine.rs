@@ -13,7 +13,9 @@ use crate::frame::{
     decode_ref, encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello,
     Model, RequestId, PROTOCOL_VERSION,
 };
-use crate::types::{CallFailure, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats};
+use crate::types::{
+    CallFailure, CallMap, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats,
+};
 
 #[derive(Debug)]
 struct Call {
@@ -35,7 +37,7 @@ pub struct Engine {
     nego: Negotiated,
     seen_first: bool,
     closed: bool,
-    calls: HashMap<u64, Call>,
+    calls: CallMap<Call>,
     served: HashMap<ServeKey, Serve>,
     served_streams: usize,
     ff_in_flight: usize,
@@ -58,7 +60,7 @@ impl Engine {
             nego,
             seen_first: false,
             closed: false,
-            calls: HashMap::new(),
+            calls: CallMap::default(),
             served: HashMap::new(),
             served_streams: 0,
             ff_in_flight: 0,

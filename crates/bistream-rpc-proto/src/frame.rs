@@ -337,6 +337,16 @@ pub fn decode(text: &str) -> Result<Frame, DecodeError> {
 
 /// Like [`decode`], but borrows the strings and `data` from `text` (the engine's hot path).
 pub fn decode_ref(text: &str) -> Result<FrameRef<'_>, DecodeError> {
+    // Stream items in our own encoder's shape skip the field-by-field decoding (D-rpc-1).
+    match crate::fast::decode_stream_data(text) {
+        Some(f) => Ok(f),
+        None => decode_ref_full(text),
+    }
+}
+
+/// [`decode_ref`] without its fast path: every message through the field-by-field decoder
+/// (the reference the fast path is tested against).
+pub fn decode_ref_full(text: &str) -> Result<FrameRef<'_>, DecodeError> {
     let w: Wire<'_> = serde_json::from_str(text).map_err(|e| lenient(text, e.to_string()))?;
     let owned_id = || {
         w.request_id.as_ref().map(|(peer, n)| RequestId {

@@ -39,6 +39,7 @@
 
 pub mod close;
 pub mod engine;
+pub mod fast;
 pub mod frame;
 pub mod types;
 
@@ -48,6 +49,6 @@ pub use frame::{
     Hello, Model, RequestId, PROTOCOL_VERSION,
 };
 pub use types::{
-    CallFailure, EngineConfig, EngineError, Event, Limits, Negotiated, ServeKey, Side, Stats,
-    Target,
+    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, Limits, Negotiated,
+    ServeKey, Side, Stats, Target,
 };

@@ -244,3 +244,27 @@ pub struct Stats {
     /// Requests answered with `overloaded` or fire-and-forget dropped over the limit.
     pub overloaded: u64,
 }
+
+/// A map keyed by our own call ids. The ids are a counter we pick, never the peer's input, so
+/// a multiplicative hash is safe from collision floods; SipHash per received item was about
+/// 5% of the reading side's CPU on a fast stream (D-rpc-4).
+pub type CallMap<V> =
+    std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<CallIdHasher>>;
+
+/// The hasher of [`CallMap`]: one multiplication by a large odd constant per `u64`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallIdHasher(u64);
+
+impl std::hash::Hasher for CallIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}

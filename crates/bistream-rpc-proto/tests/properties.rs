@@ -4,7 +4,8 @@
 //! short, are refused, never half-read; and arbitrary text never panics the decoder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bistream_rpc_proto::{decode, encode, FrameType, RequestId};
+use bistream_rpc_proto::frame::decode_ref_full;
+use bistream_rpc_proto::{decode, decode_ref, encode, FrameRef, FrameType, RequestId};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 
@@ -108,5 +109,100 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(s in any::<String>()) {
         let _ = decode(&s);
+    }
+}
+
+/// A decoded frame's type, peer id, request id and data, comparable.
+type Fields = (
+    FrameType,
+    Option<String>,
+    Option<(String, i128)>,
+    Option<String>,
+);
+
+/// The fields of a decoded frame, comparable.
+fn fields(f: &FrameRef<'_>) -> Fields {
+    (
+        f.ty,
+        f.peer_id.as_deref().map(str::to_owned),
+        f.request_id.as_ref().map(|(p, n)| (p.to_string(), *n)),
+        f.data.map(|d| d.get().to_owned()),
+    )
+}
+
+/// A frame text: one our encoder writes (any type, peer ids, counter and data), then maybe
+/// changed at one place (a character cut, inserted or replaced, or the text cut short).
+fn any_frame_text() -> impl Strategy<Value = String> {
+    let peer = prop_oneof![
+        Just("5f0c1a2e-9b7d-4c3e-8a1f-0123456789ab".to_string()),
+        any_peer()
+    ];
+    let n = prop_oneof![
+        0..1_000_000i128,
+        any::<i64>().prop_map(i128::from),
+        any::<i128>()
+    ];
+    let ty = prop_oneof![4 => Just(FrameType::StreamData), 1 => any_type()];
+    let data = prop_oneof![
+        any_json().prop_map(Some),
+        Just(None),
+        "[ \t\r\n]{0,2}[-0-9a-z\\[\\]{}\",:. ]{0,12}[ \t\r\n]{0,2}".prop_map(Some),
+    ];
+    let edit = prop_oneof![
+        3 => Just(None),
+        1 => (any::<prop::sample::Index>(), 0..4u8, any::<char>()).prop_map(Some),
+    ];
+    (ty, peer.clone(), peer, n, data, edit).prop_map(|(ty, me, caller, n, data, edit)| {
+        let mut text = String::new();
+        encode(&mut text, ty, &me, Some((&caller, n)), data.as_deref());
+        if let Some((at, how, c)) = edit {
+            let bounds: Vec<usize> = (0..=text.len())
+                .filter(|i| text.is_char_boundary(*i))
+                .collect();
+            let i = bounds[at.index(bounds.len())];
+            match how {
+                0 => text.truncate(i),
+                1 => text.insert(i, c),
+                _ if i < text.len() => {
+                    let ch = text[i..].chars().next().map_or(1, char::len_utf8);
+                    if how == 2 {
+                        text.replace_range(i..i + ch, "");
+                    } else {
+                        text.replace_range(i..i + ch, &c.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Where the `stream_data` fast path takes a message, the full decoder gives the same
+    /// frame; and it takes every `stream_data` frame our encoder writes with plain ids.
+    #[test]
+    fn fast_path_agrees_with_full_decoder(text in any_frame_text()) {
+        let fast = bistream_rpc_proto::fast::decode_stream_data(&text);
+        let full = decode_ref_full(&text);
+        if let Some(f) = &fast {
+            let full = full.as_ref().unwrap_or_else(|e| panic!("fast took {text:?}, full said {e}"));
+            prop_assert_eq!(fields(f), fields(full), "{}", text);
+        }
+        // decode_ref is the fast path, else the full decoder.
+        if let (Ok(a), Ok(b)) = (decode_ref(&text), decode_ref_full(&text)) {
+            prop_assert_eq!(fields(&a), fields(&b));
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_our_items(n in 0..1_000_000_000_000_000_000u64, data in any_json()) {
+        let me = "5f0c1a2e-9b7d-4c3e-8a1f-0123456789ab";
+        let mut text = String::new();
+        encode(&mut text, FrameType::StreamData, me, Some((me, n.into())), Some(&data));
+        let f = bistream_rpc_proto::fast::decode_stream_data(&text);
+        prop_assert!(f.is_some(), "{}", text);
     }
 }

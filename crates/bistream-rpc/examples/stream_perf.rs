@@ -1,8 +1,10 @@
 //! Profiling driver for the stream path: reads one `count` stream of N items from a running
 //! `bistream rpc serve` (or any slipstream peer) and prints items/s.
 //!
-//! `cargo run --release -p bistream-rpc --example stream_perf -- ws://127.0.0.1:PORT/ 2000000 [batch]`
-//! (`batch` reads with `ResponseStream::next_batch` instead of one item per poll).
+//! `cargo run --release -p bistream-rpc --example stream_perf -- ws://127.0.0.1:PORT/ 2000000 [batch [ct]]`
+//! (`batch` reads with `ResponseStream::next_batch` instead of one item per poll). Also prints
+//! this process's CPU time per item (all threads, from `/proc/self/task/*/schedstat` on
+//! Linux), a figure that moves far less with the machine's load than items/s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -17,14 +19,23 @@ fn main() {
         .unwrap_or_else(|| "ws://127.0.0.1:8701/".into());
     let n: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(2_000_000);
     let batch = args.get(3).map(String::as_str) == Some("batch");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // `ct` as the fourth argument: a current-thread runtime (driver and reader on one thread).
+    let rt = if args.get(4).map(String::as_str) == Some("ct") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     rt.block_on(async move {
         let conn = bistream_rpc::ws::connect(&url, Default::default())
             .await
             .unwrap();
+        let cpu0 = cpu_ns();
         let t = std::time::Instant::now();
         let mut s = conn
             .request_stream::<_, u64>("count", &json!({"n": n}))
@@ -47,11 +58,24 @@ fn main() {
             }
         }
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_ns().saturating_sub(cpu0);
         assert_eq!(got, n);
         println!(
-            "{got} items in {secs:.3} s: {:.0} items/s",
-            got as f64 / secs
+            "{got} items in {secs:.3} s: {:.0} items/s, client CPU {:.0} ns/item",
+            got as f64 / secs,
+            cpu as f64 / got as f64
         );
         conn.close().await;
     });
+}
+
+/// CPU time of every thread of this process so far, in ns (0 where schedstat is missing).
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -20,6 +20,9 @@ use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 pub enum Inbound {
     /// One frame's text.
     Text(String),
+    /// One frame's text, left in the buffer the transport received it in (no copy: the
+    /// WebSocket reader's form, D-rpc-2).
+    Shared(tungstenite::Utf8Bytes),
     /// A message that is not text (counted as invalid); its length.
     Binary(usize),
     /// A message over the size limit: the connection closes with 1009.
@@ -101,7 +104,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
     async fn next(&mut self) -> Inbound {
         loop {
             return match self.0.next().await {
-                Some(Ok(Message::Text(t))) => Inbound::Text(t.as_str().to_owned()),
+                Some(Ok(Message::Text(t))) => Inbound::Shared(t),
                 Some(Ok(Message::Binary(b))) => Inbound::Binary(b.len()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(c))) => Inbound::Closed {

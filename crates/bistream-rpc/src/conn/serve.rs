@@ -113,8 +113,8 @@ async fn produce(mut items: RawItems, mut p: Producer, key: ServeKey, cmd: mpsc:
         let mut bytes = 0;
         let mut end = match items.next().await {
             Some(Ok(v)) => {
-                bytes += v.get().len();
-                batch.push(String::from(Box::<str>::from(v)));
+                bytes += v.len();
+                batch.push(v);
                 None
             }
             Some(Err(e)) => Some(Err(e)),
@@ -124,8 +124,8 @@ async fn produce(mut items: RawItems, mut p: Producer, key: ServeKey, cmd: mpsc:
         while end.is_none() && batch.len() < room && bytes < BATCH_BYTES {
             match items.next().now_or_never() {
                 Some(Some(Ok(v))) => {
-                    bytes += v.get().len();
-                    batch.push(String::from(Box::<str>::from(v)));
+                    bytes += v.len();
+                    batch.push(v);
                 }
                 Some(Some(Err(e))) => end = Some(Err(e)),
                 Some(None) => end = Some(Ok(())),
