@@ -242,6 +242,40 @@ impl LineSplitter {
         Some(Span::Joined(self.take_line()))
     }
 
+    /// The fast path through a run of lines: hands `f` each complete line that lies in the
+    /// current chunk's checked UTF-8 text, from the current position, in order, with nothing
+    /// pending from an earlier chunk, until `f` returns `false` (that line stays unread) or a
+    /// line needs [`next_span`](Self::next_span) (longer than the limit, outside the checked
+    /// text, or the unfinished end of the chunk). One `memchr` pass, no `Span` per line, no
+    /// second UTF-8 check. Whatever it leaves is read with `next_span` as usual; the pieces
+    /// come out exactly as `next_span` alone would give them (a property test checks it).
+    pub fn checked_lines(&mut self, f: impl FnMut(&str) -> bool) {
+        if self.skipping.is_some() || !self.partial.is_empty() {
+            return;
+        }
+        let (text, base) = match &self.chunk {
+            Buf::Text(t) => (t.as_str(), 0),
+            Buf::Raw(_) => (self.text.as_str(), self.text_at),
+        };
+        let Some(from) = self.pos.checked_sub(base) else {
+            return;
+        };
+        if from >= text.len() {
+            return;
+        }
+        // memchr's AVX2 searcher called directly, one search per line, when the CPU has it:
+        // the generic `memchr_iter` adds a function-pointer dispatch and an iterator layer on
+        // every call, as much work as the search itself for ~100-byte lines.
+        #[cfg(target_arch = "x86_64")]
+        let start = match memchr::arch::x86_64::avx2::memchr::One::new(b'\n') {
+            Some(one) => cut_lines(text, from, |h| one.find(h), self.max_line, f),
+            None => cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let start = cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f);
+        self.pos = base + start;
+    }
+
     /// The text of a line `span` (from the last [`next_span`](Self::next_span)); borrowed
     /// unless it held invalid UTF-8 (replaced by U+FFFD) or was joined from several chunks.
     pub fn text(&self, span: Span) -> Cow<'_, str> {
@@ -318,6 +352,40 @@ impl LineSplitter {
         self.partial.clear();
         piece
     }
+}
+
+/// The loop of [`LineSplitter::checked_lines`]: `text` from `from` on, cut at each `\n`
+/// (`find` gives the offset of the first `\n` in a slice), each line handed to `f` while it
+/// fits `max_line` and `f` accepts it; returns the offset of the first line not consumed.
+fn cut_lines(
+    text: &str,
+    from: usize,
+    find: impl Fn(&[u8]) -> Option<usize>,
+    max_line: usize,
+    mut f: impl FnMut(&str) -> bool,
+) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = from;
+    while let Some(nl) = bytes.get(start..).and_then(&find) {
+        let at = start + nl;
+        let mut end = at;
+        if end > start && bytes[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if end - start > max_line {
+            break;
+        }
+        // Always a character boundary (next to an ASCII `\n`/`\r`); `get` keeps even an
+        // impossible miss a fallback to the general path instead of a panic.
+        let Some(line) = text.get(start..end) else {
+            break;
+        };
+        if !f(line) {
+            break;
+        }
+        start = at + 1;
+    }
+    start
 }
 
 /// The line as text. Valid UTF-8 (nearly every line) takes `from_utf8`'s word-at-a-time
@@ -493,6 +561,43 @@ mod tests {
         assert_eq!(s.next_piece(), None);
     }
 
+    /// As [`run_as`], but through [`LineSplitter::checked_lines`] first, whose callback
+    /// refuses every `stop`-th line it is offered (as a limit would), then `next_piece` for
+    /// whatever it leaves, alternating.
+    fn run_fast(chunks: &[&[u8]], max: usize, as_text: bool, stop: usize) -> (Vec<Piece>, usize) {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut peak = 0;
+        let mut offered = 0;
+        for c in chunks {
+            let bytes = Bytes::copy_from_slice(c);
+            match Utf8Bytes::try_from(bytes.clone()) {
+                Ok(text) if as_text => s.feed_text(text),
+                _ => s.feed(bytes),
+            }
+            loop {
+                s.checked_lines(|line| {
+                    offered += 1;
+                    if offered % stop == 0 {
+                        return false;
+                    }
+                    out.push(Piece::Line {
+                        text: line.to_owned(),
+                        size: line.len(),
+                    });
+                    true
+                });
+                match s.next_piece() {
+                    Some(p) => out.push(p),
+                    None => break,
+                }
+            }
+            peak = peak.max(s.buffered());
+        }
+        out.extend(s.finish());
+        (out, peak)
+    }
+
     proptest! {
         #[test]
         fn any_chunking_matches_the_whole_input(
@@ -502,6 +607,7 @@ mod tests {
             ),
             cuts in proptest::collection::vec(0usize..300, 0..20),
             max in 0usize..12,
+            stop in 1usize..6,
         ) {
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
             cuts.sort_unstable();
@@ -515,6 +621,9 @@ mod tests {
             let want = reference(&input, max);
             for as_text in [false, true] {
                 let (out, peak) = run_as(&chunks, max, as_text);
+                prop_assert_eq!(&out, &want);
+                prop_assert!(peak <= max + 1);
+                let (out, peak) = run_fast(&chunks, max, as_text, stop);
                 prop_assert_eq!(&out, &want);
                 prop_assert!(peak <= max + 1);
             }
