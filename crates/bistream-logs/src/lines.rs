@@ -373,10 +373,11 @@ fn cut_lines(
     let mut start = from;
     while let Some(nl) = bytes.get(start..).and_then(&find) {
         let at = start + nl;
-        let mut end = at;
-        if end > start && bytes[end - 1] == b'\r' {
-            end -= 1;
-        }
+        let end = if nl > 0 && bytes.get(at - 1) == Some(&b'\r') {
+            at - 1
+        } else {
+            at
+        };
         if end - start > max_line {
             break;
         }

@@ -294,22 +294,23 @@ impl Tail {
         let Some(room) = self.tracker.line_room() else {
             return Ok(0);
         };
-        let (mut count, mut total, mut longest) = (0u64, 0u64, 0u64);
+        let (mut lines_left, mut bytes_left) = (room.lines, room.bytes);
         self.splitter.checked_lines(|line| {
             let size = line.len() as u64;
-            if count == room.lines || size > room.bytes - total || size > room.max_size {
+            if lines_left == 0 || size > bytes_left || size > room.max_size {
                 return false;
             }
-            count += 1;
-            total += size;
-            longest = longest.max(size);
+            lines_left -= 1;
+            bytes_left -= size;
             f(line);
             true
         });
+        let (count, total) = (room.lines - lines_left, room.bytes - bytes_left);
         if count == 0 {
             return Ok(0);
         }
-        if !self.tracker.admit_lines(count, total, longest) {
+        // Every line was within `max_size`, so that bounds the longest.
+        if !self.tracker.admit_lines(count, total, room.max_size) {
             // Cannot happen: every line was checked against the tracker's own room.
             let e = ClientError::with_context(
                 Status::Internal,
