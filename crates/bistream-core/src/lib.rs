@@ -79,7 +79,7 @@ pub mod validate;
 pub use duration::{parse_millis, parse_secs, parse_timeout, validate_duration};
 pub use error::{ClientError, Status};
 pub use limits::{
-    Admitted, Limit, LimitExceeded, LimitTracker, LimitsError, Oversize, StreamLimits,
+    Admitted, Limit, LimitExceeded, LimitTracker, LimitsError, LineRoom, Oversize, StreamLimits,
     StreamLimitsBuilder, Usage,
 };
 pub use sanitize::{sanitize, sanitize_error_message, REDACTED};

@@ -11,6 +11,11 @@
 //! checked with one `from_utf8` when fed; lines inside a checked chunk are then sliced out of
 //! it as `&str` with no further check. Only a chunk holding invalid UTF-8 (or a line joined
 //! from several chunks) is checked per line.
+//!
+//! Two ways out: [`LineSplitter::next_span`] / [`LineSplitter::next_piece`] (one piece per
+//! call, every case), and [`LineSplitter::checked_lines`], the fast path through a run of
+//! complete lines of checked text (one `memchr` search per line, no per-line `Span`), which
+//! leaves every other case to `next_span`.
 
 use std::borrow::Cow;
 
@@ -242,6 +247,40 @@ impl LineSplitter {
         Some(Span::Joined(self.take_line()))
     }
 
+    /// The fast path through a run of lines: hands `f` each complete line that lies in the
+    /// current chunk's checked UTF-8 text, from the current position, in order, with nothing
+    /// pending from an earlier chunk, until `f` returns `false` (that line stays unread) or a
+    /// line needs [`next_span`](Self::next_span) (longer than the limit, outside the checked
+    /// text, or the unfinished end of the chunk). One `memchr` pass, no `Span` per line, no
+    /// second UTF-8 check. Whatever it leaves is read with `next_span` as usual; the pieces
+    /// come out exactly as `next_span` alone would give them (a property test checks it).
+    pub fn checked_lines(&mut self, f: impl FnMut(&str) -> bool) {
+        if self.skipping.is_some() || !self.partial.is_empty() {
+            return;
+        }
+        let (text, base) = match &self.chunk {
+            Buf::Text(t) => (t.as_str(), 0),
+            Buf::Raw(_) => (self.text.as_str(), self.text_at),
+        };
+        let Some(from) = self.pos.checked_sub(base) else {
+            return;
+        };
+        if from >= text.len() {
+            return;
+        }
+        // memchr's AVX2 searcher called directly, one search per line, when the CPU has it:
+        // the generic `memchr_iter` adds a function-pointer dispatch and an iterator layer on
+        // every call, as much work as the search itself for ~100-byte lines.
+        #[cfg(target_arch = "x86_64")]
+        let start = match memchr::arch::x86_64::avx2::memchr::One::new(b'\n') {
+            Some(one) => cut_lines(text, from, |h| one.find(h), self.max_line, f),
+            None => cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let start = cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f);
+        self.pos = base + start;
+    }
+
     /// The text of a line `span` (from the last [`next_span`](Self::next_span)); borrowed
     /// unless it held invalid UTF-8 (replaced by U+FFFD) or was joined from several chunks.
     pub fn text(&self, span: Span) -> Cow<'_, str> {
@@ -320,6 +359,41 @@ impl LineSplitter {
     }
 }
 
+/// The loop of [`LineSplitter::checked_lines`]: `text` from `from` on, cut at each `\n`
+/// (`find` gives the offset of the first `\n` in a slice), each line handed to `f` while it
+/// fits `max_line` and `f` accepts it; returns the offset of the first line not consumed.
+fn cut_lines(
+    text: &str,
+    from: usize,
+    find: impl Fn(&[u8]) -> Option<usize>,
+    max_line: usize,
+    mut f: impl FnMut(&str) -> bool,
+) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = from;
+    while let Some(nl) = bytes.get(start..).and_then(&find) {
+        let at = start + nl;
+        let end = if nl > 0 && bytes.get(at - 1) == Some(&b'\r') {
+            at - 1
+        } else {
+            at
+        };
+        if end - start > max_line {
+            break;
+        }
+        // Always a character boundary (next to an ASCII `\n`/`\r`); `get` keeps even an
+        // impossible miss a fallback to the general path instead of a panic.
+        let Some(line) = text.get(start..end) else {
+            break;
+        };
+        if !f(line) {
+            break;
+        }
+        start = at + 1;
+    }
+    start
+}
+
 /// The line as text. Valid UTF-8 (nearly every line) takes `from_utf8`'s word-at-a-time
 /// ASCII path and is borrowed; `from_utf8_lossy` alone walks every byte through `Utf8Chunks`
 /// and was the largest symbol of the profile (7% of `bench logs`, more than the rest of the
@@ -332,192 +406,4 @@ fn to_text(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// The obvious whole-input answer the streaming splitter must match.
-    fn reference(input: &[u8], max: usize) -> Vec<Piece> {
-        let mut out = Vec::new();
-        let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-        let last = parts.pop().unwrap_or_default();
-        let mut push = |mut line: &[u8]| {
-            if let [head @ .., b'\r'] = line {
-                line = head;
-            }
-            if line.len() > max {
-                out.push(Piece::Overlong {
-                    size: line.len() as u64,
-                });
-            } else {
-                out.push(Piece::Line {
-                    text: String::from_utf8_lossy(line).into_owned(),
-                    size: line.len(),
-                });
-            }
-        };
-        for p in parts {
-            push(p);
-        }
-        if !last.is_empty() {
-            push(last);
-        }
-        out
-    }
-
-    fn run(chunks: &[&[u8]], max: usize) -> (Vec<Piece>, usize) {
-        run_as(chunks, max, false)
-    }
-
-    /// `as_text`: chunks that are valid UTF-8 go in through `feed_text` (WebSocket text).
-    fn run_as(chunks: &[&[u8]], max: usize, as_text: bool) -> (Vec<Piece>, usize) {
-        let mut s = LineSplitter::new(max);
-        let mut out = Vec::new();
-        let mut peak = 0;
-        for c in chunks {
-            let bytes = Bytes::copy_from_slice(c);
-            match Utf8Bytes::try_from(bytes.clone()) {
-                Ok(text) if as_text => s.feed_text(text),
-                _ => s.feed(bytes),
-            }
-            while let Some(p) = s.next_piece() {
-                out.push(p);
-            }
-            peak = peak.max(s.buffered());
-        }
-        out.extend(s.finish());
-        assert!(s.finish().is_none(), "finish is idempotent");
-        (out, peak)
-    }
-
-    #[test]
-    fn every_framing_case() {
-        let line = |t: &str| Piece::Line {
-            text: t.into(),
-            size: t.len(),
-        };
-        // many lines per chunk, a line across chunks, \r\n across chunks, no final \n
-        let (out, _) = run(&[b"a\nb\nc", b"d\r", b"\ne\r\n", b"", b"last"], 100);
-        assert_eq!(
-            out,
-            [line("a"), line("b"), line("cd"), line("e"), line("last")]
-        );
-        // UTF-8 split inside a character (é = C3 A9, 🦀 = F0 9F A6 80)
-        let (out, _) = run(&[b"caf\xc3", b"\xa9 \xf0\x9f", b"\xa6", b"\x80\n"], 100);
-        assert_eq!(out, [line("café 🦀")]);
-        // empty lines are lines; a lone \r stays in the line
-        let (out, _) = run(&[b"\n\n50%\r100%\n"], 100);
-        assert_eq!(out, [line(""), line(""), line("50%\r100%")]);
-        // invalid UTF-8 is replaced, its size is the raw size
-        let (out, _) = run(&[b"\xff\xfe ok\n"], 100);
-        assert_eq!(
-            out,
-            [Piece::Line {
-                text: "\u{fffd}\u{fffd} ok".into(),
-                size: 5
-            }]
-        );
-        // nothing at all
-        assert_eq!(run(&[], 10).0, []);
-    }
-
-    #[test]
-    fn overlong_lines_are_never_buffered_past_the_limit() {
-        let big = vec![b'x'; 1 << 20];
-        let mut chunks: Vec<&[u8]> = vec![b"ok\n", b"xx"];
-        chunks.extend(big.chunks(4096));
-        chunks.push(b"\r\nafter\n");
-        let (out, peak) = run(&chunks, 16);
-        assert_eq!(
-            out,
-            [
-                Piece::Line {
-                    text: "ok".into(),
-                    size: 2
-                },
-                Piece::Overlong {
-                    size: (1 << 20) + 2
-                },
-                Piece::Line {
-                    text: "after".into(),
-                    size: 5
-                },
-            ]
-        );
-        assert!(peak <= 17, "held {peak} bytes");
-        // exactly at the limit, with and without \r
-        let (out, _) = run(&[b"0123456789abcdef\r", b"\n0123456789abcdefg\n"], 16);
-        assert_eq!(
-            out,
-            [
-                Piece::Line {
-                    text: "0123456789abcdef".into(),
-                    size: 16
-                },
-                Piece::Overlong { size: 17 }
-            ]
-        );
-        // an overlong last line without \n
-        assert_eq!(
-            run(&[b"0123456789", b"abcdefgh"], 16).0,
-            [Piece::Overlong { size: 18 }]
-        );
-    }
-
-    #[test]
-    fn feeding_before_draining_keeps_the_rest() {
-        let mut s = LineSplitter::new(100);
-        s.feed(Bytes::from_static(b"a\nb\nc"));
-        assert_eq!(
-            s.next_piece(),
-            Some(Piece::Line {
-                text: "a".into(),
-                size: 1
-            })
-        );
-        s.feed(Bytes::from_static(b"d\n"));
-        assert_eq!(
-            s.next_piece(),
-            Some(Piece::Line {
-                text: "b".into(),
-                size: 1
-            })
-        );
-        assert_eq!(
-            s.next_piece(),
-            Some(Piece::Line {
-                text: "cd".into(),
-                size: 2
-            })
-        );
-        assert_eq!(s.next_piece(), None);
-    }
-
-    proptest! {
-        #[test]
-        fn any_chunking_matches_the_whole_input(
-            input in proptest::collection::vec(
-                prop_oneof![Just(b'a'), Just(b'\n'), Just(b'\r'), Just(0xc3u8), Just(0xa9u8), Just(b' ')],
-                0..300,
-            ),
-            cuts in proptest::collection::vec(0usize..300, 0..20),
-            max in 0usize..12,
-        ) {
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-            cuts.sort_unstable();
-            let mut chunks = Vec::new();
-            let mut prev = 0;
-            for c in cuts {
-                chunks.push(&input[prev..c]);
-                prev = c;
-            }
-            chunks.push(&input[prev..]);
-            let want = reference(&input, max);
-            for as_text in [false, true] {
-                let (out, peak) = run_as(&chunks, max, as_text);
-                prop_assert_eq!(&out, &want);
-                prop_assert!(peak <= max + 1);
-            }
-        }
-    }
-}
+mod tests;

@@ -263,3 +263,86 @@ async fn dropping_a_blocking_iterator_waiting_for_data_is_prompt() {
         .expect("drop returned")
         .unwrap();
 }
+
+/// The fast path of `next_lines` (a chunk's run of checked lines admitted as one batch)
+/// agrees with one line per call (`next_line`, the general path) on every limit landing
+/// anywhere inside a chunk: the same lines, the same 429 text, the same counters, over
+/// WebSocket text frames and chunked HTTP, with overlong (skipped) lines, `\r\n`, a line
+/// split across chunks and invalid UTF-8 among them.
+#[tokio::test]
+async fn batches_agree_with_single_lines_on_every_limit() {
+    const CHUNKS: [&[u8]; 5] = [
+        b"alpha\nbeta\r\ngamma\ndelta is a line that is far too long\nepsilon\nze",
+        b"ta\neta\ntheta\n",
+        b"iota \xff\nkappa\nlambda\n",
+        b"\nmu\nnu is another line too long for the limit\nxi\nomicron\npi\n",
+        b"rho\nsigma\ntau\n",
+    ];
+    let ws = Router::new().route(
+        "/tail",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                for c in CHUNKS {
+                    let msg = match std::str::from_utf8(c) {
+                        Ok(t) => Message::Text(t.into()),
+                        Err(_) => Message::Binary(Bytes::from_static(c)),
+                    };
+                    if socket.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = socket.send(Message::Close(None)).await;
+            })
+        }),
+    );
+    let http = Router::new().route(
+        "/logs",
+        get(|| async {
+            let chunks = CHUNKS.map(|c| Ok::<_, Infallible>(Bytes::from_static(c)));
+            Body::from_stream(futures_util::stream::iter(chunks))
+        }),
+    );
+    let urls = [
+        format!("ws://{}/tail", serve(ws).await),
+        format!("http://{}/logs", serve(http).await),
+    ];
+    for url in &urls {
+        for max_lines in 1..=22u64 {
+            for max_bytes in [20u64, 41, 42, 64, 95, 1000] {
+                let opts = || {
+                    opts(limits(|b| {
+                        b.max_lines(max_lines)
+                            .max_bytes(max_bytes)
+                            .max_message_size(20)
+                    }))
+                };
+                let mut single = Tail::new(url.clone(), opts());
+                let mut want = Vec::new();
+                while let Some(line) = single.next_line().await {
+                    match line {
+                        Ok(l) => want.push(l),
+                        Err(e) => want.push(e.to_string()),
+                    }
+                }
+                let mut batched = Tail::new(url.clone(), opts());
+                let mut got = Vec::new();
+                tokio::time::timeout(LIMIT, async {
+                    while let Some(batch) = batched.next_lines(|l| got.push(l.to_owned())).await {
+                        if let Err(e) = batch {
+                            got.push(e.to_string());
+                        }
+                    }
+                })
+                .await
+                .unwrap();
+                let case = format!("{url} max_lines {max_lines} max_bytes {max_bytes}");
+                assert_eq!(got, want, "{case}");
+                assert_eq!(
+                    batched.stats().snapshot(),
+                    single.stats().snapshot(),
+                    "{case}"
+                );
+            }
+        }
+    }
+}

@@ -337,7 +337,7 @@ pub fn decode(text: &str) -> Result<Frame, DecodeError> {
 
 /// Like [`decode`], but borrows the strings and `data` from `text` (the engine's hot path).
 pub fn decode_ref(text: &str) -> Result<FrameRef<'_>, DecodeError> {
-    // Stream items in our own encoder's shape skip the field-by-field decoding (D-rpc-1).
+    // Stream items in our own encoder's shape skip the field-by-field decoding (D27).
     match crate::fast::decode_stream_data(text) {
         Some(f) => Ok(f),
         None => decode_ref_full(text),

@@ -247,7 +247,7 @@ pub struct Stats {
 
 /// A map keyed by our own call ids. The ids are a counter we pick, never the peer's input, so
 /// a multiplicative hash is safe from collision floods; SipHash per received item was about
-/// 5% of the reading side's CPU on a fast stream (D-rpc-4).
+/// 5% of the reading side's CPU on a fast stream (D30).
 pub type CallMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<CallIdHasher>>;
 

@@ -279,7 +279,7 @@ impl<R: FrameReader> Driver<R> {
                 }
                 msg = self.reader.next() => {
                     // Once per burst, not per frame: reading the clock was 4.5% of a fast
-                    // stream reader's CPU (D-rpc-6).
+                    // stream reader's CPU (D32).
                     self.last_rx = Instant::now();
                     if let Some(stop) = self.on_inbound(msg) {
                         return stop;

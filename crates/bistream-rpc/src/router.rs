@@ -24,7 +24,7 @@ pub type Raw = Box<RawValue>;
 pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A request/stream handler's items as JSON text (a `String`, not a [`Raw`]: boxing the text
 /// into a `RawValue` shrinks its buffer, a `realloc` per item that was a quarter of the
-/// server's CPU on a fast stream, D-rpc-3).
+/// server's CPU on a fast stream, D29).
 pub(crate) type RawItems = Pin<Box<dyn Stream<Item = Result<String, HandlerError>> + Send>>;
 
 type RrFn = dyn Fn(Raw) -> BoxFut<Result<Raw, HandlerError>> + Send + Sync;

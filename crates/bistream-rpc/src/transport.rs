@@ -21,7 +21,7 @@ pub enum Inbound {
     /// One frame's text.
     Text(String),
     /// One frame's text, left in the buffer the transport received it in (no copy: the
-    /// WebSocket reader's form, D-rpc-2).
+    /// WebSocket reader's form, D28).
     Shared(tungstenite::Utf8Bytes),
     /// A message that is not text (counted as invalid); its length.
     Binary(usize),

@@ -98,7 +98,7 @@ async fn rpc_calls(ctx: &Ctx, addr: &str, in_flight: usize) -> anyhow::Result<Ru
 /// thread, as the Python peer's client runs on one asyncio loop. On the bench's shared
 /// multi-thread runtime about half of the client's CPU per item went to the kernel's
 /// scheduler (its connection driver and the reader handing items across worker threads):
-/// 1,000 against 360–490 ns of client CPU per item (DECISIONS D-rpc-5).
+/// 1,000 against 360–490 ns of client CPU per item (DECISIONS D31).
 async fn rpc_stream(ctx: &Ctx, addr: &str) -> anyhow::Result<RunOut> {
     let (p, ctl) = phase();
     let addr = addr.to_owned();

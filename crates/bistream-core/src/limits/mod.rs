@@ -15,7 +15,7 @@ pub use config::{
     LimitsError, StreamLimits, StreamLimitsBuilder, DEFAULT_MAX_BYTES, DEFAULT_MAX_LINES,
     DEFAULT_MAX_MESSAGES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_QUEUE_SIZE,
 };
-pub use tracker::{Admitted, Limit, LimitExceeded, LimitTracker, Oversize, Usage};
+pub use tracker::{Admitted, Limit, LimitExceeded, LimitTracker, LineRoom, Oversize, Usage};
 
 #[cfg(test)]
 mod test_support {

@@ -142,6 +142,17 @@ pub struct Usage {
     pub skipped_bytes: u64,
 }
 
+/// Room left for accepted lines ([`LimitTracker::line_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LineRoom {
+    /// Lines that can still be admitted (accepted or skipped) before `max_lines` is passed.
+    pub lines: u64,
+    /// Bytes that accepted lines can still add before `max_bytes` is passed.
+    pub bytes: u64,
+    /// The largest line that is not oversized (`max_message_size`).
+    pub max_size: u64,
+}
+
 /// Enforces one [`StreamLimits`] on one stream.
 ///
 /// Rules, in the order they are checked for each item:
@@ -315,6 +326,68 @@ impl LimitTracker {
         Ok(())
     }
 
+    /// Room left for accepted lines: how many more lines, and how many more bytes, and the
+    /// largest line that is not oversized; `None` once the tracker is exhausted. For callers
+    /// that admit a batch of lines with [`admit_lines`](Self::admit_lines): a line of `size`
+    /// bytes admitted after `n` others of `total` bytes is [`Admitted::Accepted`] by
+    /// [`admit_line`](Self::admit_line) exactly when `n < room.lines`, `size <= room.max_size`
+    /// and `total + size <= room.bytes`.
+    ///
+    /// ```
+    /// use bistream_core::{LimitTracker, StreamLimits};
+    /// let limits = StreamLimits::builder().max_lines(5).max_bytes(100).max_message_size(40).build()?;
+    /// let mut t = LimitTracker::new(limits);
+    /// let _ = t.admit_line(30)?;
+    /// let room = t.line_room().unwrap();
+    /// assert_eq!((room.lines, room.bytes, room.max_size), (4, 70, 40));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn line_room(&self) -> Option<LineRoom> {
+        if self.exceeded.is_some() {
+            return None;
+        }
+        Some(LineRoom {
+            lines: self.limits.max_lines().saturating_sub(self.usage.lines),
+            bytes: self.limits.max_bytes().saturating_sub(self.usage.bytes),
+            max_size: self.limits.max_message_size(),
+        })
+    }
+
+    /// Admits `lines` lines of `bytes` bytes in all, none longer than `longest`, at once —
+    /// only when [`admit_line`](Self::admit_line) would have accepted every one of them in
+    /// turn (the counts after them within `max_lines` and `max_bytes`, `longest` within
+    /// `max_message_size`, the tracker not exhausted). Then the counters are exactly those of
+    /// admitting them one by one and it returns `true`; otherwise it changes nothing and
+    /// returns `false` (admit them one by one to find the exact line that is refused or
+    /// skipped). A batch found with [`line_room`](Self::line_room) always fits; an empty
+    /// batch is always admitted (there is nothing in it).
+    ///
+    /// ```
+    /// use bistream_core::{LimitTracker, StreamLimits};
+    /// let mut t = LimitTracker::new(StreamLimits::builder().max_lines(3).build()?);
+    /// assert!(t.admit_lines(2, 20, 12));
+    /// assert!(!t.admit_lines(2, 20, 12), "a 4th line would pass max_lines");
+    /// assert_eq!((t.usage().lines, t.usage().bytes), (2, 20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn admit_lines(&mut self, lines: u64, bytes: u64, longest: u64) -> bool {
+        if lines == 0 {
+            return true;
+        }
+        let Some(room) = self.line_room() else {
+            return false;
+        };
+        if lines > room.lines || bytes > room.bytes || longest > room.max_size {
+            return false;
+        }
+        self.usage.lines += lines;
+        self.usage.bytes += bytes;
+        true
+    }
+
     fn admit(&mut self, unit: Unit, size: usize) -> Result<Admitted, LimitExceeded> {
         if let Some(e) = self.exceeded {
             return Err(e);
@@ -462,6 +535,62 @@ mod tests {
         assert_eq!(u.skipped_bytes, u64::MAX, "saturates");
         // skipped items count toward max_lines: a flood of oversized lines still ends
         assert_eq!(t.admit_line(20).unwrap_err().limit, Limit::MaxLines);
+    }
+
+    /// A batch admitted through `line_room` + `admit_lines` leaves the tracker exactly as
+    /// admitting its lines one by one does, and is refused (changing nothing) whenever one
+    /// of its lines would not have been accepted.
+    #[test]
+    fn batch_admission_agrees_with_one_by_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..2000 {
+            let (ml, mb) = (1 + next(12), 1 + next(120));
+            let ms = (1 + next(30)).min(mb);
+            let make = || {
+                LimitTracker::new(limits(|b| {
+                    b.max_lines(ml).max_bytes(mb).max_message_size(ms)
+                }))
+                .with_oversize(Oversize::Skip)
+            };
+            let (mut one, mut batch) = (make(), make());
+            let pre: Vec<usize> = (0..next(4)).map(|_| next(35) as usize).collect();
+            for &s in &pre {
+                let _ = one.admit_line(s);
+                let _ = batch.admit_line(s);
+            }
+            let sizes: Vec<usize> = (0..next(6)).map(|_| next(35) as usize).collect();
+            let all_accepted = {
+                let mut probe = one.clone();
+                sizes
+                    .iter()
+                    .all(|&s| matches!(probe.admit_line(s), Ok(Admitted::Accepted)))
+            };
+            let room = batch.line_room();
+            let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+            let longest = sizes.iter().map(|&s| s as u64).max().unwrap_or(0);
+            let fits = sizes.is_empty()
+                || room.is_some_and(|r| {
+                    sizes.len() as u64 <= r.lines && total <= r.bytes && longest <= r.max_size
+                });
+            assert_eq!(fits, all_accepted, "room {room:?} sizes {sizes:?}");
+            let before = batch.usage();
+            let ok = batch.admit_lines(sizes.len() as u64, total, longest);
+            assert_eq!(ok, all_accepted);
+            if ok {
+                for &s in &sizes {
+                    assert!(one.admit_line(s).unwrap().is_accepted());
+                }
+                assert_eq!(batch.usage(), one.usage());
+            } else {
+                assert_eq!(batch.usage(), before, "a refused batch changes nothing");
+            }
+        }
     }
 
     #[test]
