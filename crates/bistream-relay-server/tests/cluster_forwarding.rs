@@ -328,3 +328,64 @@ async fn stale_cached_routes_deliver_once_or_bounce_unknown() {
         node.shutdown().await;
     }
 }
+
+/// Publishes `payload` on the channel of the process holding `uuid` (found in Redis).
+async fn publish_to_holder(redis: &Redis, uuid: Uuid, payload: Vec<u8>) -> String {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg(format!("bistream:relay:client:{uuid}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let instance = value.split('|').next().unwrap().to_string();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("bistream:relay:0:instance:{instance}"))
+        .arg(payload)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    value.rsplit('|').next().unwrap().to_string()
+}
+
+/// A framed forward record (`<len>|R|<target>|<origin>|<user len>|<user><text>`), as the forward
+/// script sends it, with any bytes as the text.
+fn framed_record(target: Uuid, user: &str, text: &[u8]) -> Vec<u8> {
+    let mut rec = format!("R|{target}|0123456789abcdef|{}|{user}", user.len()).into_bytes();
+    rec.extend_from_slice(text);
+    let mut out = format!("{}|", rec.len()).into_bytes();
+    out.extend_from_slice(&rec);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utf8_text_from_redis_is_dropped_and_counted_the_rest_delivered() {
+    let redis = Redis::start().await;
+    let node = start(node_config(config(), &redis, "n1")).await;
+    wait_up(&node, true).await;
+    let (mut b, ub) = registered(&node, "bob").await;
+    // The registration's user, as the node wrote it.
+    let user = publish_to_holder(&redis, ub, b"ignored".to_vec()).await;
+    let ua = Uuid::new_v4();
+    let good = |d: &str| peer_message(ua, "alice", ub, d).into_bytes();
+
+    // One payload carrying a bad record between two good ones: only the bad one is lost.
+    let mut batch = framed_record(ub, &user, &good("first"));
+    batch.extend(framed_record(ub, &user, b"{\"x\":\"\xff\xfe\"}"));
+    batch.extend(framed_record(ub, &user, &good("second")));
+    publish_to_holder(&redis, ub, batch).await;
+    for d in ["first", "second"] {
+        let m = recv_json(&mut b).await;
+        assert_eq!(m["description"], d, "{m}");
+    }
+    assert_silent(&mut b).await;
+    // The undecodable "ignored" payload and the bad record.
+    assert_eq!(
+        metric(&node, "bistream_relay_cluster_inbound_dropped_total").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&node, "bistream_relay_cluster_forwards_received_total").await,
+        Some(2.0)
+    );
+}

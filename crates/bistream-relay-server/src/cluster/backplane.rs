@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bistream_relay_proto::{not_reading_error, other_user_error, unknown_peer_error};
+use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::link::Link;
-use super::resp::Reply;
 use super::wire::{self, NodeMessage};
 use super::{bounce_of, lock, Cluster, ClusterStats, Fwd, Job};
 use crate::auth::User;
@@ -130,6 +130,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         let cancelled = stop.cancelled();
         let failed = c.failed.notified();
         tokio::pin!(cancelled, failed);
+        let mut payloads = Vec::new();
         let cause = loop {
             tokio::select! {
                 _ = &mut cancelled => return,
@@ -141,7 +142,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
                     failed.set(c.failed.notified());
                 }
                 r = subscriber.fill() => {
-                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber)) {
+                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber, &mut payloads)) {
                         break format!("Redis at {}: subscriber connection: {e}", c.cfg.endpoint);
                     }
                 }
@@ -151,22 +152,24 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
     }
 }
 
-/// Delivers every complete pub/sub message read so far.
-fn deliver_pushes(shared: &Shared, c: &Cluster, sub: &mut Link) -> std::io::Result<()> {
+/// Delivers every complete pub/sub message read so far. The messages' texts are handed on
+/// as slices of the read chunk, not copied.
+fn deliver_pushes(
+    shared: &Shared,
+    c: &Cluster,
+    sub: &mut Link,
+    payloads: &mut Vec<std::ops::Range<usize>>,
+) -> std::io::Result<()> {
+    let Some(chunk) = sub.take_messages(payloads)? else {
+        return Ok(());
+    };
     // Most messages of a read belong to a few users: one `User` per run of the same user.
     let mut user = None;
-    while sub
-        .with_next(|r| {
-            if let Reply::Array(Some(items)) = r {
-                if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] =
-                    items.as_slice()
-                {
-                    inbound(shared, c, payload, &mut user);
-                }
-            }
-        })?
-        .is_some()
-    {}
+    for range in payloads.iter() {
+        if let Some(payload) = chunk.get(range.clone()) {
+            inbound(shared, c, &chunk, payload, &mut user);
+        }
+    }
     Ok(())
 }
 
@@ -178,13 +181,14 @@ fn user_of(id: &str, last: &mut Option<User>) -> User {
     }
 }
 
-/// Delivers one payload from another node: a batch of forwards, or one bounce or takeover.
-fn inbound(shared: &Shared, c: &Cluster, payload: &[u8], user: &mut Option<User>) {
+/// Delivers one payload (a part of `chunk`) from another node: a batch of forwards, or one
+/// bounce or takeover.
+fn inbound(shared: &Shared, c: &Cluster, chunk: &Bytes, payload: &[u8], user: &mut Option<User>) {
     if wire::is_batch(payload) {
         for rec in wire::batch_records(payload) {
             match rec {
                 Ok(rec) if matches!(rec.first(), Some(b'F' | b'R')) => {
-                    inbound_one(shared, c, rec, user)
+                    inbound_one(shared, c, chunk, rec, user)
                 }
                 Ok(_) | Err(_) => {
                     ClusterStats::inc(&c.stats.inbound_dropped);
@@ -197,11 +201,23 @@ fn inbound(shared: &Shared, c: &Cluster, payload: &[u8], user: &mut Option<User>
             }
         }
     } else {
-        inbound_one(shared, c, payload, user);
+        inbound_one(shared, c, chunk, payload, user);
     }
 }
 
-fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Option<User>) {
+/// `text` (a part of `chunk`) as a message to queue, sharing `chunk`'s memory; `None` if it
+/// is not UTF-8 (the one check of it on this node).
+fn shared_text(chunk: &Bytes, text: &[u8]) -> Option<Utf8Bytes> {
+    Utf8Bytes::try_from(chunk.slice_ref(text)).ok()
+}
+
+fn inbound_one(
+    shared: &Shared,
+    c: &Cluster,
+    chunk: &Bytes,
+    payload: &[u8],
+    last_user: &mut Option<User>,
+) {
     let limit = shared.config.send_queue_bytes;
     let registry = &shared.registry;
     match NodeMessage::decode(payload) {
@@ -213,12 +229,15 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
             by_script,
         }) => {
             let user = user_of(user, last_user);
-            let error = match registry.forward_local(
-                &target,
-                &user,
-                Utf8Bytes::from(text.to_string()),
-                limit,
-            ) {
+            let Some(text) = shared_text(chunk, text) else {
+                ClusterStats::inc(&c.stats.inbound_dropped);
+                tracing::warn!(
+                    bytes = payload.len(),
+                    "message on the cluster channel is not UTF-8: dropped"
+                );
+                return;
+            };
+            let error = match registry.forward_local(&target, &user, text.clone(), limit) {
                 ForwardOutcome::Queued => {
                     ClusterStats::inc(&c.stats.forwards_received);
                     return;
@@ -230,7 +249,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
                     let job = Job::Forward(Fwd {
                         target,
                         user,
-                        text: Utf8Bytes::from(text.to_string()),
+                        text,
                         origin: Some(origin.into()),
                         no_cache: true,
                     });
@@ -252,7 +271,7 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
                     not_reading_error(&target)
                 }
             };
-            let Some((sender, bounce)) = bounce_of(text, error) else {
+            let Some((sender, bounce)) = bounce_of(&text, error) else {
                 ClusterStats::inc(&c.stats.inbound_dropped);
                 return;
             };
@@ -271,12 +290,12 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
             }
         }
         Ok(NodeMessage::Bounce { sender, user, text }) => {
-            let out = registry.forward_local(
-                &sender,
-                &user_of(user, last_user),
-                Utf8Bytes::from(text.to_string()),
-                limit,
-            );
+            let out = match shared_text(chunk, text) {
+                Some(text) => {
+                    registry.forward_local(&sender, &user_of(user, last_user), text, limit)
+                }
+                None => ForwardOutcome::UnknownPeer,
+            };
             if out == ForwardOutcome::Queued {
                 ClusterStats::inc(&c.stats.bounces_received);
             } else {
