@@ -173,11 +173,15 @@ fn deliver_pushes(
     Ok(())
 }
 
-/// `last` if it is `id`, else a new `User` for `id` (kept in `last`).
-fn user_of(id: &str, last: &mut Option<User>) -> User {
+/// `last` if it is `id`, else a new `User` for `id` (kept in `last`); `None` if `id` is not
+/// UTF-8. Only a new user is checked: the records of a read mostly share a few users.
+fn user_of(id: &[u8], last: &mut Option<User>) -> Option<User> {
     match last {
-        Some(u) if u.id() == id => u.clone(),
-        _ => last.insert(User::new(id)).clone(),
+        Some(u) if u.id().as_bytes() == id => Some(u.clone()),
+        _ => {
+            let id = std::str::from_utf8(id).ok()?;
+            Some(last.insert(User::new(id)).clone())
+        }
     }
 }
 
@@ -228,8 +232,9 @@ fn inbound_one(
             text,
             by_script,
         }) => {
-            let user = user_of(user, last_user);
-            let Some(text) = shared_text(chunk, text) else {
+            // The origin is only read to send the message on or back (rare): checked then.
+            let (Some(user), Some(text)) = (user_of(user, last_user), shared_text(chunk, text))
+            else {
                 ClusterStats::inc(&c.stats.inbound_dropped);
                 tracing::warn!(
                     bytes = payload.len(),
@@ -245,6 +250,10 @@ fn inbound_one(
                 ForwardOutcome::UnknownPeer if !by_script => {
                     // The sender's cached route is stale (the client left or moved): ask
                     // Redis where it is now; that answer is final.
+                    let Ok(origin) = std::str::from_utf8(origin) else {
+                        ClusterStats::inc(&c.stats.inbound_dropped);
+                        return;
+                    };
                     ClusterStats::inc(&c.stats.rerouted);
                     let job = Job::Forward(Fwd {
                         target,
@@ -275,12 +284,16 @@ fn inbound_one(
                 ClusterStats::inc(&c.stats.inbound_dropped);
                 return;
             };
-            if origin == c.instance {
+            if origin == c.instance.as_bytes() {
                 if registry.forward_local(&sender, &user, bounce, limit) != ForwardOutcome::Queued {
                     ClusterStats::inc(&c.stats.inbound_dropped);
                 }
                 return;
             }
+            let Ok(origin) = std::str::from_utf8(origin) else {
+                ClusterStats::inc(&c.stats.inbound_dropped);
+                return;
+            };
             let job = Job::Bounce {
                 channel: format!("{}{origin}", c.channel_prefix),
                 payload: wire::encode_bounce(&sender, user.id(), &bounce),
@@ -290,11 +303,9 @@ fn inbound_one(
             }
         }
         Ok(NodeMessage::Bounce { sender, user, text }) => {
-            let out = match shared_text(chunk, text) {
-                Some(text) => {
-                    registry.forward_local(&sender, &user_of(user, last_user), text, limit)
-                }
-                None => ForwardOutcome::UnknownPeer,
+            let out = match (user_of(user, last_user), shared_text(chunk, text)) {
+                (Some(user), Some(text)) => registry.forward_local(&sender, &user, text, limit),
+                _ => ForwardOutcome::UnknownPeer,
             };
             if out == ForwardOutcome::Queued {
                 ClusterStats::inc(&c.stats.bounces_received);

@@ -40,12 +40,13 @@ pub(crate) fn registration_value(instance: &str, conn: u64, node: &str, user: &s
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NodeMessage<'a> {
     /// Deliver `text` to the local client `target` if it belongs to `user`; bounce to `origin`.
-    /// `by_script`: the forward script routed it (final: never sent on). `text` is not checked
-    /// here: the receiver checks it is UTF-8 once, as it makes the message to queue.
+    /// `by_script`: the forward script routed it (final: never sent on). `origin`, `user` and
+    /// `text` are not checked here: the receiver checks each is UTF-8 when it uses it (the
+    /// user once per run of records of one user, the text once as it makes the message).
     Forward {
         target: Uuid,
-        origin: &'a str,
-        user: &'a str,
+        origin: &'a [u8],
+        user: &'a [u8],
         text: &'a [u8],
         by_script: bool,
     },
@@ -53,7 +54,7 @@ pub(crate) enum NodeMessage<'a> {
     /// forwarded further).
     Bounce {
         sender: Uuid,
-        user: &'a str,
+        user: &'a [u8],
         text: &'a [u8],
     },
     /// The local connection `conn` no longer holds `uuid`: close it 4004.
@@ -67,8 +68,6 @@ pub(crate) enum DecodeError {
     Kind,
     #[error("malformed header")]
     Header,
-    #[error("payload is not UTF-8")]
-    Utf8,
 }
 
 fn digits(mut n: usize) -> usize {
@@ -219,17 +218,14 @@ fn uuid_field(b: &[u8]) -> Result<(Uuid, &[u8]), DecodeError> {
     }
 }
 
-/// `<len>|<user><text>` → (user, text); the text is left unchecked.
-fn user_and_text(b: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
+/// `<len>|<user><text>` → (user, text), both unchecked.
+fn user_and_text(b: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let (len, rest) = length_field(b)?;
     if rest.len() < len {
         return Err(DecodeError::Header);
     }
     let (user, text) = rest.split_at(len);
-    Ok((
-        std::str::from_utf8(user).map_err(|_| DecodeError::Utf8)?,
-        text,
-    ))
+    Ok((user, text))
 }
 
 impl<'a> NodeMessage<'a> {
@@ -239,7 +235,6 @@ impl<'a> NodeMessage<'a> {
             [kind @ (b'F' | b'R'), b'|', rest @ ..] => {
                 let (target, rest) = uuid_field(rest)?;
                 let (origin, rest) = field(rest)?;
-                let origin = std::str::from_utf8(origin).map_err(|_| DecodeError::Header)?;
                 let (user, text) = user_and_text(rest)?;
                 Ok(NodeMessage::Forward {
                     target,
@@ -351,8 +346,8 @@ mod tests {
             NodeMessage::decode(&f).unwrap(),
             NodeMessage::Forward {
                 target: u,
-                origin: "0123456789abcdef",
-                user,
+                origin: b"0123456789abcdef",
+                user: user.as_bytes(),
                 text: text.as_bytes(),
                 by_script: false,
             }
@@ -362,7 +357,7 @@ mod tests {
             NodeMessage::decode(&b).unwrap(),
             NodeMessage::Bounce {
                 sender: u,
-                user: "",
+                user: b"",
                 text: text.as_bytes()
             }
         );
@@ -407,12 +402,17 @@ mod tests {
         ] {
             assert!(NodeMessage::decode(bad).is_err(), "{bad:?}");
         }
-        // The user must be UTF-8; the text is checked by the receiver (once, as it queues it).
-        let f = encode_forward(&u, "o", "\u{e9}", "t");
-        let mut bad_user = f.clone();
+        // Origin, user and text are left to the receiver to check (once each, as it uses them).
+        let mut bad_user = encode_forward(&u, "o", "\u{e9}", "t");
         let at = bad_user.len() - 3;
         bad_user[at] = 0xff;
-        assert_eq!(NodeMessage::decode(&bad_user), Err(DecodeError::Utf8));
+        assert!(matches!(
+            NodeMessage::decode(&bad_user),
+            Ok(NodeMessage::Forward {
+                user: [0xff, 0xa9],
+                ..
+            })
+        ));
         // Only the hyphenated UUID form the nodes write is accepted.
         let simple = format!("F|{}|o|0|t", u.simple());
         assert_eq!(
