@@ -359,7 +359,7 @@ fn framed_record(target: Uuid, user: &str, text: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_utf8_text_from_redis_is_dropped_and_counted_the_rest_delivered() {
+async fn non_utf8_texts_and_users_from_redis_are_dropped_and_counted_the_rest_delivered() {
     let redis = Redis::start().await;
     let node = start(node_config(config(), &redis, "n1")).await;
     wait_up(&node, true).await;
@@ -369,9 +369,14 @@ async fn a_non_utf8_text_from_redis_is_dropped_and_counted_the_rest_delivered() 
     let ua = Uuid::new_v4();
     let good = |d: &str| peer_message(ua, "alice", ub, d).into_bytes();
 
-    // One payload carrying a bad record between two good ones: only the bad one is lost.
+    // One payload carrying bad records between two good ones: only the bad ones are lost.
     let mut batch = framed_record(ub, &user, &good("first"));
     batch.extend(framed_record(ub, &user, b"{\"x\":\"\xff\xfe\"}"));
+    // A user that is not UTF-8 (after a run of good records of the real user).
+    let mut bad_user = framed_record(ub, "\u{e9}", &good("bad user"));
+    let at = bad_user.iter().position(|b| *b == 0xc3).unwrap();
+    bad_user[at] = 0xff;
+    batch.extend(bad_user);
     batch.extend(framed_record(ub, &user, &good("second")));
     publish_to_holder(&redis, ub, batch).await;
     for d in ["first", "second"] {
@@ -379,10 +384,10 @@ async fn a_non_utf8_text_from_redis_is_dropped_and_counted_the_rest_delivered() 
         assert_eq!(m["description"], d, "{m}");
     }
     assert_silent(&mut b).await;
-    // The undecodable "ignored" payload and the bad record.
+    // The undecodable "ignored" payload and the two bad records.
     assert_eq!(
         metric(&node, "bistream_relay_cluster_inbound_dropped_total").await,
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         metric(&node, "bistream_relay_cluster_forwards_received_total").await,
