@@ -328,3 +328,69 @@ async fn stale_cached_routes_deliver_once_or_bounce_unknown() {
         node.shutdown().await;
     }
 }
+
+/// Publishes `payload` on the channel of the process holding `uuid` (found in Redis).
+async fn publish_to_holder(redis: &Redis, uuid: Uuid, payload: Vec<u8>) -> String {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg(format!("bistream:relay:client:{uuid}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let instance = value.split('|').next().unwrap().to_string();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("bistream:relay:0:instance:{instance}"))
+        .arg(payload)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    value.rsplit('|').next().unwrap().to_string()
+}
+
+/// A framed forward record (`<len>|R|<target>|<origin>|<user len>|<user><text>`), as the forward
+/// script sends it, with any bytes as the text.
+fn framed_record(target: Uuid, user: &str, text: &[u8]) -> Vec<u8> {
+    let mut rec = format!("R|{target}|0123456789abcdef|{}|{user}", user.len()).into_bytes();
+    rec.extend_from_slice(text);
+    let mut out = format!("{}|", rec.len()).into_bytes();
+    out.extend_from_slice(&rec);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_texts_and_users_from_redis_are_dropped_and_counted_the_rest_delivered() {
+    let redis = Redis::start().await;
+    let node = start(node_config(config(), &redis, "n1")).await;
+    wait_up(&node, true).await;
+    let (mut b, ub) = registered(&node, "bob").await;
+    // The registration's user, as the node wrote it.
+    let user = publish_to_holder(&redis, ub, b"ignored".to_vec()).await;
+    let ua = Uuid::new_v4();
+    let good = |d: &str| peer_message(ua, "alice", ub, d).into_bytes();
+
+    // One payload carrying bad records between two good ones: only the bad ones are lost.
+    let mut batch = framed_record(ub, &user, &good("first"));
+    batch.extend(framed_record(ub, &user, b"{\"x\":\"\xff\xfe\"}"));
+    // A user that is not UTF-8 (after a run of good records of the real user).
+    let mut bad_user = framed_record(ub, "\u{e9}", &good("bad user"));
+    let at = bad_user.iter().position(|b| *b == 0xc3).unwrap();
+    bad_user[at] = 0xff;
+    batch.extend(bad_user);
+    batch.extend(framed_record(ub, &user, &good("second")));
+    publish_to_holder(&redis, ub, batch).await;
+    for d in ["first", "second"] {
+        let m = recv_json(&mut b).await;
+        assert_eq!(m["description"], d, "{m}");
+    }
+    assert_silent(&mut b).await;
+    // The undecodable "ignored" payload and the two bad records.
+    assert_eq!(
+        metric(&node, "bistream_relay_cluster_inbound_dropped_total").await,
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&node, "bistream_relay_cluster_forwards_received_total").await,
+        Some(2.0)
+    );
+}

@@ -196,11 +196,32 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// Context switches (voluntary + involuntary) so far of every thread of process `pid`
+/// (`/proc/<pid>/task/*/status`).
+fn ctx_switches(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(s) = std::fs::read_to_string(t?.path().join("status")) else {
+            continue;
+        };
+        for line in s.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// What one throughput run measured: the load generator's figures and, per server process
-/// watched, the CPU nanoseconds it used during the measured window.
+/// watched, the CPU nanoseconds it used and its context switches during the measured window.
 struct Measured {
     run: RunOut,
     cpu_ns: Vec<u64>,
+    switches: Vec<u64>,
 }
 
 impl Measured {
@@ -212,6 +233,15 @@ impl Measured {
         }
         let ns: u64 = which.iter().filter_map(|i| self.cpu_ns.get(*i)).sum();
         Ok(ns as f64 / 1000.0 / self.run.count as f64)
+    }
+
+    /// Context switches per completed message of the processes at `which`.
+    fn switches_per_msg(&self, which: &[usize]) -> anyhow::Result<f64> {
+        if self.run.count == 0 {
+            bail!("no messages completed");
+        }
+        let n: u64 = which.iter().filter_map(|i| self.switches.get(*i)).sum();
+        Ok(n as f64 / self.run.count as f64)
     }
 }
 
@@ -269,25 +299,30 @@ async fn measured_run(
     let (warmup, duration) = (ctx.cfg.warmup, ctx.cfg.duration);
     let pids = watch.to_vec();
     let sampler = tokio::spawn(async move {
-        let sample = |pids: &[u32]| {
+        let sample = |pids: &[u32], f: fn(u32) -> anyhow::Result<u64>| {
             pids.iter()
-                .map(|p| cpu_ns(*p))
+                .map(|p| f(*p))
                 .collect::<anyhow::Result<Vec<u64>>>()
         };
-        tokio::time::sleep(warmup).await;
-        let start = sample(&pids)?;
-        tokio::time::sleep(duration).await;
-        let end = sample(&pids)?;
-        Ok::<_, anyhow::Error>(
+        let delta = |end: Vec<u64>, start: Vec<u64>| -> Vec<u64> {
             end.iter()
                 .zip(start)
                 .map(|(e, s)| e.saturating_sub(s))
-                .collect(),
-        )
+                .collect()
+        };
+        tokio::time::sleep(warmup).await;
+        let (start, start_cs) = (sample(&pids, cpu_ns)?, sample(&pids, ctx_switches)?);
+        tokio::time::sleep(duration).await;
+        let (end, end_cs) = (sample(&pids, cpu_ns)?, sample(&pids, ctx_switches)?);
+        Ok::<_, anyhow::Error>((delta(end, start), delta(end_cs, start_cs)))
     });
     let run = drive(ctl, warmup, duration, workers).await?;
-    let cpu_ns = sampler.await.context("the CPU sampler failed")??;
-    Ok(Measured { run, cpu_ns })
+    let (cpu_ns, switches) = sampler.await.context("the CPU sampler failed")??;
+    Ok(Measured {
+        run,
+        cpu_ns,
+        switches,
+    })
 }
 
 async fn run(ctx: &Ctx) -> SuiteOutput {
@@ -336,6 +371,7 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
     let mut cols: [Runs; 3] = Default::default();
     let mut cpu: [Runs; 3] = Default::default();
     let mut cpu_redis = Runs::default();
+    let mut switches: [Runs; 3] = Default::default();
     let mut cpu_loadgen: [Runs; 2] = Default::default();
     let layouts: [(&str, &str, &str, &[usize]); 3] = [
         ("cross-node", n1.as_str(), n2.as_str(), &[N1, N2, REDIS]),
@@ -364,6 +400,10 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                 Ok(m) => {
                     cols[i].push(Ok(m.run.rate()));
                     cpu[i].push(m.cpu_us_per_msg(servers));
+                    // The relay processes only (Redis is a single thread).
+                    let relays: Vec<usize> =
+                        servers.iter().copied().filter(|s| *s != REDIS).collect();
+                    switches[i].push(m.switches_per_msg(&relays));
                     if i == 0 {
                         cpu_redis.push(m.cpu_us_per_msg(&[REDIS]));
                     }
@@ -375,6 +415,7 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
                     let why = first_line(&format!("{e:#}"));
                     cols[i].fail(&why);
                     cpu[i].fail(&why);
+                    switches[i].fail(&why);
                 }
             }
             pb.inc(1);
@@ -449,6 +490,18 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
         .floor(cpu[2].cell())
         .ratio(Against::Floor)
         .note("reference = the one node with --cluster off"),
+    );
+    out.rows.push(
+        Row::new(
+            NAME,
+            "relay context switches per forwarded message, cross-node (node 1 + node 2)",
+            "",
+            false,
+        )
+        .ours(switches[0].cell())
+        .floor(switches[2].cell())
+        .ratio(Against::Floor)
+        .note("voluntary + involuntary, all threads; reference = the one node"),
     );
     out.rows.push(
         Row::new(

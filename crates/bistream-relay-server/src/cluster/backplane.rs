@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bistream_relay_proto::{not_reading_error, other_user_error, unknown_peer_error};
+use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::link::Link;
-use super::resp::Reply;
 use super::wire::{self, NodeMessage};
 use super::{bounce_of, lock, Cluster, ClusterStats, Fwd, Job};
 use crate::auth::User;
@@ -130,6 +130,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         let cancelled = stop.cancelled();
         let failed = c.failed.notified();
         tokio::pin!(cancelled, failed);
+        let mut payloads = Vec::new();
         let cause = loop {
             tokio::select! {
                 _ = &mut cancelled => return,
@@ -141,7 +142,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
                     failed.set(c.failed.notified());
                 }
                 r = subscriber.fill() => {
-                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber)) {
+                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber, &mut payloads)) {
                         break format!("Redis at {}: subscriber connection: {e}", c.cfg.endpoint);
                     }
                 }
@@ -151,40 +152,47 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
     }
 }
 
-/// Delivers every complete pub/sub message read so far.
-fn deliver_pushes(shared: &Shared, c: &Cluster, sub: &mut Link) -> std::io::Result<()> {
+/// Delivers every complete pub/sub message read so far. The messages' texts are handed on
+/// as slices of the read chunk, not copied.
+fn deliver_pushes(
+    shared: &Shared,
+    c: &Cluster,
+    sub: &mut Link,
+    payloads: &mut Vec<std::ops::Range<usize>>,
+) -> std::io::Result<()> {
+    let Some(chunk) = sub.take_messages(payloads)? else {
+        return Ok(());
+    };
     // Most messages of a read belong to a few users: one `User` per run of the same user.
     let mut user = None;
-    while sub
-        .with_next(|r| {
-            if let Reply::Array(Some(items)) = r {
-                if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] =
-                    items.as_slice()
-                {
-                    inbound(shared, c, payload, &mut user);
-                }
-            }
-        })?
-        .is_some()
-    {}
+    for range in payloads.iter() {
+        if let Some(payload) = chunk.get(range.clone()) {
+            inbound(shared, c, &chunk, payload, &mut user);
+        }
+    }
     Ok(())
 }
 
-/// `last` if it is `id`, else a new `User` for `id` (kept in `last`).
-fn user_of(id: &str, last: &mut Option<User>) -> User {
+/// `last` if it is `id`, else a new `User` for `id` (kept in `last`); `None` if `id` is not
+/// UTF-8. Only a new user is checked: the records of a read mostly share a few users.
+fn user_of(id: &[u8], last: &mut Option<User>) -> Option<User> {
     match last {
-        Some(u) if u.id() == id => u.clone(),
-        _ => last.insert(User::new(id)).clone(),
+        Some(u) if u.id().as_bytes() == id => Some(u.clone()),
+        _ => {
+            let id = std::str::from_utf8(id).ok()?;
+            Some(last.insert(User::new(id)).clone())
+        }
     }
 }
 
-/// Delivers one payload from another node: a batch of forwards, or one bounce or takeover.
-fn inbound(shared: &Shared, c: &Cluster, payload: &[u8], user: &mut Option<User>) {
+/// Delivers one payload (a part of `chunk`) from another node: a batch of forwards, or one
+/// bounce or takeover.
+fn inbound(shared: &Shared, c: &Cluster, chunk: &Bytes, payload: &[u8], user: &mut Option<User>) {
     if wire::is_batch(payload) {
         for rec in wire::batch_records(payload) {
             match rec {
                 Ok(rec) if matches!(rec.first(), Some(b'F' | b'R')) => {
-                    inbound_one(shared, c, rec, user)
+                    inbound_one(shared, c, chunk, rec, user)
                 }
                 Ok(_) | Err(_) => {
                     ClusterStats::inc(&c.stats.inbound_dropped);
@@ -197,11 +205,23 @@ fn inbound(shared: &Shared, c: &Cluster, payload: &[u8], user: &mut Option<User>
             }
         }
     } else {
-        inbound_one(shared, c, payload, user);
+        inbound_one(shared, c, chunk, payload, user);
     }
 }
 
-fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Option<User>) {
+/// `text` (a part of `chunk`) as a message to queue, sharing `chunk`'s memory; `None` if it
+/// is not UTF-8 (the one check of it on this node).
+fn shared_text(chunk: &Bytes, text: &[u8]) -> Option<Utf8Bytes> {
+    Utf8Bytes::try_from(chunk.slice_ref(text)).ok()
+}
+
+fn inbound_one(
+    shared: &Shared,
+    c: &Cluster,
+    chunk: &Bytes,
+    payload: &[u8],
+    last_user: &mut Option<User>,
+) {
     let limit = shared.config.send_queue_bytes;
     let registry = &shared.registry;
     match NodeMessage::decode(payload) {
@@ -212,13 +232,17 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
             text,
             by_script,
         }) => {
-            let user = user_of(user, last_user);
-            let error = match registry.forward_local(
-                &target,
-                &user,
-                Utf8Bytes::from(text.to_string()),
-                limit,
-            ) {
+            // The origin is only read to send the message on or back (rare): checked then.
+            let (Some(user), Some(text)) = (user_of(user, last_user), shared_text(chunk, text))
+            else {
+                ClusterStats::inc(&c.stats.inbound_dropped);
+                tracing::warn!(
+                    bytes = payload.len(),
+                    "message on the cluster channel is not UTF-8: dropped"
+                );
+                return;
+            };
+            let error = match registry.forward_local(&target, &user, text.clone(), limit) {
                 ForwardOutcome::Queued => {
                     ClusterStats::inc(&c.stats.forwards_received);
                     return;
@@ -226,11 +250,15 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
                 ForwardOutcome::UnknownPeer if !by_script => {
                     // The sender's cached route is stale (the client left or moved): ask
                     // Redis where it is now; that answer is final.
+                    let Ok(origin) = std::str::from_utf8(origin) else {
+                        ClusterStats::inc(&c.stats.inbound_dropped);
+                        return;
+                    };
                     ClusterStats::inc(&c.stats.rerouted);
                     let job = Job::Forward(Fwd {
                         target,
                         user,
-                        text: Utf8Bytes::from(text.to_string()),
+                        text,
                         origin: Some(origin.into()),
                         no_cache: true,
                     });
@@ -252,16 +280,20 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
                     not_reading_error(&target)
                 }
             };
-            let Some((sender, bounce)) = bounce_of(text, error) else {
+            let Some((sender, bounce)) = bounce_of(&text, error) else {
                 ClusterStats::inc(&c.stats.inbound_dropped);
                 return;
             };
-            if origin == c.instance {
+            if origin == c.instance.as_bytes() {
                 if registry.forward_local(&sender, &user, bounce, limit) != ForwardOutcome::Queued {
                     ClusterStats::inc(&c.stats.inbound_dropped);
                 }
                 return;
             }
+            let Ok(origin) = std::str::from_utf8(origin) else {
+                ClusterStats::inc(&c.stats.inbound_dropped);
+                return;
+            };
             let job = Job::Bounce {
                 channel: format!("{}{origin}", c.channel_prefix),
                 payload: wire::encode_bounce(&sender, user.id(), &bounce),
@@ -271,12 +303,10 @@ fn inbound_one(shared: &Shared, c: &Cluster, payload: &[u8], last_user: &mut Opt
             }
         }
         Ok(NodeMessage::Bounce { sender, user, text }) => {
-            let out = registry.forward_local(
-                &sender,
-                &user_of(user, last_user),
-                Utf8Bytes::from(text.to_string()),
-                limit,
-            );
+            let out = match (user_of(user, last_user), shared_text(chunk, text)) {
+                (Some(user), Some(text)) => registry.forward_local(&sender, &user, text, limit),
+                _ => ForwardOutcome::UnknownPeer,
+            };
             if out == ForwardOutcome::Queued {
                 ClusterStats::inc(&c.stats.bounces_received);
             } else {

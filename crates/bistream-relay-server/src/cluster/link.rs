@@ -1,9 +1,14 @@
 //! A raw Redis connection driven by the task that uses it (the publisher's, the subscriber's):
 //! connect with a timeout, authenticate and select the database, then read replies into a
-//! bounded buffer and hand them out one at a time. See [`super::resp`] for the codec.
+//! bounded buffer and hand them out one at a time, or (the subscriber) all complete ones at once
+//! as one shared chunk of the buffer, so that payloads are passed on without a copy. See
+//! [`super::resp`] for the codec.
 
 use std::io;
+use std::ops::Range;
 use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,9 +24,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(super) struct Link {
     read: OwnedReadHalf,
     pub(super) write: OwnedWriteHalf,
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes in `buf`.
-    pos: usize,
+    /// Bytes read and not parsed yet (parsed replies are cut off its front).
+    buf: BytesMut,
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -46,8 +50,7 @@ impl Link {
         let mut link = Link {
             read,
             write,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
+            buf: BytesMut::with_capacity(READ_CHUNK),
         };
         let settings = info.redis_settings();
         let mut out = Vec::new();
@@ -134,24 +137,20 @@ impl Link {
 
     /// Reads more bytes from the socket (cancel-safe); an error at EOF.
     pub(super) async fn fill(&mut self) -> io::Result<()> {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-            if self.buf.capacity() > 16 * READ_CHUNK {
-                // A huge message went through: do not keep its buffer.
-                self.buf = Vec::with_capacity(READ_CHUNK);
-            }
-        } else if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
+        if self.buf.is_empty() && self.buf.capacity() > 16 * READ_CHUNK {
+            // A huge message went through: do not keep its buffer.
+            self.buf = BytesMut::with_capacity(READ_CHUNK);
         }
-        if self.buf.len() - self.pos > resp::MAX_BULK + READ_CHUNK {
+        if self.buf.len() > resp::MAX_BULK + READ_CHUNK {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "reply over the size limit",
             ));
         }
-        self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            // Reuses the allocation when no chunk handed out still holds it.
+            self.buf.reserve(READ_CHUNK);
+        }
         match self.read.read_buf(&mut self.buf).await? {
             0 => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -161,14 +160,25 @@ impl Link {
         }
     }
 
+    /// Takes every complete reply read so far on a subscribed connection: their bytes are cut
+    /// off the buffer as one shared chunk, and the payload of each pub/sub message among them
+    /// comes back in `payloads` as a range of that chunk, to be sliced from it without a copy
+    /// (other replies are skipped). `Ok(None)`: no complete reply yet.
+    pub(super) fn take_messages(
+        &mut self,
+        payloads: &mut Vec<Range<usize>>,
+    ) -> io::Result<Option<Bytes>> {
+        let used = resp::message_payloads(&self.buf, payloads).map_err(protocol)?;
+        Ok((used > 0).then(|| self.buf.split_to(used).freeze()))
+    }
+
     /// Calls `f` with the next complete reply already read, if there is one.
     pub(super) fn with_next<T>(&mut self, f: impl FnOnce(Reply<'_>) -> T) -> io::Result<Option<T>> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        match resp::parse(rest).map_err(protocol)? {
+        match resp::parse(&self.buf).map_err(protocol)? {
             None => Ok(None),
             Some((r, n)) => {
                 let out = f(r);
-                self.pos += n;
+                self.buf.advance(n);
                 Ok(Some(out))
             }
         }

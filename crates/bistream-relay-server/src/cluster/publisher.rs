@@ -240,7 +240,9 @@ impl Publisher {
         }
         let now = Instant::now();
         self.out.clear();
-        let mut chunk = Vec::new();
+        // Sized once: growing it (and the per-destination lists below) job by job cost more
+        // than the encoding itself.
+        let mut chunk = Vec::with_capacity(all.len());
         let mut bytes = 0;
         for job in all {
             bytes += match &job {
@@ -288,7 +290,9 @@ impl Publisher {
         let c = self.c.clone();
         let mut script: Vec<Fwd> = Vec::new();
         let mut routed: Vec<(Box<str>, Vec<Fwd>)> = Vec::new();
-        for job in chunk.drain(..) {
+        let mut jobs = chunk.drain(..);
+        while let Some(job) = jobs.next() {
+            let left = jobs.len();
             match job {
                 Job::Forward(f) => {
                     let route = (f.origin.is_none() && !f.no_cache)
@@ -298,7 +302,12 @@ impl Publisher {
                     match route {
                         Some(r) => match routed.iter_mut().find(|(i, _)| *i == r.instance) {
                             Some((_, v)) => v.push(f),
-                            None => routed.push((r.instance.clone(), vec![f])),
+                            None => {
+                                // Most batches go to one or two processes.
+                                let mut v = Vec::with_capacity(left + 1);
+                                v.push(f);
+                                routed.push((r.instance.clone(), v));
+                            }
                         },
                         None => script.push(f),
                     }

@@ -7,6 +7,8 @@
 //! RESP2 kinds. Lengths from the server are checked against [`MAX_BULK`] and nesting against
 //! [`MAX_DEPTH`], so a confused peer is a clear error, not a huge allocation.
 
+use std::ops::Range;
+
 /// Largest bulk string or array accepted (Redis's own `proto-max-bulk-len` default).
 pub(crate) const MAX_BULK: usize = 512 * 1024 * 1024;
 /// Deepest nesting of arrays accepted (our replies nest at most twice).
@@ -86,6 +88,33 @@ pub(crate) struct ProtocolError(&'static str);
 /// reply and how many bytes it took.
 pub(crate) fn parse(b: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
     parse_at(b, 0, 0)
+}
+
+/// Finds every complete reply at the front of `b` (a subscribed connection's input): sets
+/// `payloads` to where the payload of each pub/sub `message` among them lies in `b` (other
+/// replies are skipped) and returns how many bytes the complete replies take.
+pub(crate) fn message_payloads(
+    b: &[u8],
+    payloads: &mut Vec<Range<usize>>,
+) -> Result<usize, ProtocolError> {
+    payloads.clear();
+    let mut at = 0;
+    while let Some((r, next)) = parse_at(b, at, 0)? {
+        if let Reply::Array(Some(items)) = r {
+            if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] = items.as_slice()
+            {
+                payloads.push(range_in(b, payload));
+            }
+        }
+        at = next;
+    }
+    Ok(at)
+}
+
+/// Where `part` (a slice borrowed from `base`) lies in `base`.
+fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+    start..start + part.len()
 }
 
 fn parse_at(
@@ -230,7 +259,64 @@ mod tests {
         assert!(parse(&[b'$'; 100]).is_err());
     }
 
+    /// A push of `payload` on `channel`, as Redis sends it.
+    fn push(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+        command(out, 3);
+        arg(out, b"message");
+        arg(out, channel);
+        arg(out, payload);
+    }
+
+    #[test]
+    fn message_payloads_skip_other_replies_and_stop_at_a_partial_one() {
+        let mut b = Vec::new();
+        push(&mut b, b"ch", b"one");
+        b.extend_from_slice(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        push(&mut b, b"ch", b"");
+        let whole = b.len();
+        push(&mut b, b"ch", b"partial");
+        b.truncate(b.len() - 3);
+        let mut ranges = Vec::new();
+        assert_eq!(message_payloads(&b, &mut ranges).unwrap(), whole);
+        let got: Vec<&[u8]> = ranges.iter().map(|r| &b[r.clone()]).collect();
+        assert_eq!(got, vec![&b"one"[..], b""]);
+        assert_eq!(message_payloads(b"", &mut ranges).unwrap(), 0);
+        assert!(ranges.is_empty());
+        assert!(message_payloads(b"?\r\n", &mut ranges).is_err());
+    }
+
     proptest::proptest! {
+        /// The all-at-once scan agrees with parsing one reply at a time (the slow path), at
+        /// every cut of the input.
+        #[test]
+        fn message_payloads_agree_with_one_at_a_time(
+            payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..6),
+            cut in 0usize..400,
+        ) {
+            let mut b = Vec::new();
+            for (i, p) in payloads.iter().enumerate() {
+                if i % 3 == 2 {
+                    b.extend_from_slice(b":7\r\n");
+                }
+                push(&mut b, b"bistream:relay:0:instance:x", p);
+            }
+            let b = &b[..cut.min(b.len())];
+            let mut expected = Vec::new();
+            let mut at = 0;
+            while let Some((r, n)) = parse(&b[at..]).unwrap() {
+                if let Reply::Array(Some(items)) = r {
+                    if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(p))] = items.as_slice() {
+                        expected.push(p.to_vec());
+                    }
+                }
+                at += n;
+            }
+            let mut ranges = Vec::new();
+            proptest::prop_assert_eq!(message_payloads(b, &mut ranges).unwrap(), at);
+            let got: Vec<Vec<u8>> = ranges.iter().map(|r| b[r.clone()].to_vec()).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+
         #[test]
         fn parse_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse(&b);

@@ -40,19 +40,22 @@ pub(crate) fn registration_value(instance: &str, conn: u64, node: &str, user: &s
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NodeMessage<'a> {
     /// Deliver `text` to the local client `target` if it belongs to `user`; bounce to `origin`.
-    /// `by_script`: the forward script routed it (final: never sent on).
+    /// `by_script`: the forward script routed it (final: never sent on). `origin`, `user` and
+    /// `text` are not checked here: the receiver checks each is UTF-8 when it uses it (the
+    /// user once per run of records of one user, the text once as it makes the message).
     Forward {
         target: Uuid,
-        origin: &'a str,
-        user: &'a str,
-        text: &'a str,
+        origin: &'a [u8],
+        user: &'a [u8],
+        text: &'a [u8],
         by_script: bool,
     },
-    /// Deliver the bounce `text` to the local client `sender` (never forwarded further).
+    /// Deliver the bounce `text` (unchecked, as above) to the local client `sender` (never
+    /// forwarded further).
     Bounce {
         sender: Uuid,
-        user: &'a str,
-        text: &'a str,
+        user: &'a [u8],
+        text: &'a [u8],
     },
     /// The local connection `conn` no longer holds `uuid`: close it 4004.
     Takeover { uuid: Uuid, conn: u64 },
@@ -65,8 +68,6 @@ pub(crate) enum DecodeError {
     Kind,
     #[error("malformed header")]
     Header,
-    #[error("payload is not UTF-8")]
-    Utf8,
 }
 
 fn digits(mut n: usize) -> usize {
@@ -141,8 +142,7 @@ pub(crate) fn batch_records(mut b: &[u8]) -> impl Iterator<Item = Result<&[u8], 
         if b.is_empty() {
             return None;
         }
-        let next = field(b).and_then(|(len, rest)| {
-            let len: usize = len.parse().map_err(|_| DecodeError::Header)?;
+        let next = length_field(b).and_then(|(len, rest)| {
             if rest.len() < len {
                 return Err(DecodeError::Header);
             }
@@ -174,35 +174,58 @@ pub(crate) fn encode_takeover(uuid: &Uuid, conn: u64) -> Vec<u8> {
     format!("T|{uuid}|{conn}").into_bytes()
 }
 
-/// Splits off `field|` from the front of `b`.
-fn field(b: &[u8]) -> Result<(&str, &[u8]), DecodeError> {
+/// Splits off `field|` from the front of `b` (a field is at most 63 bytes).
+fn field(b: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     let i = b
         .iter()
         .take(64)
         .position(|c| *c == b'|')
         .ok_or(DecodeError::Header)?;
-    let f = std::str::from_utf8(b.get(..i).ok_or(DecodeError::Header)?)
-        .map_err(|_| DecodeError::Header)?;
-    Ok((f, b.get(i + 1..).ok_or(DecodeError::Header)?))
+    match (b.get(..i), b.get(i + 1..)) {
+        (Some(f), Some(rest)) => Ok((f, rest)),
+        _ => Err(DecodeError::Header),
+    }
 }
 
-fn uuid_field(b: &[u8]) -> Result<(Uuid, &[u8]), DecodeError> {
+/// A decimal number: 1 to 20 ASCII digits (no sign, no spaces), at most `usize::MAX`.
+fn number(f: &[u8]) -> Result<usize, DecodeError> {
+    if f.is_empty() || f.len() > 20 {
+        return Err(DecodeError::Header);
+    }
+    f.iter().try_fold(0usize, |n, d| match d {
+        b'0'..=b'9' => n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(usize::from(d - b'0')))
+            .ok_or(DecodeError::Header),
+        _ => Err(DecodeError::Header),
+    })
+}
+
+/// Splits off `<length>|` from the front of `b`.
+fn length_field(b: &[u8]) -> Result<(usize, &[u8]), DecodeError> {
     let (f, rest) = field(b)?;
-    Ok((Uuid::parse_str(f).map_err(|_| DecodeError::Header)?, rest))
+    Ok((number(f)?, rest))
 }
 
-/// `<len>|<user><text>` → (user, text).
-fn user_and_text(b: &[u8]) -> Result<(&str, &str), DecodeError> {
-    let (len, rest) = field(b)?;
-    let len: usize = len.parse().map_err(|_| DecodeError::Header)?;
+/// Splits off `<hyphenated uuid>|` (the only form the nodes write) from the front of `b`.
+fn uuid_field(b: &[u8]) -> Result<(Uuid, &[u8]), DecodeError> {
+    match (b.get(..36), b.get(36), b.get(37..)) {
+        (Some(id), Some(b'|'), Some(rest)) => Ok((
+            Uuid::try_parse_ascii(id).map_err(|_| DecodeError::Header)?,
+            rest,
+        )),
+        _ => Err(DecodeError::Header),
+    }
+}
+
+/// `<len>|<user><text>` → (user, text), both unchecked.
+fn user_and_text(b: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (len, rest) = length_field(b)?;
     if rest.len() < len {
         return Err(DecodeError::Header);
     }
     let (user, text) = rest.split_at(len);
-    Ok((
-        std::str::from_utf8(user).map_err(|_| DecodeError::Utf8)?,
-        std::str::from_utf8(text).map_err(|_| DecodeError::Utf8)?,
-    ))
+    Ok((user, text))
 }
 
 impl<'a> NodeMessage<'a> {
@@ -228,10 +251,7 @@ impl<'a> NodeMessage<'a> {
             }
             [b'T', b'|', rest @ ..] => {
                 let (uuid, rest) = uuid_field(rest)?;
-                let conn = std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(DecodeError::Header)?;
+                let conn = number(rest)? as u64;
                 Ok(NodeMessage::Takeover { uuid, conn })
             }
             _ => Err(DecodeError::Kind),
@@ -326,9 +346,9 @@ mod tests {
             NodeMessage::decode(&f).unwrap(),
             NodeMessage::Forward {
                 target: u,
-                origin: "0123456789abcdef",
-                user,
-                text,
+                origin: b"0123456789abcdef",
+                user: user.as_bytes(),
+                text: text.as_bytes(),
                 by_script: false,
             }
         );
@@ -337,8 +357,8 @@ mod tests {
             NodeMessage::decode(&b).unwrap(),
             NodeMessage::Bounce {
                 sender: u,
-                user: "",
-                text
+                user: b"",
+                text: text.as_bytes()
             }
         );
         let t = encode_takeover(&u, 42);
@@ -358,7 +378,9 @@ mod tests {
             .map(|r| NodeMessage::decode(r.unwrap()).unwrap())
             .collect();
         assert_eq!(recs.len(), 2);
-        assert!(matches!(recs[1], NodeMessage::Forward { target, text: "é", .. } if target == v));
+        assert!(
+            matches!(recs[1], NodeMessage::Forward { target, text, .. } if target == v && text == "é".as_bytes())
+        );
         let mut bad = b.clone();
         bad.extend_from_slice(b"99|x");
         assert!(batch_records(&bad).last().unwrap().is_err());
@@ -380,12 +402,49 @@ mod tests {
         ] {
             assert!(NodeMessage::decode(bad).is_err(), "{bad:?}");
         }
-        let mut f = encode_forward(&u, "o", "u", "t");
-        f.push(0xff);
-        assert_eq!(NodeMessage::decode(&f), Err(DecodeError::Utf8));
+        // Origin, user and text are left to the receiver to check (once each, as it uses them).
+        let mut bad_user = encode_forward(&u, "o", "\u{e9}", "t");
+        let at = bad_user.len() - 3;
+        bad_user[at] = 0xff;
+        assert!(matches!(
+            NodeMessage::decode(&bad_user),
+            Ok(NodeMessage::Forward {
+                user: [0xff, 0xa9],
+                ..
+            })
+        ));
+        // Only the hyphenated UUID form the nodes write is accepted.
+        let simple = format!("F|{}|o|0|t", u.simple());
+        assert_eq!(
+            NodeMessage::decode(simple.as_bytes()),
+            Err(DecodeError::Header)
+        );
+    }
+
+    #[test]
+    fn numbers_are_plain_digits() {
+        assert_eq!(number(b"0"), Ok(0));
+        assert_eq!(number(b"1234567890"), Ok(1_234_567_890));
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1a",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(number(bad), Err(DecodeError::Header), "{bad:?}");
+        }
     }
 
     proptest::proptest! {
+        /// The byte-level number parser agrees with the standard one on its domain.
+        #[test]
+        fn number_agrees_with_str_parse(n in proptest::num::u64::ANY) {
+            let s = n.to_string();
+            proptest::prop_assert_eq!(number(s.as_bytes()).ok(), usize::try_from(n).ok());
+        }
+
         #[test]
         fn decode_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = NodeMessage::decode(&b);
