@@ -19,6 +19,12 @@ pub mod proc;
 pub mod report;
 mod suites;
 
+/// The `logs` suite's stream (its servers and the raw-read floor), for profiling drivers such as
+/// `examples/logs_tail_profile.rs` that must read exactly what the suite measures.
+pub mod logs_stream {
+    pub use crate::suites::logs::{block, floor, servers};
+}
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;

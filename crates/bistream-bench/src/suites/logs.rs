@@ -91,7 +91,7 @@ print(secs)
 "#;
 
 /// One 64 KiB-ish block of whole log lines, and its line count.
-fn block() -> (Bytes, usize) {
+pub fn block() -> (Bytes, usize) {
     let mut b = String::with_capacity(70 * 1024);
     let mut n = 0;
     while b.len() < 64 * 1024 - 100 {
@@ -106,8 +106,12 @@ fn block() -> (Bytes, usize) {
     (Bytes::from(b), n)
 }
 
-/// Serves `blocks` blocks per connection: chunked HTTP on one port, WebSocket on another.
-async fn servers(blocks_per_conn: usize) -> anyhow::Result<(String, String)> {
+/// Serves `blocks` blocks per connection: chunked HTTP on one port, WebSocket on another;
+/// returns their URLs (`http://…/logs`, `ws://…/tail`). The servers run on the current runtime.
+///
+/// # Errors
+/// Binding a listener failed.
+pub async fn servers(blocks_per_conn: usize) -> anyhow::Result<(String, String)> {
     let (data, lines) = block();
     let http = TcpListener::bind("127.0.0.1:0").await?;
     let ws = TcpListener::bind("127.0.0.1:0").await?;
@@ -237,7 +241,10 @@ async fn ours(url: &str, lines: u64, api: Api) -> anyhow::Result<f64> {
 /// Floor: the same bytes read raw over the same transport stack, no line work: WebSocket,
 /// tungstenite messages; chunked HTTP, reqwest (hyper) body chunks, built as bistream-logs
 /// builds its client. As lines/s of the stream.
-async fn floor(url: &str, lines: u64) -> anyhow::Result<f64> {
+///
+/// # Errors
+/// Connecting or reading failed.
+pub async fn floor(url: &str, lines: u64) -> anyhow::Result<f64> {
     use futures_util::StreamExt;
     let t = Instant::now();
     let mut bytes = 0usize;
