@@ -99,6 +99,9 @@ pub(crate) struct Tracked<S> {
     /// Where unfinished large messages draw from, and how much this stream holds of it.
     budget: Option<Arc<FrameBudget>>,
     charged: u64,
+    /// The budget refused this stream's message: its share was given back at once, and every
+    /// later read fails, so nothing more of the abandoned message is buffered or charged.
+    refused: bool,
 }
 
 impl<S> Tracked<S> {
@@ -114,6 +117,7 @@ impl<S> Tracked<S> {
             message_bytes: 0,
             budget: None,
             charged: 0,
+            refused: false,
         }
     }
 
@@ -155,6 +159,7 @@ impl<S> Tracked<S> {
             message_bytes: self.message_bytes,
             budget: self.budget.clone(),
             charged: std::mem::take(&mut self.charged),
+            refused: self.refused,
         })
     }
 
@@ -260,6 +265,9 @@ impl<S> Tracked<S> {
         let Some(budget) = &self.budget else {
             return Ok(());
         };
+        if self.refused {
+            return Err(io::Error::other(BudgetExhausted));
+        }
         let want = if self.message_bytes >= LARGE_FRAME {
             self.message_bytes
         } else {
@@ -267,6 +275,10 @@ impl<S> Tracked<S> {
         };
         if want > self.charged {
             if !budget.take(want - self.charged) {
+                // Give the abandoned message's share back now, not when the 1013 close ends,
+                // so that others are not refused for bytes that are already given up.
+                budget.give(std::mem::take(&mut self.charged));
+                self.refused = true;
                 return Err(io::Error::other(BudgetExhausted));
             }
         } else {
@@ -302,6 +314,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(Err(detached()));
         };
+        if this.refused {
+            return Poll::Ready(Err(io::Error::other(BudgetExhausted)));
+        }
         let before = buf.filled().len();
         let r = Pin::new(inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
@@ -471,6 +486,34 @@ mod tests {
         drop(c);
         assert_eq!(budget.held(), 60 * 1024);
         drop(moved);
+        assert_eq!(budget.held(), 0);
+    }
+
+    /// Found by a flaky hostile test under load: a refused stream held its share until its
+    /// 1013 close finished, so a second stream could be refused for bytes already given up.
+    #[test]
+    fn a_refused_message_gives_its_share_back_at_once() {
+        let budget = Arc::new(FrameBudget::new(100 * 1024));
+        let mut a = tracked().with_budget(budget.clone());
+        let mut b = tracked().with_budget(budget.clone());
+        let body = vec![b'x'; 40 * 1024];
+        read(&mut a, &header(true, 1, 80 * 1024)).unwrap();
+        read(&mut a, &body).unwrap();
+        read(&mut b, &header(true, 1, 80 * 1024)).unwrap();
+        read(&mut b, &body[..30 * 1024]).unwrap();
+        assert_eq!(budget.held(), 70 * 1024);
+        let e = read(&mut b, &body).unwrap_err();
+        assert!(is_budget_exhausted(&e), "{e}");
+        // b is still alive (its close is under way) but holds nothing, and stays refused.
+        assert_eq!(budget.held(), 40 * 1024);
+        let e = read(&mut b, &body[..1]).unwrap_err();
+        assert!(is_budget_exhausted(&e), "{e}");
+        assert_eq!(budget.held(), 40 * 1024);
+        // a can finish its message with the room b gave back.
+        read(&mut a, &body).unwrap();
+        assert!(a.at_boundary());
+        assert_eq!(budget.held(), 0);
+        drop(b);
         assert_eq!(budget.held(), 0);
     }
 }
