@@ -177,43 +177,46 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     Err(anyhow!("connection closed"))
 }
 
+/// The sum over every thread of process `pid` of `read(text)` of its `/proc/<pid>/task/*/FILE`.
+/// A thread may end between the listing and the read: it no longer counts.
+fn sum_over_threads(
+    pid: u32,
+    file: &str,
+    read: impl Fn(&str) -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(s) = std::fs::read_to_string(t?.path().join(file)) else {
+            continue;
+        };
+        total += read(&s)?;
+    }
+    Ok(total)
+}
+
 /// CPU time (ns) used so far by every thread of process `pid` (Linux
 /// `/proc/<pid>/task/*/schedstat`, first field: nanoseconds on a CPU).
 fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        // A thread may end between the listing and the read: it no longer counts.
-        let Ok(s) = std::fs::read_to_string(t?.path().join("schedstat")) else {
-            continue;
-        };
-        let ns: u64 = s
-            .split_whitespace()
+    sum_over_threads(pid, "schedstat", |s| {
+        s.split_whitespace()
             .next()
             .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("unreadable schedstat of process {pid}"))?;
-        total += ns;
-    }
-    Ok(total)
+            .ok_or_else(|| anyhow!("unreadable schedstat of process {pid}"))
+    })
 }
 
 /// Context switches (voluntary + involuntary) so far of every thread of process `pid`
 /// (`/proc/<pid>/task/*/status`).
 fn ctx_switches(pid: u32) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let Ok(s) = std::fs::read_to_string(t?.path().join("status")) else {
-            continue;
-        };
-        for line in s.lines() {
-            if let Some(v) = line
-                .strip_prefix("voluntary_ctxt_switches:")
-                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
-            {
-                total += v.trim().parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    Ok(total)
+    sum_over_threads(pid, "status", |s| {
+        Ok(s.lines()
+            .filter_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .map(|v| v.trim().parse::<u64>().unwrap_or(0))
+            .sum())
+    })
 }
 
 /// What one throughput run measured: the load generator's figures and, per server process
