@@ -34,6 +34,11 @@ pub struct Limits {
     /// window is used (default 1 MiB): grants shrink the window to about this many bytes of
     /// items of the sizes seen (never below one item).
     pub window_bytes: u64,
+    /// Bytes of items one stream's inbound queue may hold (default 1 MiB): past it the
+    /// connection stops reading until the consumer takes items (backpressure through the
+    /// transport, as when the queue holds `window` items). An item larger than this still
+    /// passes when the queue is empty, so a queue holds at most this many bytes or one item.
+    pub stream_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +51,7 @@ impl Default for Limits {
             max_invalid_in_row: 100,
             window: 256,
             window_bytes: 1024 * 1024,
+            stream_queue_bytes: 1024 * 1024,
         }
     }
 }
