@@ -58,9 +58,10 @@ pub(crate) struct LimitArgs {
     /// Streams and bi-streams served at once per connection before `overloaded`.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_streams: usize,
-    /// Per-stream window (queue size and credit unit).
-    #[arg(long, default_value_t = bistream_rpc::Limits::default().window)]
-    pub(crate) window: u32,
+    /// Per-stream window (queue size and credit unit) [default: the protocol's, 4096 for
+    /// slipstream (its queues are bounded in bytes too), 256 for RSocket].
+    #[arg(long)]
+    pub(crate) window: Option<u32>,
     /// Per-stream byte budget of credit grants once the first window is used (items of the
     /// recent size that fit, at least one).
     #[arg(long, default_value_t = 1024 * 1024)]
@@ -84,7 +85,7 @@ impl LimitArgs {
         }
         if self.max_in_flight == 0
             || self.max_streams == 0
-            || self.window == 0
+            || self.window == Some(0)
             || self.window_bytes == 0
             || self.stream_queue_bytes == 0
         {
@@ -94,7 +95,9 @@ impl LimitArgs {
         cfg.limits.max_frame_bytes = self.max_frame_bytes;
         cfg.limits.max_in_flight = self.max_in_flight;
         cfg.limits.max_streams = self.max_streams;
-        cfg.limits.window = self.window;
+        if let Some(w) = self.window {
+            cfg.limits.window = w;
+        }
         cfg.limits.window_bytes = self.window_bytes;
         cfg.limits.stream_queue_bytes = self.stream_queue_bytes;
         cfg.extensions = !self.no_extensions;
