@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use serde::Deserialize;
 
 use crate::frame::{
-    decode_ref, encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello,
-    Model, RequestId, PROTOCOL_VERSION,
+    encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello, Model,
+    RequestId, PROTOCOL_VERSION,
 };
 use crate::types::{
     CallFailure, CallMap, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats,
@@ -45,6 +45,8 @@ pub struct Engine {
     stats: Stats,
     out: Vec<String>,
     events: VecDeque<Event>,
+    /// The ids of the last stream item received (the decoder's fast path).
+    known: crate::fast::Known,
 }
 
 impl Engine {
@@ -68,6 +70,7 @@ impl Engine {
             stats: Stats::default(),
             out: Vec::new(),
             events: VecDeque::new(),
+            known: crate::fast::Known::default(),
         };
         if e.cfg.extensions && e.cfg.side == Side::Initiator {
             e.push_hello();
@@ -211,7 +214,7 @@ impl Engine {
                 reason,
             });
         }
-        let frame = match decode_ref(text) {
+        let frame = match crate::frame::decode_ref_known(text, &mut self.known) {
             Ok(f) => f,
             Err(e) => {
                 self.settle_base_if_pending();

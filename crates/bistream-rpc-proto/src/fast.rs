@@ -17,12 +17,29 @@ const NEAR_DEPTH: usize = 120;
 
 const HEAD: &str = "{\"type\":\"stream_data\",\"peerID\":";
 
+/// The two ids of the last stream item decoded on a connection (the sender's `peerID` and the
+/// caller's id, the same on every item of a stream): the next item's ids are compared with
+/// them byte for byte before they are scanned. Only strings the scan accepted are remembered,
+/// so a match gives what the scan would.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    peer: String,
+    caller: String,
+}
+
 /// The frame, when `text` is a `stream_data` frame in our encoder's compact shape.
 pub fn decode_stream_data(text: &str) -> Option<FrameRef<'_>> {
+    decode_stream_data_known(text, &mut Known::default())
+}
+
+/// [`decode_stream_data`], comparing the ids with `known` first (and remembering them): the
+/// same result, with two 36-byte compares instead of two scans on a connection's stream items
+/// (the scans were ~450 instructions of a reader's ~3,150 per item: DECISIONS D-rpc-2).
+pub fn decode_stream_data_known<'a>(text: &'a str, known: &mut Known) -> Option<FrameRef<'a>> {
     let rest = text.strip_prefix(HEAD)?;
-    let (peer_id, rest) = plain_str(rest)?;
+    let (peer_id, rest) = known_str(rest, &known.peer).or_else(|| plain_str(rest))?;
     let rest = rest.strip_prefix(",\"requestId\":[")?;
-    let (caller, rest) = plain_str(rest)?;
+    let (caller, rest) = known_str(rest, &known.caller).or_else(|| plain_str(rest))?;
     let rest = rest.strip_prefix(',')?;
     let (n, rest) = uint(rest)?;
     let rest = rest.strip_prefix("],\"data\":")?;
@@ -48,12 +65,29 @@ pub fn decode_stream_data(text: &str) -> Option<FrameRef<'_>> {
         }
         Some(raw)
     };
+    if known.peer != peer_id {
+        peer_id.clone_into(&mut known.peer);
+    }
+    if known.caller != caller {
+        caller.clone_into(&mut known.caller);
+    }
     Some(FrameRef {
         ty: FrameType::StreamData,
         peer_id: Some(Cow::Borrowed(peer_id)),
         request_id: Some((Cow::Borrowed(caller), i128::from(n))),
         data,
     })
+}
+
+/// `"k"` at the start of `s` (k non-empty): `k` as borrowed from `s`, and what follows.
+fn known_str<'a>(s: &'a str, k: &str) -> Option<(&'a str, &'a str)> {
+    let b = s.as_bytes();
+    let end = k.len() + 1;
+    if k.is_empty() || b.first() != Some(&b'"') || b.get(end) != Some(&b'"') {
+        return None;
+    }
+    let body = s.get(1..end)?;
+    (body == k).then(|| (body, &s[end + 1..]))
 }
 
 /// A JSON string literal at the start of `s` with no escapes and no control characters: its
@@ -130,7 +164,36 @@ mod tests {
         }
     }
 
+    /// Frames with ids from an alphabet of plain and special characters, in our shape or
+    /// nearly.
+    fn frame(peer: &str, caller: &str, n: u64, data: &str) -> String {
+        format!(
+            r#"{{"type":"stream_data","peerID":"{peer}","requestId":["{caller}",{n}],"data":{data}}}"#
+        )
+    }
+
     proptest::proptest! {
+        #[test]
+        fn known_ids_give_what_the_scan_gives(
+            seeds in proptest::collection::vec(("[ab\"\\\\\u{1}é]{0,6}", "[ab\"\\\\\u{1}é]{0,6}"), 1..4),
+            peer in "[ab\"\\\\\u{1}é]{0,6}",
+            caller in "[ab\"\\\\\u{1}é]{0,6}",
+            n in 0u64..100,
+            data in "(1|\"x\"|null|\\[1\\]|1 |)",
+        ) {
+            let mut known = Known::default();
+            for (p, c) in &seeds {
+                let _ = decode_stream_data_known(&frame(p, c, 1, "1"), &mut known);
+            }
+            let text = frame(&peer, &caller, n, &data);
+            let plain = decode_stream_data(&text);
+            let fast = decode_stream_data_known(&text, &mut known);
+            proptest::prop_assert_eq!(
+                fast.map(|f| (f.peer_id, f.request_id, f.data.map(RawValue::get))),
+                plain.map(|f| (f.peer_id, f.request_id, f.data.map(RawValue::get)))
+            );
+        }
+
         #[test]
         fn special_finds_what_a_plain_scan_finds(s in "[a-f0-9\\-\"\\\\\u{0}-\u{1f} é]{0,40}") {
             let b = s.as_bytes();

@@ -27,13 +27,18 @@ pub struct Limits {
     pub max_pending_calls: usize,
     /// Invalid frames in a row before the connection is closed with 1008 (default 100).
     pub max_invalid_in_row: u32,
-    /// Items per stream we accept before granting more credit (default 256); also the
-    /// per-stream queue size.
+    /// Items per stream we accept before granting more credit (default 4,096: DECISIONS
+    /// D-rpc-3); also the per-stream queue size (which `stream_queue_bytes` bounds in bytes).
     pub window: u32,
     /// Bytes of items per stream we let the peer have queued or in flight once the first
     /// window is used (default 1 MiB): grants shrink the window to about this many bytes of
     /// items of the sizes seen (never below one item).
     pub window_bytes: u64,
+    /// Bytes of items one stream's inbound queue may hold (default 1 MiB): past it the
+    /// connection stops reading until the consumer takes items (backpressure through the
+    /// transport, as when the queue holds `window` items). An item larger than this still
+    /// passes when the queue is empty, so a queue holds at most this many bytes or one item.
+    pub stream_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,8 +49,9 @@ impl Default for Limits {
             max_streams: 256,
             max_pending_calls: 65_536,
             max_invalid_in_row: 100,
-            window: 256,
+            window: 4096,
             window_bytes: 1024 * 1024,
+            stream_queue_bytes: 1024 * 1024,
         }
     }
 }

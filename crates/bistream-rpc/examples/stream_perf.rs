@@ -4,7 +4,9 @@
 //! `cargo run --release -p bistream-rpc --example stream_perf -- ws://127.0.0.1:PORT/ 2000000 [batch [ct]]`
 //! (`batch` reads with `ResponseStream::next_batch` instead of one item per poll). Also prints
 //! this process's CPU time per item (all threads, from `/proc/self/task/*/schedstat` on
-//! Linux), a figure that moves far less with the machine's load than items/s.
+//! Linux), a figure that moves far less with the machine's load than items/s, and its peak
+//! RSS. `RPC_WINDOW=N` sets the client's credit window (`Limits::window`, the one the server's
+//! producer obeys).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -32,9 +34,14 @@ fn main() {
             .unwrap()
     };
     rt.block_on(async move {
-        let conn = bistream_rpc::ws::connect(&url, Default::default())
-            .await
-            .unwrap();
+        let mut opts = bistream_rpc::ws::ClientOptions::default();
+        if let Some(w) = std::env::var("RPC_WINDOW")
+            .ok()
+            .and_then(|w| w.parse().ok())
+        {
+            opts.rpc.limits.window = w;
+        }
+        let conn = bistream_rpc::ws::connect(&url, opts).await.unwrap();
         let cpu0 = cpu_ns();
         let t = std::time::Instant::now();
         let mut s = conn
@@ -61,12 +68,25 @@ fn main() {
         let cpu = cpu_ns().saturating_sub(cpu0);
         assert_eq!(got, n);
         println!(
-            "{got} items in {secs:.3} s: {:.0} items/s, client CPU {:.0} ns/item",
+            "{got} items in {secs:.3} s: {:.0} items/s, client CPU {:.0} ns/item, peak RSS {} KiB",
             got as f64 / secs,
-            cpu as f64 / got as f64
+            cpu as f64 / got as f64,
+            peak_rss_kib()
         );
         conn.close().await;
     });
+}
+
+/// This process's peak resident set (VmHWM), in KiB (0 where /proc is missing).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// CPU time of every thread of this process so far, in ns (0 where schedstat is missing).

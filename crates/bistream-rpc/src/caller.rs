@@ -7,7 +7,7 @@ use std::time::Duration;
 use bistream_rpc_proto::{Model, Target};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::data::request_data;
 use crate::shared::{CallSink, Cmd, Ctl, Outcome, Shared};
@@ -179,11 +179,8 @@ impl Connection {
         serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string()))
     }
 
-    fn stream_parts(
-        &self,
-        credit: bool,
-    ) -> (CallSink, mpsc::Receiver<crate::router::Raw>, Outcome) {
-        let (tx, rx) = mpsc::channel(self.shared().window as usize);
+    fn stream_parts(&self, credit: bool) -> (CallSink, crate::queue::QueueRx, Outcome) {
+        let (tx, rx) = self.shared().stream_queue();
         let outcome: Outcome = Arc::new(OnceLock::new());
         let sink = CallSink::Stream {
             tx: Some(tx),

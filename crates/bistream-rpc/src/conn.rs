@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::queue::{QueueTx, TrySend};
 use crate::router::{Handler, Raw, RawItems};
 use crate::shared::{CallSink, Cmd, Ctl, Outcome, Shared};
 use crate::stream::{Items, Producer, ServeReceiver, ServeSender};
@@ -34,6 +35,9 @@ pub const HARD_CAP: usize = 64 << 20;
 /// Frames the driver takes from the transport in one go when they are already there (no
 /// wait) before it delivers what they carry (DECISIONS D25).
 const READ_BURST: usize = 64;
+/// Bytes of frames a burst may take before delivering (the engine holds their items until
+/// then, so this bounds them too when a stream's queue is full).
+const READ_BURST_BYTES: usize = 1 << 20;
 /// How long fire-and-forget handlers may keep running after their connection ended.
 pub const FF_GRACE: Duration = Duration::from_secs(10);
 
@@ -64,7 +68,7 @@ impl Default for RpcConfig {
 
 struct Serving {
     abort: Option<AbortHandle>,
-    inbound: Option<(mpsc::Sender<Raw>, Outcome)>,
+    inbound: Option<(QueueTx, Outcome)>,
     credit: Option<Arc<Semaphore>>,
     /// See `CallSink::Stream::debt`.
     debt: u64,
@@ -86,6 +90,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         peer_window: AtomicU32::new(0),
         window: cfg.limits.window.max(1),
         window_bytes: cfg.limits.window_bytes.max(1),
+        queue_bytes: cfg.limits.stream_queue_bytes.max(1),
         state,
         cause: OnceLock::new(),
     });
@@ -281,17 +286,19 @@ impl<R: FrameReader> Driver<R> {
                     // Once per burst, not per frame: reading the clock was 4.5% of a fast
                     // stream reader's CPU (D32).
                     self.last_rx = Instant::now();
+                    let mut bytes = text_len(&msg);
                     if let Some(stop) = self.on_inbound(msg) {
                         return stop;
                     }
                     // Take the frames already read (up to READ_BURST) before delivering: their
                     // items reach each consumer together, one wake-up per burst, not per item.
                     for _ in 1..READ_BURST {
-                        if self.engine.pending_events() >= READ_BURST {
+                        if self.engine.pending_events() >= READ_BURST || bytes >= READ_BURST_BYTES {
                             break;
                         }
                         match self.reader.next().now_or_never() {
                             Some(msg @ (Inbound::Text(_) | Inbound::Shared(_))) => {
+                                bytes += text_len(&msg);
                                 if let Some(stop) = self.on_inbound(msg) {
                                     return stop;
                                 }
@@ -369,6 +376,15 @@ impl<R: FrameReader> Driver<R> {
             Ctl::Close { code, reason } => return Some(Stop::Local { code, reason }),
         }
         None
+    }
+}
+
+/// The length of a text frame (0 for anything else).
+fn text_len(msg: &Inbound) -> usize {
+    match msg {
+        Inbound::Text(t) => t.len(),
+        Inbound::Shared(t) => t.len(),
+        _ => 0,
     }
 }
 

@@ -35,6 +35,7 @@ mod conn;
 mod data;
 pub mod demo;
 mod error;
+mod queue;
 mod router;
 mod shared;
 mod stream;

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use bistream_rpc_proto::{ErrorCode, Model, ServeKey, Target};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use crate::queue::{queue, QueueRx, QueueTx};
 use crate::router::Raw;
 use crate::{ConnState, RpcError};
 
@@ -18,7 +19,7 @@ pub(crate) enum CallSink {
     Rr(oneshot::Sender<Result<Raw, RpcError>>),
     Stream {
         /// Dropped (set to `None`) when the callee's side ends.
-        tx: Option<mpsc::Sender<Raw>>,
+        tx: Option<QueueTx>,
         outcome: Outcome,
         /// Credit for our own items (bi-stream calls only).
         credit: Option<Arc<Semaphore>>,
@@ -82,6 +83,8 @@ pub(crate) struct Shared {
     pub window: u32,
     /// Our per-stream byte budget for grants (see `Limits::window_bytes`).
     pub window_bytes: u64,
+    /// Bytes one stream's inbound queue may hold (see `Limits::stream_queue_bytes`).
+    pub queue_bytes: usize,
     pub state: watch::Sender<ConnState>,
     pub cause: OnceLock<RpcError>,
 }
@@ -102,6 +105,11 @@ impl Shared {
     /// stream (or when negotiation turns credit on), so no stream gets it twice or never.
     pub fn new_credit(&self) -> Arc<Semaphore> {
         Arc::new(Semaphore::new(0))
+    }
+
+    /// A new stream's inbound queue, bounded in items and bytes.
+    pub fn stream_queue(&self) -> (QueueTx, QueueRx) {
+        queue(self.window as usize, self.queue_bytes)
     }
 
     pub fn next_id(&self) -> u64 {

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::queue::{Gauge, QueueRx};
 use crate::router::Raw;
 use crate::shared::{Cmd, Ctl, Outcome, Shared};
 use crate::{HandlerError, RpcError};
@@ -22,6 +23,7 @@ use crate::{HandlerError, RpcError};
 /// Receiving half shared by calls and handlers: delivery, end/failure, credit grants.
 pub(crate) struct Items {
     rx: mpsc::Receiver<Raw>,
+    gauge: Arc<Gauge>,
     outcome: Outcome,
     target: Target,
     shared: Arc<Shared>,
@@ -34,13 +36,14 @@ pub(crate) struct Items {
 
 impl Items {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Raw>,
+        queue: QueueRx,
         outcome: Outcome,
         target: Target,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            rx,
+            rx: queue.rx,
+            gauge: queue.gauge,
             outcome,
             target,
             shared,
@@ -80,6 +83,7 @@ impl Items {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(raw)) => {
+                self.gauge.taken(raw.get().len());
                 if self.shared.credit_on() {
                     if let Some(n) = self.grant_after(raw.get().len()) {
                         let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), n));
@@ -107,6 +111,8 @@ impl Items {
         match self.rx.poll_recv_many(cx, out, max.max(1)) {
             Poll::Ready(0) => self.ended().map(|r| r.map(|r| r.map(|_| ()))),
             Poll::Ready(_) => {
+                self.gauge
+                    .taken(out[before..].iter().map(|r| r.get().len()).sum());
                 if self.shared.credit_on() {
                     let mut grant = 0u32;
                     for raw in &out[before..] {

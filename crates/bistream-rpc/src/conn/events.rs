@@ -18,7 +18,7 @@ impl<R: FrameReader> Driver<R> {
                 Event::Item { call, data } => {
                     let full = match self.calls.get(&call) {
                         Some(CallSink::Stream { tx: Some(tx), .. }) => match tx.try_send(data) {
-                            Err(mpsc::error::TrySendError::Full(d)) => Some((tx.clone(), d)),
+                            Err(TrySend::Full(d)) => Some((tx.clone(), d)),
                             _ => None,
                         },
                         _ => None,
@@ -201,25 +201,21 @@ impl<R: FrameReader> Driver<R> {
         }
     }
 
-    /// Delivers one item into a bounded queue; when it is full, stops reading the transport
+    /// Delivers one item into a bounded queue (items and bytes); when it is full, stops reading the transport
     /// (backpressure) but keeps serving commands until there is room.
-    pub(super) async fn deliver(&mut self, tx: mpsc::Sender<Raw>, item: Raw) -> Option<Stop> {
+    pub(super) async fn deliver(&mut self, tx: QueueTx, item: Raw) -> Option<Stop> {
         let item = match tx.try_send(item) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return None,
-            Err(mpsc::error::TrySendError::Full(item)) => item,
+            Ok(()) | Err(TrySend::Closed) => return None,
+            Err(TrySend::Full(item)) => item,
         };
-        let mut item = Some(item);
+        let send = tx.send(item);
+        tokio::pin!(send);
         loop {
             self.flush();
             let budget_ok = self.budget_ok();
             tokio::select! {
                 biased;
-                permit = tx.reserve() => {
-                    if let (Ok(p), Some(i)) = (permit, item.take()) {
-                        p.send(i);
-                    }
-                    return None;
-                }
+                _ = &mut send => return None,
                 Some(ctl) = self.ctl_rx.recv() => {
                     if let Some(stop) = self.on_ctl(ctl) {
                         return Some(stop);

@@ -68,7 +68,7 @@ impl<R: FrameReader> Driver<R> {
             (Handler::Ss(h), _) => {
                 let credit = self.initial_credit();
                 slot.credit = Some(credit.clone());
-                let (tx, rx) = mpsc::channel(shared.window as usize);
+                let (tx, rx) = shared.stream_queue();
                 let outcome: Outcome = Arc::new(OnceLock::new());
                 slot.inbound = Some((tx, outcome.clone()));
                 let items = Items::new(rx, outcome, Target::Serve(k.clone()), shared.clone());

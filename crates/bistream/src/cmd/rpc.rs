@@ -58,13 +58,18 @@ pub(crate) struct LimitArgs {
     /// Streams and bi-streams served at once per connection before `overloaded`.
     #[arg(long, default_value_t = 256)]
     pub(crate) max_streams: usize,
-    /// Per-stream window (queue size and credit unit).
-    #[arg(long, default_value_t = 256)]
-    pub(crate) window: u32,
+    /// Per-stream window (queue size and credit unit) [default: the protocol's, 4096 for
+    /// slipstream (its queues are bounded in bytes too), 256 for RSocket].
+    #[arg(long)]
+    pub(crate) window: Option<u32>,
     /// Per-stream byte budget of credit grants once the first window is used (items of the
     /// recent size that fit, at least one).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub(crate) window_bytes: u64,
+    /// Bytes of items one stream's inbound queue may hold before reading stops (one larger
+    /// item still passes when the queue is empty).
+    #[arg(long, default_value_t = bistream_rpc::Limits::default().stream_queue_bytes)]
+    pub(crate) stream_queue_bytes: usize,
     /// Keepalive interval in seconds once negotiated (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) keepalive: f64,
@@ -80,17 +85,21 @@ impl LimitArgs {
         }
         if self.max_in_flight == 0
             || self.max_streams == 0
-            || self.window == 0
+            || self.window == Some(0)
             || self.window_bytes == 0
+            || self.stream_queue_bytes == 0
         {
-            bail!("--max-in-flight, --max-streams, --window and --window-bytes must be at least 1");
+            bail!("--max-in-flight, --max-streams, --window, --window-bytes and --stream-queue-bytes must be at least 1");
         }
         let mut cfg = RpcConfig::default();
         cfg.limits.max_frame_bytes = self.max_frame_bytes;
         cfg.limits.max_in_flight = self.max_in_flight;
         cfg.limits.max_streams = self.max_streams;
-        cfg.limits.window = self.window;
+        if let Some(w) = self.window {
+            cfg.limits.window = w;
+        }
         cfg.limits.window_bytes = self.window_bytes;
+        cfg.limits.stream_queue_bytes = self.stream_queue_bytes;
         cfg.extensions = !self.no_extensions;
         if self.keepalive != 0.0 {
             let d = bistream_core::validate_timeout_max(self.keepalive, 3600.0)

@@ -19,7 +19,7 @@ fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
     if l.max_frame_bytes < 1024 {
         bail!("--max-frame-bytes must be at least 1024");
     }
-    if l.max_streams == 0 || l.window < 2 {
+    if l.max_streams == 0 || l.window.is_some_and(|w| w < 2) {
         bail!("--max-streams must be at least 1 and --window at least 2");
     }
     let mut c = RsConfig {
@@ -27,7 +27,7 @@ fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
             .max_frame_bytes
             .min(bistream_rsocket::proto::MAX_FRAME_LEN),
         max_streams: l.max_streams.max(l.max_in_flight.min(l.max_streams)),
-        window: l.window,
+        window: l.window.unwrap_or(RsConfig::default().window),
         ..RsConfig::default()
     };
     if l.keepalive != 0.0 {
