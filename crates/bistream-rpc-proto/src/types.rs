@@ -28,7 +28,7 @@ pub struct Limits {
     /// Invalid frames in a row before the connection is closed with 1008 (default 100).
     pub max_invalid_in_row: u32,
     /// Items per stream we accept before granting more credit (default 4,096: DECISIONS
-    /// D-rpc-3); also the per-stream queue size (which `stream_queue_bytes` bounds in bytes).
+    /// D37); also the per-stream queue size (which `stream_queue_bytes` bounds in bytes).
     pub window: u32,
     /// Bytes of items per stream we let the peer have queued or in flight once the first
     /// window is used (default 1 MiB): grants shrink the window to about this many bytes of
