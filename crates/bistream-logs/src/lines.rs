@@ -396,7 +396,7 @@ impl LineSplitter {
     }
 }
 
-/// `memchr::memchr` for `\n`, the searcher where AVX2 is missing.
+/// `memchr::memchr` for `\n`: the searcher off x86_64 (or should SSE2 be missing).
 fn find_nl(haystack: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', haystack)
 }
