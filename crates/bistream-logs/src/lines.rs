@@ -13,12 +13,13 @@
 //! from several chunks) is checked per line.
 //!
 //! Two ways out: [`LineSplitter::next_span`] / [`LineSplitter::next_piece`] (one piece per
-//! call, every case), and [`LineSplitter::checked_lines`], the fast path through a run of
-//! complete lines of checked text (one `memchr` search per line, no per-line `Span`), which
-//! leaves every other case to `next_span`.
+//! call, every case), and [`LineSplitter::checked_run`], the fast path through a run of
+//! complete lines of checked text that a limit tracker's room covers (one `memchr` search per
+//! line, no per-line `Span`), which leaves every other case to `next_span`.
 
 use std::borrow::Cow;
 
+use bistream_core::LineRoom;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -187,6 +188,20 @@ impl LineSplitter {
         self.chunk = Buf::Raw(chunk);
     }
 
+    /// Lets go of the current chunk once every byte of it was read (the unfinished line at
+    /// its end, if any, is already copied out): nothing of it is needed any more, and a
+    /// transport that cuts its chunks out of one read buffer (tungstenite) can then reuse
+    /// that buffer in place instead of allocating a new one for each read. Does nothing
+    /// while part of the chunk is unread.
+    pub fn release(&mut self) {
+        if self.needs_data() {
+            self.chunk = Buf::Raw(Bytes::new());
+            self.text = Utf8Bytes::default();
+            self.text_at = 0;
+            self.pos = 0;
+        }
+    }
+
     /// As [`feed`](Self::feed), for text already known to be UTF-8 (a WebSocket text
     /// message, checked by tungstenite): its lines are never checked again.
     pub fn feed_text(&mut self, text: Utf8Bytes) {
@@ -249,36 +264,58 @@ impl LineSplitter {
 
     /// The fast path through a run of lines: hands `f` each complete line that lies in the
     /// current chunk's checked UTF-8 text, from the current position, in order, with nothing
-    /// pending from an earlier chunk, until `f` returns `false` (that line stays unread) or a
-    /// line needs [`next_span`](Self::next_span) (longer than the limit, outside the checked
-    /// text, or the unfinished end of the chunk). One `memchr` pass, no `Span` per line, no
-    /// second UTF-8 check. Whatever it leaves is read with `next_span` as usual; the pieces
-    /// come out exactly as `next_span` alone would give them (a property test checks it).
-    pub fn checked_lines(&mut self, f: impl FnMut(&str) -> bool) {
+    /// pending from an earlier chunk, while `room` covers it (at most `room.lines` lines,
+    /// `room.bytes` bytes in all, none longer than `room.max_size`), and returns how many
+    /// lines and bytes it handed out. It stops at the first line that does not fit the room
+    /// (that line stays unread) or that needs [`next_span`](Self::next_span) (longer than the
+    /// splitter's limit, outside the checked text, or the unfinished end of the chunk). One
+    /// `memchr` search per line, no `Span` per line, no second UTF-8 check, and no check per
+    /// line against `room.lines` / `room.bytes` when the rest of the text cannot pass them
+    /// (it has at most as many lines as bytes). Whatever it leaves is read with `next_span`
+    /// as usual; the pieces come out exactly as `next_span` alone would give them (a property
+    /// test checks it).
+    pub fn checked_run(&mut self, room: LineRoom, f: impl FnMut(&str)) -> (u64, u64) {
         if self.skipping.is_some() || !self.partial.is_empty() {
-            return;
+            return (0, 0);
         }
         let (text, base) = match &self.chunk {
             Buf::Text(t) => (t.as_str(), 0),
             Buf::Raw(_) => (self.text.as_str(), self.text_at),
         };
         let Some(from) = self.pos.checked_sub(base) else {
-            return;
+            return (0, 0);
         };
-        if from >= text.len() {
-            return;
-        }
-        // memchr's AVX2 searcher called directly, one search per line, when the CPU has it:
-        // the generic `memchr_iter` adds a function-pointer dispatch and an iterator layer on
-        // every call, as much work as the search itself for ~100-byte lines.
+        let Some(rest) = text.len().checked_sub(from).filter(|&r| r > 0) else {
+            return (0, 0);
+        };
+        let max = usize::try_from(room.max_size).map_or(self.max_line, |m| m.min(self.max_line));
+        let rest = rest as u64;
+        let budget = Budget {
+            max,
+            lines: room.lines,
+            bytes: room.bytes,
+        };
+        let bounded = rest > room.lines || rest > room.bytes;
+        // memchr's SSE2 searcher called directly, one search per line: the generic
+        // `memchr_iter` adds a function-pointer dispatch and an iterator layer on every call,
+        // and the AVX2 one is an `avx2` function that cannot be inlined here, so each call
+        // saves and restores the loop's registers; for ~100-byte lines both cost as much as
+        // the search itself. SSE2 is part of x86_64, so its searcher inlines into the loop.
         #[cfg(target_arch = "x86_64")]
-        let start = match memchr::arch::x86_64::avx2::memchr::One::new(b'\n') {
-            Some(one) => cut_lines(text, from, |h| one.find(h), self.max_line, f),
-            None => cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f),
+        let run = match (memchr::arch::x86_64::sse2::memchr::One::new(b'\n'), bounded) {
+            (Some(one), false) => cut_lines::<false>(text, from, |h| one.find(h), budget, f),
+            (Some(one), true) => cut_lines::<true>(text, from, |h| one.find(h), budget, f),
+            (None, false) => cut_lines::<false>(text, from, find_nl, budget, f),
+            (None, true) => cut_lines::<true>(text, from, find_nl, budget, f),
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let start = cut_lines(text, from, |h| memchr::memchr(b'\n', h), self.max_line, f);
-        self.pos = base + start;
+        let run = if bounded {
+            cut_lines::<true>(text, from, find_nl, budget, f)
+        } else {
+            cut_lines::<false>(text, from, find_nl, budget, f)
+        };
+        self.pos = base + run.end;
+        (run.lines, run.bytes)
     }
 
     /// The text of a line `span` (from the last [`next_span`](Self::next_span)); borrowed
@@ -359,26 +396,50 @@ impl LineSplitter {
     }
 }
 
-/// The loop of [`LineSplitter::checked_lines`]: `text` from `from` on, cut at each `\n`
+/// `memchr::memchr` for `\n`: the searcher off x86_64 (or should SSE2 be missing).
+fn find_nl(haystack: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\n', haystack)
+}
+
+/// What [`cut_lines`] may take: lines of at most `max` bytes, at most `lines` of them and
+/// `bytes` bytes in all.
+#[derive(Clone, Copy)]
+struct Budget {
+    max: usize,
+    lines: u64,
+    bytes: u64,
+}
+
+/// What [`cut_lines`] took: the offset of the first line not consumed, and the lines and
+/// bytes handed out.
+struct Run {
+    end: usize,
+    lines: u64,
+    bytes: u64,
+}
+
+/// The loop of [`LineSplitter::checked_run`]: `text` from `from` on, cut at each `\n`
 /// (`find` gives the offset of the first `\n` in a slice), each line handed to `f` while it
-/// fits `max_line` and `f` accepts it; returns the offset of the first line not consumed.
-fn cut_lines(
+/// fits `budget.max` and, when `BOUNDED`, the budget's lines and bytes (without `BOUNDED`
+/// the caller knows the text cannot pass them).
+fn cut_lines<const BOUNDED: bool>(
     text: &str,
     from: usize,
     find: impl Fn(&[u8]) -> Option<usize>,
-    max_line: usize,
-    mut f: impl FnMut(&str) -> bool,
-) -> usize {
+    budget: Budget,
+    mut f: impl FnMut(&str),
+) -> Run {
     let bytes = text.as_bytes();
-    let mut start = from;
+    let (mut start, mut lines, mut total) = (from, 0u64, 0u64);
     while let Some(nl) = bytes.get(start..).and_then(&find) {
         let at = start + nl;
-        let end = if nl > 0 && bytes.get(at - 1) == Some(&b'\r') {
-            at - 1
-        } else {
-            at
-        };
-        if end - start > max_line {
+        let cr = nl > 0 && bytes.get(at - 1) == Some(&b'\r');
+        let end = at - usize::from(cr);
+        let size = end - start;
+        if size > budget.max {
+            break;
+        }
+        if BOUNDED && (lines == budget.lines || size as u64 > budget.bytes - total) {
             break;
         }
         // Always a character boundary (next to an ASCII `\n`/`\r`); `get` keeps even an
@@ -386,12 +447,16 @@ fn cut_lines(
         let Some(line) = text.get(start..end) else {
             break;
         };
-        if !f(line) {
-            break;
-        }
+        f(line);
+        lines += 1;
+        total += size as u64;
         start = at + 1;
     }
-    start
+    Run {
+        end: start,
+        lines,
+        bytes: total,
+    }
 }
 
 /// The line as text. Valid UTF-8 (nearly every line) takes `from_utf8`'s word-at-a-time

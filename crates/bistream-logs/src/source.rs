@@ -48,6 +48,22 @@ impl Source {
         }
     }
 
+    /// The next chunk, with no timeout. Cancel-safe: dropping it before it is ready loses
+    /// nothing (tungstenite keeps a partial message in its buffer, hyper a partial chunk).
+    pub(crate) async fn read(&mut self, ctx: &str) -> Result<Chunk, ClientError> {
+        match self {
+            Source::Ws(ws) => next_ws(ws, ctx).await,
+            Source::Http(resp) => match resp.chunk().await {
+                Ok(Some(bytes)) => Ok(Chunk::Data {
+                    bytes,
+                    message: false,
+                }),
+                Ok(None) => Ok(Chunk::End),
+                Err(e) => Err(reqwest_error(&e, ctx, "reading the response body")),
+            },
+        }
+    }
+
     /// Waits for the next chunk: a chunk already there (nearly always, mid-stream) is taken
     /// without touching the clock or a timer; only a read that has to wait takes its
     /// deadline from `deadline` (`None`: wait forever), filling it in with now + `idle` if
@@ -59,19 +75,7 @@ impl Source {
         deadline: &mut Option<tokio::time::Instant>,
         ctx: &str,
     ) -> Result<Chunk, ClientError> {
-        let read = async {
-            match self {
-                Source::Ws(ws) => next_ws(ws, ctx).await,
-                Source::Http(resp) => match resp.chunk().await {
-                    Ok(Some(bytes)) => Ok(Chunk::Data {
-                        bytes,
-                        message: false,
-                    }),
-                    Ok(None) => Ok(Chunk::End),
-                    Err(e) => Err(reqwest_error(&e, ctx, "reading the response body")),
-                },
-            }
-        };
+        let read = self.read(ctx);
         let Some(idle) = idle else {
             return read.await;
         };

@@ -20,6 +20,9 @@ use crate::lines::{LineSplitter, Piece};
 use crate::options::TailOptions;
 use crate::source::{Chunk, Source};
 
+/// How many received chunks one [`Tail::next_lines`] call takes at most without waiting.
+const DRAIN_CHUNKS: usize = 64;
+
 /// Counters of one tail, readable while it runs (see [`Tail::stats`], [`LogStream::stats`]).
 #[derive(Debug, Default)]
 pub struct StatsCell {
@@ -216,8 +219,9 @@ impl Tail {
 
     /// The next batch of lines: waits as [`next_line_ref`](Self::next_line_ref) does for
     /// the first, then hands `f` every line already received (the rest of the current
-    /// chunk), each borrowed from it, and returns how many. The fastest way through a tail:
-    /// one call per chunk, not per line. Same limits and cancel-safety; `None` after a
+    /// chunk, and of the chunks the transport already holds after it, up to 64 chunks),
+    /// each borrowed from its chunk, and returns how many. The fastest way through a tail:
+    /// one call per burst of chunks, not per line. Same limits and cancel-safety; `None` after a
     /// normal end or after the error was returned. An error (a limit reached inside the
     /// chunk) is returned after `f` was given every line before it.
     ///
@@ -236,11 +240,11 @@ impl Tail {
         &mut self,
         mut f: impl FnMut(&str),
     ) -> Option<Result<usize, ClientError>> {
+        let (mut n, mut chunks) = (0, 0);
         loop {
             if let Err(e) = self.ready().await? {
                 return Some(Err(e));
             }
-            let mut n = 0;
             loop {
                 n += match self.checked_batch(&mut f) {
                     Ok(k) => k,
@@ -260,20 +264,36 @@ impl Tail {
                     Err(e) => return Some(Err(e)),
                 }
             }
-            if n > 0 {
-                self.publish();
-                return Some(Ok(n));
-            }
-            match self.pull().await {
+            let pulled = if n == 0 {
+                self.pull().await
+            } else {
+                // The chunks the transport has already received (a burst of WebSocket
+                // messages) go out in this call too: no wait, and no return and re-entry per
+                // message. Bounded, so a caller that also waits on something else (a timer
+                // in a `select!`) gets control back while a fast server keeps sending.
+                chunks += 1;
+                match self.pull_ready(chunks).await {
+                    Some(pulled) => pulled,
+                    None => {
+                        self.publish();
+                        return Some(Ok(n));
+                    }
+                }
+            };
+            match pulled {
                 Ok(true) => {}
                 Ok(false) => {
-                    return match self.last_line()? {
-                        Ok(line) => {
+                    // The counters so far (a drained call has not published them yet).
+                    self.publish();
+                    return match self.last_line() {
+                        None if n == 0 => None,
+                        None => Some(Ok(n)),
+                        Some(Ok(line)) => {
                             f(&line);
-                            Some(Ok(1))
+                            Some(Ok(n + 1))
                         }
-                        Err(e) => Some(Err(e)),
-                    }
+                        Some(Err(e)) => Some(Err(e)),
+                    };
                 }
                 Err(e) => return Some(Err(e)),
             }
@@ -281,9 +301,10 @@ impl Tail {
     }
 
     /// The fast path of [`next_lines`](Self::next_lines): hands `f` the run of lines of the
-    /// current chunk that are in checked text and that the limits provably accept, checking
-    /// each against the room the tracker had at the start (three compares, no call per
-    /// line), then admits them to the tracker as one batch; returns how many. The first line
+    /// current chunk that are in checked text and that the limits provably accept, checked
+    /// against the room the tracker had at the start (`LineSplitter::checked_run`, no call
+    /// into the tracker per line), then admits them to the tracker as one batch; returns how
+    /// many. The first line
     /// that does not fit the room (or needs the general path) is left to `next_span` and
     /// `admit`, which find its exact fate (skipped, or the 429 naming the count), so limits
     /// stay exact.
@@ -294,18 +315,7 @@ impl Tail {
         let Some(room) = self.tracker.line_room() else {
             return Ok(0);
         };
-        let (mut lines_left, mut bytes_left) = (room.lines, room.bytes);
-        self.splitter.checked_lines(|line| {
-            let size = line.len() as u64;
-            if lines_left == 0 || size > bytes_left || size > room.max_size {
-                return false;
-            }
-            lines_left -= 1;
-            bytes_left -= size;
-            f(line);
-            true
-        });
-        let (count, total) = (room.lines - lines_left, room.bytes - bytes_left);
+        let (count, total) = self.splitter.checked_run(room, f);
         if count == 0 {
             return Ok(0);
         }
@@ -339,6 +349,11 @@ impl Tail {
     /// ends the tail.
     async fn pull(&mut self) -> Result<bool, ClientError> {
         self.publish();
+        // The chunk is read to its end: hand its buffer back before the read. tungstenite
+        // cuts each message out of one read buffer; while the last one is held, every read
+        // has to go to a fresh allocation no larger than a few messages, so it reads ~2 KiB
+        // per `recvfrom` instead of up to its whole 128 KiB (50× the system calls).
+        self.splitter.release();
         let State::Streaming(source) = &mut self.state else {
             return Ok(true);
         };
@@ -352,6 +367,32 @@ impl Tail {
             )
             .await;
         self.wait_deadline = None;
+        self.take(got)
+    }
+
+    /// As [`pull`](Self::pull), but only for a chunk that is already there: `None` when the
+    /// transport would have to wait (nothing is waited for, the idle timeout does not start)
+    /// or when `chunks` already reached [`DRAIN_CHUNKS`].
+    async fn pull_ready(&mut self, chunks: usize) -> Option<Result<bool, ClientError>> {
+        if chunks >= DRAIN_CHUNKS {
+            return None;
+        }
+        self.splitter.release();
+        let State::Streaming(source) = &mut self.state else {
+            return None;
+        };
+        let got = {
+            let read = std::pin::pin!(source.read(&self.opts.context));
+            match futures_util::poll!(read) {
+                Poll::Ready(got) => got,
+                Poll::Pending => return None,
+            }
+        };
+        Some(self.take(got))
+    }
+
+    /// Feeds a chunk the source gave to the splitter (see [`pull`](Self::pull)).
+    fn take(&mut self, got: Result<Chunk, ClientError>) -> Result<bool, ClientError> {
         match got {
             Ok(Chunk::Text(text)) => {
                 self.count_chunk(text.len(), true)?;

@@ -266,7 +266,8 @@ async fn dropping_a_blocking_iterator_waiting_for_data_is_prompt() {
 
 /// The fast path of `next_lines` (a chunk's run of checked lines admitted as one batch)
 /// agrees with one line per call (`next_line`, the general path) on every limit landing
-/// anywhere inside a chunk: the same lines, the same 429 text, the same counters, over
+/// anywhere inside a chunk (`max_lines`, `max_bytes`, and on WebSocket `max_messages`; a
+/// call may take several received chunks): the same lines, the same 429 text, the same counters, over
 /// WebSocket text frames and chunked HTTP, with overlong (skipped) lines, `\r\n`, a line
 /// split across chunks and invalid UTF-8 among them.
 #[tokio::test]
@@ -306,43 +307,61 @@ async fn batches_agree_with_single_lines_on_every_limit() {
         format!("ws://{}/tail", serve(ws).await),
         format!("http://{}/logs", serve(http).await),
     ];
+    // (max_lines, max_bytes, max_messages): every line and byte limit, then (WebSocket
+    // only: an HTTP body has no messages) every message limit.
+    let mut cases = Vec::new();
+    for max_lines in 1..=22u64 {
+        for max_bytes in [20u64, 41, 42, 64, 95, 1000] {
+            cases.push((max_lines, max_bytes, u64::MAX));
+        }
+    }
+    for max_messages in 1..=6u64 {
+        cases.push((22, 1000, max_messages));
+    }
     for url in &urls {
-        for max_lines in 1..=22u64 {
-            for max_bytes in [20u64, 41, 42, 64, 95, 1000] {
-                let opts = || {
-                    opts(limits(|b| {
-                        b.max_lines(max_lines)
-                            .max_bytes(max_bytes)
-                            .max_message_size(20)
-                    }))
-                };
-                let mut single = Tail::new(url.clone(), opts());
-                let mut want = Vec::new();
-                while let Some(line) = single.next_line().await {
-                    match line {
-                        Ok(l) => want.push(l),
-                        Err(e) => want.push(e.to_string()),
+        for &(max_lines, max_bytes, max_messages) in &cases {
+            let opts = || {
+                opts(limits(|b| {
+                    b.max_lines(max_lines)
+                        .max_bytes(max_bytes)
+                        .max_messages(max_messages)
+                        .max_message_size(20)
+                }))
+            };
+            let mut single = Tail::new(url.clone(), opts());
+            let mut want = Vec::new();
+            while let Some(line) = single.next_line().await {
+                match line {
+                    Ok(l) => want.push(l),
+                    Err(e) => want.push(e.to_string()),
+                }
+            }
+            let mut batched = Tail::new(url.clone(), opts());
+            let mut got = Vec::new();
+            tokio::time::timeout(LIMIT, async {
+                loop {
+                    let before = got.len();
+                    let Some(batch) = batched.next_lines(|l| got.push(l.to_owned())).await else {
+                        break;
+                    };
+                    match batch {
+                        // A call's count is the lines it handed out, over every chunk it took.
+                        Ok(n) => assert_eq!(n, got.len() - before, "{url}"),
+                        Err(e) => got.push(e.to_string()),
                     }
                 }
-                let mut batched = Tail::new(url.clone(), opts());
-                let mut got = Vec::new();
-                tokio::time::timeout(LIMIT, async {
-                    while let Some(batch) = batched.next_lines(|l| got.push(l.to_owned())).await {
-                        if let Err(e) = batch {
-                            got.push(e.to_string());
-                        }
-                    }
-                })
-                .await
-                .unwrap();
-                let case = format!("{url} max_lines {max_lines} max_bytes {max_bytes}");
-                assert_eq!(got, want, "{case}");
-                assert_eq!(
-                    batched.stats().snapshot(),
-                    single.stats().snapshot(),
-                    "{case}"
-                );
-            }
+            })
+            .await
+            .unwrap();
+            let case = format!(
+                "{url} max_lines {max_lines} max_bytes {max_bytes} max_messages {max_messages}"
+            );
+            assert_eq!(got, want, "{case}");
+            assert_eq!(
+                batched.stats().snapshot(),
+                single.stats().snapshot(),
+                "{case}"
+            );
         }
     }
 }

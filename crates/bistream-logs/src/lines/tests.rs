@@ -1,5 +1,5 @@
 //! Tests of the line splitter: framing cases, overlong lines, and property tests of both
-//! ways out (`next_piece`, and `checked_lines` then `next_piece`) against the whole-input split.
+//! ways out (`next_piece`, and `checked_run` then `next_piece`) against the whole-input split.
 
 use super::*;
 use proptest::prelude::*;
@@ -161,14 +161,20 @@ fn feeding_before_draining_keeps_the_rest() {
     assert_eq!(s.next_piece(), None);
 }
 
-/// As [`run_as`], but through [`LineSplitter::checked_lines`] first, whose callback
-/// refuses every `stop`-th line it is offered (as a limit would), then `next_piece` for
-/// whatever it leaves, alternating.
-fn run_fast(chunks: &[&[u8]], max: usize, as_text: bool, stop: usize) -> (Vec<Piece>, usize) {
+/// As [`run_as`], but through [`LineSplitter::checked_run`] first, each call given the next
+/// room of `rooms` (cycled; as a limit tracker's room would shrink), then `next_piece` for
+/// whatever it leaves, alternating. Checks that every run stays inside its room and counts
+/// exactly the lines and bytes it handed out.
+fn run_fast(
+    chunks: &[&[u8]],
+    max: usize,
+    as_text: bool,
+    rooms: &[(u64, u64, u64)],
+) -> (Vec<Piece>, usize) {
     let mut s = LineSplitter::new(max);
     let mut out = Vec::new();
     let mut peak = 0;
-    let mut offered = 0;
+    let mut rooms = rooms.iter().cycle();
     for c in chunks {
         let bytes = Bytes::copy_from_slice(c);
         match Utf8Bytes::try_from(bytes.clone()) {
@@ -176,17 +182,27 @@ fn run_fast(chunks: &[&[u8]], max: usize, as_text: bool, stop: usize) -> (Vec<Pi
             _ => s.feed(bytes),
         }
         loop {
-            s.checked_lines(|line| {
-                offered += 1;
-                if offered % stop == 0 {
-                    return false;
-                }
+            let &(lines, bytes, max_size) = rooms.next().unwrap_or(&(u64::MAX, u64::MAX, u64::MAX));
+            let room = LineRoom {
+                lines,
+                bytes,
+                max_size,
+            };
+            let (mut got_lines, mut got_bytes) = (0u64, 0u64);
+            let (n, total) = s.checked_run(room, |line| {
+                assert!(line.len() as u64 <= max_size && line.len() <= max);
+                got_lines += 1;
+                got_bytes += line.len() as u64;
                 out.push(Piece::Line {
                     text: line.to_owned(),
                     size: line.len(),
                 });
-                true
             });
+            assert_eq!((n, total), (got_lines, got_bytes));
+            assert!(
+                n <= lines && total <= bytes,
+                "{n} lines, {total} bytes over {room:?}"
+            );
             match s.next_piece() {
                 Some(p) => out.push(p),
                 None => break,
@@ -207,7 +223,12 @@ proptest! {
         ),
         cuts in proptest::collection::vec(0usize..300, 0..20),
         max in 0usize..12,
-        stop in 1usize..6,
+        rooms in proptest::collection::vec(
+            (prop_oneof![0u64..6, 0u64..400, Just(u64::MAX)],
+             prop_oneof![0u64..20, 0u64..400, Just(u64::MAX)],
+             prop_oneof![0u64..12, Just(u64::MAX)]),
+            1..6,
+        ),
     ) {
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
         cuts.sort_unstable();
@@ -223,7 +244,7 @@ proptest! {
             let (out, peak) = run_as(&chunks, max, as_text);
             prop_assert_eq!(&out, &want);
             prop_assert!(peak <= max + 1);
-            let (out, peak) = run_fast(&chunks, max, as_text, stop);
+            let (out, peak) = run_fast(&chunks, max, as_text, &rooms);
             prop_assert_eq!(&out, &want);
             prop_assert!(peak <= max + 1);
         }
