@@ -1,6 +1,7 @@
 //! Three relay nodes in one process sharing a private redis-server: cross-node forwarding in
 //! both directions with one node's replies and errors, exactly once and in order, UUID
-//! takeover across nodes, user isolation across nodes, and Redis killed and restarted.
+//! takeover across nodes, user isolation across nodes, and Redis killed and restarted; the
+//! same per-pair guarantee with the nodes on one runtime thread and many senders at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod cluster_support;
@@ -94,6 +95,55 @@ async fn cross_node_forwarding_both_ways_exactly_once_in_order() {
 
     assert!(metric(&n[0], "bistream_relay_cluster_forwards_sent_total{").await >= Some(302.0));
     assert!(metric(&n[2], "bistream_relay_cluster_forwards_received_total{").await >= Some(301.0));
+    for node in n {
+        node.shutdown().await;
+    }
+}
+
+/// The nodes on one runtime thread (the setting for co-located nodes): many senders of one
+/// node forward at once, so the publisher's batches take several clients' messages after its
+/// yield; each pair still gets every message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn one_runtime_thread_concurrent_senders_exactly_once_in_order_per_pair() {
+    const PAIRS: usize = 6;
+    const MESSAGES: usize = 200;
+    let redis = Redis::start().await;
+    let n = nodes(&redis, config()).await;
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    for p in 0..PAIRS {
+        let (a, ua) = registered(&n[0], &format!("sender-{p}")).await;
+        let (b, ub) = registered(&n[1], &format!("receiver-{p}")).await;
+        senders.push(tokio::spawn(async move {
+            let mut a = a;
+            for i in 0..MESSAGES {
+                send(&mut a, peer_message(ua, "s", ub, &format!("{p}:{i}"))).await;
+            }
+            a
+        }));
+        receivers.push((b, ua));
+    }
+    let mut checks = Vec::new();
+    for (p, (mut b, ua)) in receivers.into_iter().enumerate() {
+        checks.push(tokio::spawn(async move {
+            for i in 0..MESSAGES {
+                let m = recv_json(&mut b).await;
+                assert_eq!(m["source_uuid"], ua.to_string(), "{m}");
+                assert_eq!(m["description"], format!("{p}:{i}"), "{m}");
+            }
+            assert_silent(&mut b).await;
+        }));
+    }
+    let mut keep = Vec::new();
+    for s in senders {
+        keep.push(s.await.unwrap());
+    }
+    for c in checks {
+        c.await.unwrap();
+    }
+    let sent = metric(&n[0], "bistream_relay_cluster_forwards_sent_total{").await;
+    assert!(sent >= Some((PAIRS * MESSAGES) as f64), "{sent:?}");
+    drop(keep);
     for node in n {
         node.shutdown().await;
     }

@@ -34,6 +34,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Cli {
     #[command(flatten)]
     log: logging::LogArgs,
+    /// Threads of the async runtime (default: one per CPU core). Give co-located processes
+    /// a share each, e.g. `1` for each of two relay cluster nodes on a 2-core machine
+    /// (docs/cluster.md, "Co-located nodes").
+    #[arg(long, global = true, env = "BISTREAM_WORKER_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
     /// The relay server options, used when no subcommand is given.
     #[command(flatten)]
     serve: cmd::relay::ServeArgs,
@@ -90,10 +96,11 @@ fn main() -> ExitCode {
         eprintln!("bistream: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bistream: cannot start the async runtime: {e}");

@@ -251,3 +251,35 @@ fn large_message_budget_below_a_frame_is_refused() {
         stderr(&o)
     );
 }
+
+/// The runtime's worker threads of process `pid` (tokio names them `tokio-rt-worker`).
+fn runtime_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn worker_threads_sets_the_runtime_size_and_refuses_nonsense() {
+    // A flag anywhere on the line, and its variable, both size the runtime.
+    for (args, env) in [
+        (&["--port", "0", "--worker-threads", "1"][..], &[][..]),
+        (
+            &["--port", "0"][..],
+            &[("BISTREAM_WORKER_THREADS", "3")][..],
+        ),
+    ] {
+        let (p, _url) = start_default(args, env).await;
+        let want = if env.is_empty() { 1 } else { 3 };
+        assert_eq!(runtime_workers(p.pid().unwrap()), want, "{args:?} {env:?}");
+        stop(p).await;
+    }
+    let o = run(&["--worker-threads", "0", "relay", "serve"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--worker-threads"), "{}", stderr(&o));
+    let o = run(&["relay", "serve"], &[("BISTREAM_WORKER_THREADS", "many")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("many"), "{}", stderr(&o));
+}

@@ -77,23 +77,39 @@ async fn start_redis() -> anyhow::Result<(Server, u16)> {
     Ok((s, port))
 }
 
+/// Relay nodes the load is spread over in the cross-node layout.
+const NODES: usize = 2;
+
+/// The runtime threads of each relay process: the machine's cores shared among the relay
+/// processes that carry the load together (the documented setting for co-located nodes,
+/// docs/cluster.md). The one node has the machine to itself: all cores, the default.
+fn node_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / NODES).max(1)
+}
+
 async fn node(ctx: &Ctx, port: u16, id: &str) -> anyhow::Result<(Server, String)> {
     let url = format!("redis://127.0.0.1:{port}");
-    spawn_ours(
-        ctx,
-        &format!("bistream relay serve --cluster ({id})"),
-        &[
-            "relay",
-            "serve",
-            "--port",
-            "0",
-            "--cluster",
-            &url,
-            "--node-id",
-            id,
-        ],
-    )
-    .await
+    let mut cmd = Command::new(&ctx.cfg.exe);
+    cmd.args([
+        "relay",
+        "serve",
+        "--port",
+        "0",
+        "--cluster",
+        &url,
+        "--node-id",
+        id,
+    ])
+    .args(["--log-level", "warn"]);
+    cmd.arg("--worker-threads").arg(node_workers().to_string());
+    let name = format!("bistream relay serve --cluster ({id})");
+    let mut s = Server::spawn(&name, cmd)?;
+    let addr = s
+        .wait_line(READY_TIMEOUT, crate::proc::parse_addr)
+        .await
+        .with_context(|| format!("{name} did not print its address"))?;
+    Ok((s, addr))
 }
 
 async fn setup(ctx: &Ctx) -> anyhow::Result<Setup> {
@@ -603,7 +619,11 @@ async fn run(ctx: &Ctx) -> SuiteOutput {
          with --cluster on that Redis, one without. Throughput: {PAIRS} pairs keep {IN_FLIGHT} messages each in \
          flight (the relay suite's clients); cross-node puts every A on node 1 and every B on node 2. \
          Latency: one pair, one message in flight. All on one shared machine: Redis, three relays and the \
-         load generator compete for the same cores."
+         load generator compete for the same cores. Runtime threads: each relay process gets the \
+         machine's cores divided by the relay nodes carrying the load (docs/cluster.md, \
+         \"Co-located nodes\"): --worker-threads {} for each of the two clustered nodes, the \
+         default (all cores) for the one node.",
+        node_workers()
     ));
     out
 }

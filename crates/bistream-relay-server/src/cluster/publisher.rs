@@ -123,6 +123,17 @@ pub(super) async fn run(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: mpsc::Rece
                 if n == 0 {
                     return;
                 }
+                // Let the tasks already runnable on this worker (other clients forwarding in
+                // the same wave) run first, then take what they queued: one `PUBLISH` per
+                // wave, not one per client. Without it, tokio's LIFO slot runs this task right
+                // after each forwarding client and batches stay small (D39).
+                tokio::task::yield_now().await;
+                while jobs.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
                 p.send(&mut jobs).await;
             }
             _ = check.tick(), if !p.waiting.is_empty() => {
