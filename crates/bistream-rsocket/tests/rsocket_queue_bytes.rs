@@ -2,7 +2,8 @@
 //! items (the window): a raw peer sending large payloads within its credit cannot make our
 //! client hold more than the bound (the driver stops reading; the peer's writes stall), every
 //! item still arrives in order once the consumer drains, and small items flow up to the window.
-//! In-memory transport, tokio's paused clock, timeouts everywhere.
+//! A consumer that never drains is cut after `RsConfig::timeout` so the connection cannot stall
+//! for good. In-memory transport, tokio's paused clock, timeouts everywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,10 +34,15 @@ fn item(i: usize, len: usize) -> Bytes {
 /// REQUEST_STREAM with `WINDOW` items of `len` bytes (all within its credit) then COMPLETE, and
 /// any REQUEST_RESPONSE with `"pong"`. Returns the client and the items the peer wrote.
 async fn pair(len: usize) -> (RSocket, Arc<AtomicUsize>) {
+    pair_with(len, RsConfig::default().timeout).await
+}
+
+async fn pair_with(len: usize, timeout: Duration) -> (RSocket, Arc<AtomicUsize>) {
     let (a, b) = tokio::io::duplex(8 * 1024);
     let cfg = RsConfig {
         window: WINDOW,
         stream_queue_bytes: BOUND,
+        timeout,
         ..RsConfig::default()
     };
     let client = start(
@@ -220,4 +226,45 @@ async fn dropping_a_full_stream_frees_the_connection() {
         WINDOW as usize,
         "the rest was read and discarded"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_never_drains_is_cut_after_the_timeout() {
+    let (client, sent) = pair_with(ITEM, Duration::from_secs(60)).await;
+    let mut items = tokio::time::timeout(
+        T,
+        client.request_stream::<_, String>("big", &serde_json::json!({})),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    settle().await;
+    let held = sent.load(Ordering::SeqCst);
+    assert!(held < WINDOW as usize);
+    // The consumer waits for an answer this connection would deliver before it drains.
+    let pong: String = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.request_response("ping", &serde_json::json!({})),
+    )
+    .await
+    .expect("the stream is cut within its timeout, then the answer is read")
+    .unwrap();
+    assert_eq!(pong, "pong");
+    // Its consumer sees the items queued before the cut, then the error.
+    let mut n = 0;
+    loop {
+        match tokio::time::timeout(T, items.next()).await.unwrap() {
+            Some(Ok(v)) => {
+                assert_eq!(&v[..8], format!("{n:08}"));
+                n += 1;
+            }
+            Some(Err(e)) => {
+                assert!(e.to_string().contains("did not drain"), "{e}");
+                break;
+            }
+            None => panic!("the stream was cut, not completed"),
+        }
+    }
+    assert!(n >= 4 && n < WINDOW as usize, "{n} items before the cut");
+    assert!(!client.is_closed());
 }

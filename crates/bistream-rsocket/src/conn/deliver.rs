@@ -3,10 +3,13 @@
 //! (so a consumer that gives up, CANCEL, frees it), finished tasks and our KEEPALIVEs.
 //!
 //! This is head-of-line backpressure, as in the rpc crate (DECISIONS D35, D-rsq-1): while one
-//! stream's consumer is slow, no frame of the connection is read. A consumer that waits for
-//! something this connection would deliver before it drains (another stream's item, an answer)
-//! waits until a timeout ends one of the two (the per-call and per-item timeouts), or until it
-//! drops the stream; nothing is dropped and no deadlock outlives those timeouts.
+//! stream's consumer is slow, no frame of the connection is read. A consumer may wait for
+//! something only this connection would deliver before it drains: another stream's item, an
+//! answer, or the peer's REQUEST_N (a channel handler that needs credit to send before it reads
+//! on; that REQUEST_N is behind the items we stopped reading). So a hold lasts at most
+//! `RsConfig::timeout`: then that stream fails (ERROR/CANCEL to the peer, an error to its
+//! consumer, a warning logged) and reading resumes. A consumer that drops its stream frees the
+//! connection at once.
 
 use super::*;
 
@@ -33,6 +36,7 @@ impl Driver {
             item,
             complete,
         } = h;
+        let deadline = Instant::now() + self.cfg.timeout;
         {
             let send = tx.send(item);
             tokio::pin!(send);
@@ -62,6 +66,14 @@ impl Driver {
                         self.on_task_done(done);
                     }
                     Ok(e) = &mut *wdead => return Some(Stop { cause: RsError::Lost(e), error: None }),
+                    () = tokio::time::sleep_until(deadline) => {
+                        let t = self.cfg.timeout;
+                        tracing::warn!(stream, timeout = ?t,
+                            "rsocket stream's consumer took nothing while its queue was full: stream failed");
+                        let msg = format!("the consumer did not drain its queue for {t:?}");
+                        self.fail_stream(stream, ErrorCode::ApplicationError, &msg);
+                        return None;
+                    }
                     // We are the ones not reading: the peer's silence is not judged meanwhile,
                     // but our KEEPALIVEs still go out.
                     _ = tick.tick() => {

@@ -67,7 +67,7 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = 1024 * 1024)]
     pub(crate) window_bytes: u64,
     /// Bytes of items one stream's inbound queue may hold before reading stops (one larger
-    /// item still passes when the queue is empty).
+    /// item still passes when the queue is empty); both protocols.
     #[arg(long, default_value_t = bistream_rpc::Limits::default().stream_queue_bytes)]
     pub(crate) stream_queue_bytes: usize,
     /// Keepalive interval in seconds once negotiated (0 = off).
