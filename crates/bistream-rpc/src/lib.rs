@@ -35,7 +35,7 @@ mod conn;
 mod data;
 pub mod demo;
 mod error;
-mod queue;
+pub mod queue;
 mod router;
 mod shared;
 mod stream;

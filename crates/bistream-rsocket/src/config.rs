@@ -18,6 +18,10 @@ pub struct RsConfig {
     pub max_streams: usize,
     /// Items we request per stream (REQUEST_N), also the per-stream queue size (default 256).
     pub window: u32,
+    /// Bytes one stream's inbound queue may hold (default 1 MiB, as the rpc crate's
+    /// `Limits::stream_queue_bytes`); one larger item passes when the queue is empty. Past it
+    /// the connection stops reading until the consumer drains (backpressure; DECISIONS D40).
+    pub stream_queue_bytes: usize,
     /// Client: KEEPALIVE interval announced in SETUP (default 20 s).
     pub keepalive: Duration,
     /// Client: max lifetime announced in SETUP; both sides: silence after which the peer is
@@ -38,6 +42,7 @@ impl Default for RsConfig {
             max_reassembly_bytes: 64 << 20,
             max_streams: 1024,
             window: 256,
+            stream_queue_bytes: bistream_rpc::Limits::default().stream_queue_bytes,
             keepalive: Duration::from_secs(20),
             max_lifetime: Duration::from_secs(90),
             setup_timeout: Duration::from_secs(30),
@@ -50,6 +55,7 @@ impl RsConfig {
     pub(crate) fn rpc_config(&self) -> RpcConfig {
         let mut c = RpcConfig::default();
         c.limits.window = self.window.max(2);
+        c.limits.stream_queue_bytes = self.stream_queue_bytes.max(1);
         c.timeout = self.timeout;
         c
     }

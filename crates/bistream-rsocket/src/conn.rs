@@ -3,6 +3,8 @@
 //! and hands outgoing frames to a writer task (which fragments them). It never waits on the
 //! writer for frames caused by reading; local producers wait while more than [`HIGH_WATER`]
 //! bytes are queued, and a peer that does not read past [`HARD_CAP`] is disconnected.
+//! Items go into each stream's queue, bounded in items and bytes; when one is full the driver
+//! stops reading until its consumer drains (`conn/deliver.rs`, DECISIONS D40).
 //! Serving the peer's requests is in `conn/serve.rs`, our own requests and controls in
 //! `conn/local.rs`.
 
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bistream_rpc::queue::{QueueTx, TrySend};
 use bistream_rpc::{Connection, Router};
 use bistream_rsocket_proto::{
     decode, ErrorCode, Frame, Payload, Reassembler, Setup, MIME_COMPOSITE, MIME_JSON, MIME_ROUTING,
@@ -28,6 +31,7 @@ use crate::transport::{FrameStream, Framed, TransportError};
 use crate::writer::{write_loop, Budget, WOut};
 use crate::{RSocket, RsError};
 
+mod deliver;
 mod local;
 mod serve;
 
@@ -51,7 +55,7 @@ struct Slot {
     /// Our outbound credit (peer's initial N and REQUEST_N).
     credit: Option<Arc<Semaphore>>,
     /// Where the peer's items go (request/stream and channel answers, channel inbound).
-    inbound: Option<mpsc::Sender<Inb>>,
+    inbound: Option<QueueTx<Inb>>,
     rr: Option<tokio::sync::oneshot::Sender<Result<Payload, RsError>>>,
 }
 
@@ -67,6 +71,7 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         closed,
         cause: OnceLock::new(),
         window: cfg.window.max(2),
+        queue_bytes: cfg.stream_queue_bytes.max(1),
         timeout: cfg.timeout,
     });
     let budget = Arc::new(Budget {
@@ -103,6 +108,7 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         last_rx: Instant::now(),
         lifetime: cfg.max_lifetime,
         keepalive: (role == Role::Client).then_some(cfg.keepalive),
+        held: None,
         cfg,
     };
     if role == Role::Client {
@@ -145,6 +151,9 @@ struct Driver {
     last_rx: Instant,
     lifetime: Duration,
     keepalive: Option<Duration>,
+    /// An item read but not yet queued: its stream's queue is full, so nothing more is read
+    /// until it is (see `conn/deliver.rs`).
+    held: Option<deliver::Held>,
     cfg: RsConfig,
 }
 
@@ -227,6 +236,11 @@ impl Driver {
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         let setup_deadline = Instant::now() + self.cfg.setup_timeout;
         loop {
+            if let Some(h) = self.held.take() {
+                if let Some(stop) = self.deliver(h, &mut tick, wdead).await {
+                    return stop;
+                }
+            }
             if self.budget.bytes.load(Ordering::Acquire) > HARD_CAP {
                 return Stop {
                     cause: RsError::Lost("peer does not read its frames".into()),
@@ -260,25 +274,7 @@ impl Driver {
                 },
                 _ = self.budget.notify.notified(), if !budget_ok => {}
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    let (id, panicked) = match done { Ok((id, ())) => (id, false), Err(e) => (e.id(), e.is_panic()) };
-                    // A finished task's last frames are already queued: send them before its
-                    // slot goes, or `on_cmd` would drop them (seen as a lost answer under 64
-                    // concurrent calls, where `cmd_rx.recv()` can yield to tokio's coop budget
-                    // while the join is reported).
-                    while let Ok(cmd) = self.cmd_rx.try_recv() {
-                        self.on_cmd(cmd);
-                    }
-                    if let Some(s) = self.task_stream.remove(&id) {
-                        if self.streams.get(&s).is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id)) {
-                            self.streams.remove(&s);
-                            self.reasm.remove(s);
-                            if panicked {
-                                // The requester still waits: a panicking handler is a failed one.
-                                tracing::warn!(stream = s, "rsocket handler panicked");
-                                self.stream_error(s, ErrorCode::ApplicationError, "the handler panicked");
-                            }
-                        }
-                    }
+                    self.on_task_done(done);
                 }
                 Ok(e) = &mut *wdead => return Stop { cause: RsError::Lost(e), error: None },
                 _ = tick.tick() => {
@@ -294,6 +290,34 @@ impl Driver {
                     if self.keepalive.is_some() {
                         self.send(Frame::Keepalive { respond: true, position: 0, data: Bytes::new() });
                     }
+                }
+            }
+        }
+    }
+
+    fn on_task_done(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        let (id, panicked) = match done {
+            Ok((id, ())) => (id, false),
+            Err(e) => (e.id(), e.is_panic()),
+        };
+        // A finished task's last frames are already queued: send them before its slot goes,
+        // or `on_cmd` would drop them (seen as a lost answer under 64 concurrent calls, where
+        // `cmd_rx.recv()` can yield to tokio's coop budget while the join is reported).
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            self.on_cmd(cmd);
+        }
+        if let Some(s) = self.task_stream.remove(&id) {
+            let ours = self
+                .streams
+                .get(&s)
+                .is_some_and(|x| x.abort.as_ref().map(|a| a.id()) == Some(id));
+            if ours {
+                self.streams.remove(&s);
+                self.reasm.remove(s);
+                if panicked {
+                    // The requester still waits: a panicking handler is a failed one.
+                    tracing::warn!(stream = s, "rsocket handler panicked");
+                    self.stream_error(s, ErrorCode::ApplicationError, "the handler panicked");
                 }
             }
         }
@@ -506,11 +530,35 @@ impl Driver {
         let Some(tx) = slot.inbound.clone() else {
             return;
         };
-        if next && tx.try_send(Inb::Item(payload)).is_err() {
-            self.fail_stream(stream, ErrorCode::Invalid, "more items than requested");
-            return;
+        if next {
+            // The queue holds window + 2 items and the peer may have at most `window` in
+            // flight: no room in items means it sent more than we requested.
+            if tx.item_room() == 0 {
+                self.fail_stream(stream, ErrorCode::Invalid, "more items than requested");
+                return;
+            }
+            match tx.try_send(Inb::Item(payload)) {
+                Ok(()) | Err(TrySend::Closed) => {}
+                Err(TrySend::Full(item)) => {
+                    // Over the byte bound: stop reading until the consumer drains.
+                    self.held = Some(deliver::Held {
+                        stream,
+                        tx,
+                        item,
+                        complete,
+                    });
+                    return;
+                }
+            }
         }
         if complete {
+            self.end_inbound(stream, &tx);
+        }
+    }
+
+    /// The peer completed `stream`'s items (all of them already queued).
+    fn end_inbound(&mut self, stream: u32, tx: &QueueTx<Inb>) {
+        {
             let _ = tx.try_send(Inb::Complete);
             if let Some(slot) = self.streams.get_mut(&stream) {
                 slot.inbound = None;

@@ -7,13 +7,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bistream_rpc::queue::QueueRx;
 use bistream_rsocket_proto::metadata::composite_routing;
 use bistream_rsocket_proto::{ErrorCode, Frame, Payload};
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::shared::{Cmd, Ctl, Inb, Kind, Shared, Sink};
 use crate::RsError;
@@ -140,10 +141,6 @@ impl RSocket {
         from_payload(&p)
     }
 
-    fn items(&self) -> (mpsc::Sender<Inb>, mpsc::Receiver<Inb>) {
-        mpsc::channel(self.shared().window as usize + 2)
-    }
-
     /// Request/stream on `route`: the items as a `Stream`; dropping it cancels (CANCEL).
     pub async fn request_stream<Req, Item>(
         &self,
@@ -154,7 +151,7 @@ impl RSocket {
         Req: Serialize + ?Sized,
         Item: DeserializeOwned,
     {
-        let (tx, rx) = self.items();
+        let (tx, rx) = self.shared().inbound_queue();
         let sink = Sink::Items { tx, credit: None };
         let id = self
             .start(Kind::Stream, to_payload(route, data)?, sink)
@@ -173,7 +170,7 @@ impl RSocket {
         In: Serialize,
         Out: DeserializeOwned,
     {
-        let (tx, rx) = self.items();
+        let (tx, rx) = self.shared().inbound_queue();
         let credit = Arc::new(Semaphore::new(0));
         let sink = Sink::Items {
             tx,
@@ -219,7 +216,7 @@ impl RSocket {
 /// It grants REQUEST_N as it is drained; dropping it before the end sends CANCEL.
 pub struct ItemStream<T> {
     stream: u32,
-    rx: mpsc::Receiver<Inb>,
+    rx: QueueRx<Inb>,
     shared: Arc<Shared>,
     taken: u32,
     done: bool,
@@ -236,7 +233,7 @@ impl<T> std::fmt::Debug for ItemStream<T> {
 }
 
 impl<T> ItemStream<T> {
-    fn new(stream: u32, rx: mpsc::Receiver<Inb>, shared: Arc<Shared>) -> Self {
+    fn new(stream: u32, rx: QueueRx<Inb>, shared: Arc<Shared>) -> Self {
         let idle = Box::pin(tokio::time::sleep(shared.timeout));
         Self {
             stream,

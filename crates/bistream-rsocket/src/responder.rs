@@ -7,12 +7,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bistream_rpc::queue::QueueRx;
 use bistream_rpc::{Connection, HandlerError, Raw, RpcError};
 use bistream_rsocket_proto::{ErrorCode, Frame, Payload};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::shared::{Cmd, Ctl, Inb, Shared};
 
@@ -176,7 +177,7 @@ pub(crate) async fn channel(
     route: String,
     data: Raw,
     credit: Arc<Semaphore>,
-    mut inbound: mpsc::Receiver<Inb>,
+    mut inbound: QueueRx<Inb>,
     complete: bool,
 ) {
     let null = match RawValue::from_string("null".into()) {

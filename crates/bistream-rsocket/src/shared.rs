@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bistream_rpc::queue::{queue, QueueItem, QueueRx, QueueTx};
 use bistream_rsocket_proto::{Frame, Payload};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -18,11 +19,21 @@ pub(crate) enum Inb {
     Error(RsError),
 }
 
+impl QueueItem for Inb {
+    /// An item's metadata and data; the end markers hold no bytes (they always pass).
+    fn queue_len(&self) -> usize {
+        match self {
+            Inb::Item(p) => p.data.len() + p.metadata.as_ref().map_or(0, Bytes::len),
+            Inb::Complete | Inb::Error(_) => 0,
+        }
+    }
+}
+
 /// Where the driver delivers a request's answers.
 pub(crate) enum Sink {
     Rr(oneshot::Sender<Result<Payload, RsError>>),
     Items {
-        tx: mpsc::Sender<Inb>,
+        tx: QueueTx<Inb>,
         /// Credit for our own items (request/channel).
         credit: Option<Arc<Semaphore>>,
     },
@@ -67,10 +78,18 @@ pub(crate) struct Shared {
     pub cause: OnceLock<RsError>,
     /// Items per stream we accept before granting more (also the queue size).
     pub window: u32,
+    /// Bytes one stream's inbound queue may hold (or one larger item).
+    pub queue_bytes: usize,
     pub timeout: Duration,
 }
 
 impl Shared {
+    /// A stream's inbound queue: `window` items (+2 for the end markers, and so that a peer
+    /// exceeding its credit is seen) and `queue_bytes` bytes.
+    pub(crate) fn inbound_queue(&self) -> (QueueTx<Inb>, QueueRx<Inb>) {
+        queue(self.window as usize + 2, self.queue_bytes)
+    }
+
     pub(crate) fn cause(&self) -> RsError {
         self.cause
             .get()

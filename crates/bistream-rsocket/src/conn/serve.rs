@@ -8,7 +8,7 @@ use bistream_rpc::Connection;
 use bistream_rsocket_proto::{ErrorCode, Frame};
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use super::{Driver, Role, Slot};
 use crate::shared::add_credit;
@@ -147,7 +147,7 @@ impl Driver {
                 let credit = Arc::new(Semaphore::new(0));
                 add_credit(&credit, initial_n);
                 slot.credit = Some(credit.clone());
-                let (tx, rx) = mpsc::channel(self.shared.window as usize + 2);
+                let (tx, rx) = self.shared.inbound_queue();
                 if !complete {
                     slot.inbound = Some(tx);
                 }

@@ -59,7 +59,8 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = 256)]
     pub(crate) max_streams: usize,
     /// Per-stream window (queue size and credit unit) [default: the protocol's, 4096 for
-    /// slipstream (its queues are bounded in bytes too), 256 for RSocket].
+    /// slipstream, 256 for RSocket (measured fastest there); both queues are bounded in bytes
+    /// too].
     #[arg(long)]
     pub(crate) window: Option<u32>,
     /// Per-stream byte budget of credit grants once the first window is used (items of the
@@ -67,7 +68,7 @@ pub(crate) struct LimitArgs {
     #[arg(long, default_value_t = 1024 * 1024)]
     pub(crate) window_bytes: u64,
     /// Bytes of items one stream's inbound queue may hold before reading stops (one larger
-    /// item still passes when the queue is empty).
+    /// item still passes when the queue is empty); both protocols.
     #[arg(long, default_value_t = bistream_rpc::Limits::default().stream_queue_bytes)]
     pub(crate) stream_queue_bytes: usize,
     /// Keepalive interval in seconds once negotiated (0 = off).

@@ -19,8 +19,8 @@ fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
     if l.max_frame_bytes < 1024 {
         bail!("--max-frame-bytes must be at least 1024");
     }
-    if l.max_streams == 0 || l.window.is_some_and(|w| w < 2) {
-        bail!("--max-streams must be at least 1 and --window at least 2");
+    if l.max_streams == 0 || l.window.is_some_and(|w| w < 2) || l.stream_queue_bytes == 0 {
+        bail!("--max-streams and --stream-queue-bytes must be at least 1 and --window at least 2");
     }
     let mut c = RsConfig {
         max_frame_bytes: l
@@ -28,6 +28,7 @@ fn config(l: &LimitArgs) -> anyhow::Result<RsConfig> {
             .min(bistream_rsocket::proto::MAX_FRAME_LEN),
         max_streams: l.max_streams.max(l.max_in_flight.min(l.max_streams)),
         window: l.window.unwrap_or(RsConfig::default().window),
+        stream_queue_bytes: l.stream_queue_bytes,
         ..RsConfig::default()
     };
     if l.keepalive != 0.0 {
