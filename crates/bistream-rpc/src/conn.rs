@@ -330,7 +330,7 @@ impl<R: FrameReader> Driver<R> {
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.on_task_done(done);
                 }
-                Ok(e) = &mut *wdead => return Stop::Peer(RpcError::Lost(e)),
+                r = &mut *wdead => return Stop::Peer(RpcError::Lost(crate::writer::why_stopped(r))),
                 _ = tick.tick(), if self.keepalive_on => {
                     if self.last_rx.elapsed() > period * 3 {
                         return Stop::Peer(RpcError::Lost(format!(

@@ -276,7 +276,7 @@ impl Driver {
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.on_task_done(done);
                 }
-                Ok(e) = &mut *wdead => return Stop { cause: RsError::Lost(e), error: None },
+                r = &mut *wdead => return Stop { cause: RsError::Lost(crate::writer::why_stopped(r)), error: None },
                 _ = tick.tick() => {
                     if !self.setup_done && Instant::now() >= setup_deadline {
                         return conn_error(ErrorCode::InvalidSetup, "no SETUP in time").unwrap_or(Stop { cause: RsError::Lost("no SETUP".into()), error: None });

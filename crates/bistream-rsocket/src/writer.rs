@@ -84,3 +84,10 @@ pub(crate) async fn write_loop(
         }
     }
 }
+
+/// Why the writer stopped, from its `dead` signal: its write error, or (the signal dropped
+/// unsent: the writer task ended some other way) a plain statement of that. The driver
+/// returns on either, so it never polls the finished signal again (which would panic).
+pub(crate) fn why_stopped(r: Result<String, tokio::sync::oneshot::error::RecvError>) -> String {
+    r.unwrap_or_else(|_| "the connection's writer task ended".to_owned())
+}

@@ -65,7 +65,7 @@ impl Driver {
                     Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                         self.on_task_done(done);
                     }
-                    Ok(e) = &mut *wdead => return Some(Stop { cause: RsError::Lost(e), error: None }),
+                    r = &mut *wdead => return Some(Stop { cause: RsError::Lost(crate::writer::why_stopped(r)), error: None }),
                     () = tokio::time::sleep_until(deadline) => {
                         let t = self.cfg.timeout;
                         tracing::warn!(stream, timeout = ?t,
