@@ -273,7 +273,16 @@ async fn worker_threads_sets_the_runtime_size_and_refuses_nonsense() {
     ] {
         let (p, _url) = start_default(args, env).await;
         let want = if env.is_empty() { 1 } else { 3 };
-        assert_eq!(runtime_workers(p.pid().unwrap()), want, "{args:?} {env:?}");
+        // A worker names itself once it first runs, so a just-started process may still
+        // show a new thread under its parent's name: wait (bounded) for the names to settle.
+        let pid = p.pid().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = runtime_workers(pid);
+        while seen != want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            seen = runtime_workers(pid);
+        }
+        assert_eq!(seen, want, "{args:?} {env:?}");
         stop(p).await;
     }
     let o = run(&["--worker-threads", "0", "relay", "serve"], &[]);
