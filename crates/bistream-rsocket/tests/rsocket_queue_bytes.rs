@@ -123,17 +123,20 @@ async fn settle() {
     tokio::time::sleep(Duration::from_secs(5)).await;
 }
 
+/// Opens a request/stream on `route` and lets both sides run until they wait.
+async fn open(client: &RSocket, route: &str) -> bistream_rsocket::ItemStream<String> {
+    let items = tokio::time::timeout(T, client.request_stream(route, &serde_json::json!({})))
+        .await
+        .unwrap()
+        .unwrap();
+    settle().await;
+    items
+}
+
 #[tokio::test(start_paused = true)]
 async fn large_items_within_credit_are_held_to_the_byte_bound() {
     let (client, sent) = pair(ITEM).await;
-    let mut items = tokio::time::timeout(
-        T,
-        client.request_stream::<_, String>("big", &serde_json::json!({})),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    settle().await;
+    let mut items = open(&client, "big").await;
     // The peer may send all 256 items (4 MiB); we take the bound's 4, one held by the driver,
     // and what the decoder's buffer, the pipe and the peer's writer hold (a few more).
     let n = sent.load(Ordering::SeqCst);
@@ -176,14 +179,7 @@ async fn large_items_within_credit_are_held_to_the_byte_bound() {
 #[tokio::test(start_paused = true)]
 async fn small_items_flow_up_to_the_window() {
     let (client, sent) = pair(64).await;
-    let mut items = tokio::time::timeout(
-        T,
-        client.request_stream::<_, String>("small", &serde_json::json!({})),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    settle().await;
+    let mut items = open(&client, "small").await;
     // 256 items of 64 bytes are far under the bound: all are taken without the consumer.
     assert_eq!(sent.load(Ordering::SeqCst), WINDOW as usize);
     for i in 0..WINDOW as usize {
@@ -203,14 +199,7 @@ async fn small_items_flow_up_to_the_window() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_full_stream_frees_the_connection() {
     let (client, sent) = pair(ITEM).await;
-    let items = tokio::time::timeout(
-        T,
-        client.request_stream::<_, String>("big", &serde_json::json!({})),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    settle().await;
+    let items = open(&client, "big").await;
     assert!(sent.load(Ordering::SeqCst) < WINDOW as usize);
     // The consumer gives up: the held item is dropped with its queue and reading resumes.
     drop(items);
@@ -231,14 +220,7 @@ async fn dropping_a_full_stream_frees_the_connection() {
 #[tokio::test(start_paused = true)]
 async fn a_consumer_that_never_drains_is_cut_after_the_timeout() {
     let (client, sent) = pair_with(ITEM, Duration::from_secs(60)).await;
-    let mut items = tokio::time::timeout(
-        T,
-        client.request_stream::<_, String>("big", &serde_json::json!({})),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    settle().await;
+    let mut items = open(&client, "big").await;
     let held = sent.load(Ordering::SeqCst);
     assert!(held < WINDOW as usize);
     // The consumer waits for an answer this connection would deliver before it drains.
