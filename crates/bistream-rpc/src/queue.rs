@@ -67,7 +67,7 @@ impl Gauge {
     }
 
     /// The consumer took items of `len` bytes in all.
-    pub(crate) fn taken(&self, len: usize) {
+    fn taken(&self, len: usize) {
         if len == 0 {
             return;
         }
@@ -101,12 +101,11 @@ impl<T> Clone for QueueTx<T> {
     }
 }
 
-/// The consumer's end: the items and the gauge to report what was taken (the `recv` methods
-/// report it themselves).
+/// The consumer's end: its `recv` methods report the bytes they take to the gauge.
 #[derive(Debug)]
 pub struct QueueRx<T = Raw> {
-    pub(crate) rx: mpsc::Receiver<T>,
-    pub(crate) gauge: Arc<Gauge>,
+    rx: mpsc::Receiver<T>,
+    gauge: Arc<Gauge>,
 }
 
 /// Why [`QueueTx::try_send`] did not queue an item.
@@ -152,6 +151,25 @@ impl<T: QueueItem> QueueRx<T> {
         let r = self.rx.poll_recv(cx);
         if let Poll::Ready(Some(item)) = &r {
             self.gauge.taken(item.queue_len());
+        }
+        r
+    }
+
+    /// Polls for every ready item (at least one, at most `max`), appended to `out`, reporting
+    /// their bytes as taken; `Ready(0)` once every sender is gone and the queue is empty.
+    pub fn poll_recv_many(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<usize> {
+        let before = out.len();
+        let r = self.rx.poll_recv_many(cx, out, max);
+        if let Poll::Ready(n) = r {
+            if n > 0 {
+                self.gauge
+                    .taken(out[before..].iter().map(QueueItem::queue_len).sum());
+            }
         }
         r
     }
@@ -230,11 +248,9 @@ mod tests {
         assert!(tx.try_send(item(600)).is_ok());
         assert!(matches!(tx.try_send(item(600)), Err(TrySend::Full(_))));
         assert!(tx.try_send(item(400)).is_ok());
-        assert_eq!(rx.gauge.queued(), 1000);
-        let a = rx.rx.recv().await.unwrap();
-        rx.gauge.taken(a.get().len());
-        let b = rx.rx.recv().await.unwrap();
-        rx.gauge.taken(b.get().len());
+        assert_eq!(rx.queued(), 1000);
+        rx.recv().await.unwrap();
+        rx.recv().await.unwrap();
         // Empty: an item larger than the bound passes alone.
         assert!(tx.try_send(item(5000)).is_ok());
         assert!(matches!(tx.try_send(item(2)), Err(TrySend::Full(_))));
@@ -259,13 +275,12 @@ mod tests {
         let t = tokio::spawn(async move { tx.send(item(900)).await });
         tokio::task::yield_now().await;
         assert!(!t.is_finished());
-        let a = rx.rx.recv().await.unwrap();
-        rx.gauge.taken(a.get().len());
+        rx.recv().await.unwrap();
         assert!(tokio::time::timeout(std::time::Duration::from_secs(5), t)
             .await
             .unwrap()
             .unwrap());
-        assert_eq!(rx.gauge.queued(), 900);
+        assert_eq!(rx.queued(), 900);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,17 +13,16 @@ use bistream_rpc_proto::{ServeKey, Target};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::queue::{Gauge, QueueRx};
+use crate::queue::QueueRx;
 use crate::router::Raw;
 use crate::shared::{Cmd, Ctl, Outcome, Shared};
 use crate::{HandlerError, RpcError};
 
 /// Receiving half shared by calls and handlers: delivery, end/failure, credit grants.
 pub(crate) struct Items {
-    rx: mpsc::Receiver<Raw>,
-    gauge: Arc<Gauge>,
+    rx: QueueRx,
     outcome: Outcome,
     target: Target,
     shared: Arc<Shared>,
@@ -42,8 +41,7 @@ impl Items {
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            rx: queue.rx,
-            gauge: queue.gauge,
+            rx: queue,
             outcome,
             target,
             shared,
@@ -83,7 +81,6 @@ impl Items {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(raw)) => {
-                self.gauge.taken(raw.get().len());
                 if self.shared.credit_on() {
                     if let Some(n) = self.grant_after(raw.get().len()) {
                         let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), n));
@@ -111,8 +108,6 @@ impl Items {
         match self.rx.poll_recv_many(cx, out, max.max(1)) {
             Poll::Ready(0) => self.ended().map(|r| r.map(|r| r.map(|_| ()))),
             Poll::Ready(_) => {
-                self.gauge
-                    .taken(out[before..].iter().map(|r| r.get().len()).sum());
                 if self.shared.credit_on() {
                     let mut grant = 0u32;
                     for raw in &out[before..] {
