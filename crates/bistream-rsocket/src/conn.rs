@@ -558,15 +558,13 @@ impl Driver {
 
     /// The peer completed `stream`'s items (all of them already queued).
     fn end_inbound(&mut self, stream: u32, tx: &QueueTx<Inb>) {
-        {
-            let _ = tx.try_send(Inb::Complete);
-            if let Some(slot) = self.streams.get_mut(&stream) {
-                slot.inbound = None;
-                // A request/stream or channel we started is over when the peer completes and
-                // we have nothing left to send.
-                if !slot.responder && slot.credit.is_none() {
-                    self.streams.remove(&stream);
-                }
+        let _ = tx.try_send(Inb::Complete);
+        if let Some(slot) = self.streams.get_mut(&stream) {
+            slot.inbound = None;
+            // A request/stream or channel we started is over when the peer completes and we
+            // have nothing left to send.
+            if !slot.responder && slot.credit.is_none() {
+                self.streams.remove(&stream);
             }
         }
     }
