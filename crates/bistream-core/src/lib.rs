@@ -14,6 +14,7 @@
 //!   [`Scheme`]), [`redact_url`] for logs;
 //! - credential redaction for logs, terminals and errors: [`sanitize`],
 //!   [`sanitize_error_message`], with the one marker [`REDACTED`] (`[REDACTED]`);
+//! - logging what clients send, escaped and rate-limited per client address: [`logsafe`];
 //! - the file-descriptor limit of servers and the pacing of failed `accept`s: [`fdlimit`];
 //! - with the `tls` feature, the one TLS client setup (roots, CA files, errors): `tls`.
 //!
@@ -70,6 +71,7 @@ pub mod duration;
 pub mod error;
 pub mod fdlimit;
 pub mod limits;
+pub mod logsafe;
 pub mod sanitize;
 #[cfg(feature = "tls")]
 pub mod tls;

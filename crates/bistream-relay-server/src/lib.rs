@@ -23,7 +23,6 @@ pub mod cluster;
 pub mod config;
 mod conn;
 mod fdlimit;
-mod logsafe;
 pub mod metrics;
 mod ops;
 mod registry;

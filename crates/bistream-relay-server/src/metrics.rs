@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use bistream_relay_proto::CloseCode;
 
-use crate::logsafe::LogLimiter;
+use bistream_core::logsafe::LogLimiter;
 
 /// Close codes counted individually (the last slot, 0, counts any other code as `other`).
 const CLOSE_CODES: [u16; 14] = {
@@ -78,7 +78,25 @@ pub struct Metrics {
     /// process-wide budget.
     pub(crate) frame_budget_closes: AtomicU64,
     /// The rate limit on client-caused log lines (and its count of suppressed lines).
-    pub(crate) log: LogLimiter,
+    pub(crate) log: RelayLogLimiter,
+}
+
+/// The relay's rate limit on client-caused log lines, whose summary names the metric that
+/// counts the suppressed lines.
+#[derive(Debug)]
+pub(crate) struct RelayLogLimiter(LogLimiter);
+
+impl Default for RelayLogLimiter {
+    fn default() -> Self {
+        RelayLogLimiter(LogLimiter::new("relay").counted_in("relay_log_lines_suppressed_total"))
+    }
+}
+
+impl std::ops::Deref for RelayLogLimiter {
+    type Target = LogLimiter;
+    fn deref(&self) -> &LogLimiter {
+        &self.0
+    }
 }
 
 /// A point-in-time copy of the main figures (for tests and logs).
@@ -179,8 +197,8 @@ impl Metrics {
             ("relay_registration_timeouts_total", "Connections closed (1008) because they did not register in time.", &self.registration_timeouts),
             ("relay_buffer_rebuilds_total", "WebSocket buffers given back after a large message.", &self.buffer_rebuilds),
             ("relay_large_message_budget_closes_total", "Connections closed 1013: their unfinished large message would have passed the relay's budget.", &self.frame_budget_closes),
-            ("relay_log_lines_suppressed_total", "Client-caused log lines dropped by the log rate limit.", &self.log.suppressed_total),
-            ("relay_log_clients_limited_total", "Times one client address went over its own log budget in a one-second window (repeated offenders).", &self.log.clients_limited_total),
+            ("relay_log_lines_suppressed_total", "Client-caused log lines dropped by the log rate limit.", self.log.suppressed_total()),
+            ("relay_log_clients_limited_total", "Times one client address went over its own log budget in a one-second window (repeated offenders).", self.log.clients_limited_total()),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(

@@ -24,11 +24,11 @@ use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::config::{AuthConfig, RelayConfig};
 use crate::conn::{Conn, Shared};
 use crate::fdlimit::{effective_cap, raise_nofile};
-use crate::logsafe::client_text;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tracked::{FrameBudget, Tracked};
 use bistream_core::fdlimit::AcceptBackoff;
+use bistream_core::logsafe::client_text;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -377,7 +377,7 @@ impl Acceptor {
                             drop(slot);
                         });
                     } else {
-                        crate::logsafe::limited!(this.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: dropping connection");
+                        bistream_core::limited!(this.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: dropping connection");
                     }
                 }
             }
@@ -459,7 +459,7 @@ impl Acceptor {
             }
             None => {
                 let mut ws = ws;
-                crate::logsafe::limited!(self.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: closing 1013");
+                bistream_core::limited!(self.shared.metrics.log, from addr, WARN, %addr, "connection cap reached: closing 1013");
                 self.shared
                     .metrics
                     .server_close(CloseCode::TryAgainLater.code());

@@ -249,6 +249,8 @@ pub struct Stats {
     pub unmatched: u64,
     /// Requests answered with `overloaded` or fire-and-forget dropped over the limit.
     pub overloaded: u64,
+    /// Fire-and-forget messages dropped for naming an unknown operation or one of another model.
+    pub ff_refused: u64,
 }
 
 /// A map keyed by our own call ids. The ids are a counter we pick, never the peer's input, so

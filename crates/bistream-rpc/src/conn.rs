@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use bistream_rpc_proto::{
@@ -15,6 +15,7 @@ use bistream_rpc_proto::{
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
 
+use bistream_core::logsafe::{client_text, LogLimiter};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
@@ -35,6 +36,13 @@ pub const HARD_CAP: usize = 64 << 20;
 /// Frames the driver takes from the transport in one go when they are already there (no
 /// wait) before it delivers what they carry (DECISIONS D25).
 const READ_BURST: usize = 64;
+
+/// Frames a peer makes us drop (invalid, unmatched, over a limit) are its doing: their WARN
+/// lines pass one process-wide rate limit, so a flood of bad frames cannot flood the log. Each
+/// connection counts all of them in its statistics, logged when it ends.
+static DROPPED_LOG: LazyLock<LogLimiter> = LazyLock::new(|| {
+    LogLimiter::new("rpc").counted_in("each connection's statistics, logged when it ends")
+});
 /// Bytes of frames a burst may take before delivering (the engine holds their items until
 /// then, so this bounds them too when a stream's queue is full).
 const READ_BURST_BYTES: usize = 1 << 20;
@@ -196,7 +204,13 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn finish(&mut self, cause: RpcError) {
-        tracing::debug!(peer = %self.shared.peer_id, %cause, stats = ?self.engine.stats(), "rpc connection ended");
+        let stats = self.engine.stats().clone();
+        if stats.invalid + stats.unmatched + stats.overloaded + stats.ff_refused > 0 {
+            // The count of every dropped frame, also of those the rate limit kept out of the log.
+            tracing::info!(peer = %self.shared.peer_id, %cause, ?stats, "rpc connection ended");
+        } else {
+            tracing::debug!(peer = %self.shared.peer_id, %cause, ?stats, "rpc connection ended");
+        }
         let _ = self.shared.cause.set(cause.clone());
         self.engine.close();
         self.cmd_rx.close();

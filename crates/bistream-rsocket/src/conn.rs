@@ -10,9 +10,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
+use bistream_core::logsafe::{client_text, LogLimiter};
 use bistream_rpc::queue::{QueueTx, TrySend};
 use bistream_rpc::{Connection, Router};
 use bistream_rsocket_proto::{
@@ -32,6 +33,11 @@ use crate::writer::{write_loop, Budget, WOut};
 use crate::{RSocket, RsError};
 
 mod deliver;
+
+/// Lines a peer can cause at will (requests on a stream id in use, refused fire-and-forget,
+/// failed reassembly, a connection error of its making) pass one process-wide rate limit, so
+/// a flood cannot flood the log; the peer's text in them is escaped and cut.
+static PEER_LOG: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new("rsocket"));
 mod local;
 mod serve;
 
@@ -165,7 +171,7 @@ struct Stop {
 
 fn conn_error(code: ErrorCode, msg: impl Into<String>) -> Option<Stop> {
     let msg = msg.into();
-    tracing::warn!(%code, reason = %msg, "rsocket connection error");
+    bistream_core::limited!(PEER_LOG, WARN, %code, reason = %client_text(&msg), "rsocket connection error");
     Some(Stop {
         cause: RsError::Lost(format!("{code}: {msg}")),
         error: Some((code, msg)),
@@ -334,7 +340,7 @@ impl Driver {
             Ok(None) => None,
             Err(e) => {
                 // The stream fails; the connection goes on.
-                tracing::warn!(stream, error = %e, "rsocket reassembly failed");
+                bistream_core::limited!(PEER_LOG, WARN, stream, error = %client_text(&e.to_string()), "rsocket reassembly failed");
                 self.fail_stream(stream, ErrorCode::Rejected, &e.to_string());
                 None
             }

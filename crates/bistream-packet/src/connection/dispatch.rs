@@ -33,7 +33,7 @@ pub(super) async fn on_request(sh: &Arc<Shared>, p: Packet, rq_type: u64) {
         Admit::Ok => {}
         Admit::Duplicate => {
             sh.stats.duplicate_tags.fetch_add(1, Relaxed);
-            tracing::warn!(conn = %sh.cfg.name, channel, tag, "protocol error: request reuses a tag");
+            bistream_core::limited!(super::PEER_LOG, WARN, conn = %sh.cfg.name, channel, tag, "protocol error: request reuses a tag");
             let reason = format!("channel {channel}: tag already in use: {tag}");
             return sh.reject(channel, tag, &reason).await;
         }

@@ -16,9 +16,10 @@ mod writer;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 
+use bistream_core::logsafe::LogLimiter;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +33,14 @@ use crate::error::{CloseReason, EncodeError, HandlerError, PacketError};
 use crate::handler::RequestHandler;
 use reader::read_loop;
 use rx_tags::RxTags;
+
+/// Lines a peer can cause per packet (unknown responses, reused tags) pass one process-wide
+/// rate limit, so a flood of such packets cannot flood the log; each is counted in
+/// [`Stats`] whether or not its line is written.
+static PEER_LOG: LazyLock<LogLimiter> = LazyLock::new(|| {
+    LogLimiter::new("packet")
+        .counted_in("the connection's Stats (unknown_responses, duplicate_tags)")
+});
 use shared::{drive, lock, Outgoing, PendingEntry, SendCharge, Shared, State, TagMap};
 use writer::{write_loop, OutBuf, WriteState};
 

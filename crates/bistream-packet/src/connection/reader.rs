@@ -208,7 +208,7 @@ pub(super) fn on_response(sh: &Shared, p: Packet) {
         }
         None => {
             sh.stats.unknown_responses.fetch_add(1, Relaxed);
-            tracing::warn!(conn = %sh.cfg.name, channel = p.channel, tag = p.tag, "response to unknown request dropped");
+            bistream_core::limited!(super::PEER_LOG, WARN, conn = %sh.cfg.name, channel = p.channel, tag = p.tag, "response to unknown request dropped");
         }
     }
 }

@@ -19,9 +19,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use uuid::Uuid;
 
 use super::{Conn, End, Registration, MAX_NAME_BYTES};
-use crate::logsafe::{client_text, limited};
 use crate::metrics::{BounceReason, Metrics};
 use crate::registry::{ForwardOutcome, PeerHandle, RegisterOutcome};
+use bistream_core::limited;
+use bistream_core::logsafe::client_text;
 
 /// Longest wait, on a takeover, for the old socket's closing handshake before the new client
 /// gets its reply (a stuck old peer must not stall the new one).

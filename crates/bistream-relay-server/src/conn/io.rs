@@ -16,10 +16,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Conn, End};
-use crate::logsafe::limited;
 use crate::metrics::Metrics;
 use crate::registry::Control;
 use crate::tracked::LARGE_FRAME;
+use bistream_core::limited;
 
 /// Most queued messages written before one flush.
 const WRITE_BATCH: usize = 64;

@@ -34,10 +34,10 @@ use uuid::Uuid;
 
 use crate::auth::{Authenticator, RequestCredentials, User};
 use crate::config::RelayConfig;
-use crate::logsafe::client_text;
 use crate::metrics::Metrics;
 use crate::registry::{Control, Registry};
 use crate::tracked::Tracked;
+use bistream_core::logsafe::client_text;
 
 pub use bistream_relay_proto::KEEPALIVE_TIMEOUT_REASON;
 
@@ -240,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             self.deadlines.register = None;
             if self.reg.is_none() {
                 Metrics::inc(&self.shared.metrics.registration_timeouts);
-                crate::logsafe::limited!(self.shared.metrics.log, from self.addr, INFO, conn = self.id, addr = %self.addr, "client did not register in time: closing 1008");
+                bistream_core::limited!(self.shared.metrics.log, from self.addr, INFO, conn = self.id, addr = %self.addr, "client did not register in time: closing 1008");
                 return Err(End::Close(
                     CloseCode::Policy,
                     Cow::Borrowed(REGISTRATION_TIMEOUT_REASON),
@@ -265,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             Some((code, reason)) => {
                 if code == CloseCode::Policy {
                     Metrics::inc(&self.shared.metrics.send_queue_drops);
-                    crate::logsafe::limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
+                    bistream_core::limited!(self.shared.metrics.log, from self.addr, WARN, conn = self.id, addr = %self.addr, "client is not reading: send queue full, closing 1008");
                 } else if code == CloseCode::DuplicateRegistration {
                     tracing::info!(
                         conn = self.id,

@@ -184,8 +184,14 @@ impl Engine {
                 self.stats.overloaded += 1;
                 "overloaded"
             }
-            Some(_) => "not a fire-and-forget operation",
-            None => "unknown operation",
+            Some(_) => {
+                self.stats.ff_refused += 1;
+                "not a fire-and-forget operation"
+            }
+            None => {
+                self.stats.ff_refused += 1;
+                "unknown operation"
+            }
         };
         self.events.push_back(Event::Dropped {
             reason: format!("fire_and_forget {}: {reason}", clip(&op)),
@@ -284,9 +290,12 @@ impl Engine {
     fn on_request_n(&mut self, target: Target, data: Option<&RawValue>) {
         match data.and_then(|d| serde_json::from_str::<RequestNData>(d.get()).ok()) {
             Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
-            _ => self.events.push_back(Event::Dropped {
-                reason: "request_n without a positive data.n".into(),
-            }),
+            _ => {
+                self.stats.invalid += 1;
+                self.events.push_back(Event::Dropped {
+                    reason: "request_n without a positive data.n".into(),
+                });
+            }
         }
     }
 }

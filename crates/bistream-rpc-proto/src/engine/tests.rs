@@ -190,6 +190,33 @@ fn bi_stream_both_sides_end() {
 }
 
 #[test]
+fn refused_fire_and_forget_is_counted_and_reported() {
+    let (_, mut s) = pair(false, false);
+    for op in ["nope", "echo"] {
+        s.on_frame(
+            &format!(r#"{{"type":"fire_and_forget","peerID":"x","data":{{"operation":"{op}"}}}}"#),
+            &ops,
+        );
+    }
+    let ev = events(&mut s);
+    let dropped: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Dropped { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            "fire_and_forget nope: unknown operation",
+            "fire_and_forget echo: not a fire-and-forget operation"
+        ]
+    );
+    assert_eq!(s.stats().ff_refused, 2);
+}
+
+#[test]
 fn hundred_invalid_in_a_row_close_and_valid_resets() {
     let (_, mut s) = pair(false, false);
     for _ in 0..99 {

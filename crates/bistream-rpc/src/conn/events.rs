@@ -103,7 +103,8 @@ impl<R: FrameReader> Driver<R> {
                 }
                 Event::Credit { target, n } => self.grant_local(&target, u64::from(n)),
                 Event::Dropped { reason } => {
-                    tracing::debug!(peer = %self.shared.peer_id, %reason, "rpc frame dropped");
+                    bistream_core::limited!(DROPPED_LOG, WARN, peer = %self.shared.peer_id,
+                        reason = %client_text(&reason), "rpc frame dropped");
                 }
                 Event::Close { code, reason } => {
                     tracing::warn!(peer = %self.shared.peer_id, %reason, "closing rpc connection");

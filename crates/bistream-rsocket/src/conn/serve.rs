@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bistream_core::logsafe::client_text;
 use bistream_rpc::Connection;
 use bistream_rsocket_proto::{ErrorCode, Frame};
 use bytes::Bytes;
@@ -40,7 +41,12 @@ impl Driver {
             return;
         }
         if self.streams.contains_key(&stream) {
-            tracing::warn!(stream, "rsocket request on a stream id in use: ignored");
+            bistream_core::limited!(
+                super::PEER_LOG,
+                WARN,
+                stream,
+                "rsocket request on a stream id in use: ignored"
+            );
             return;
         }
         let Some(payload) = f.payload().cloned() else {
@@ -64,7 +70,7 @@ impl Driver {
             Ok(x) => x,
             Err(e) => {
                 if fnf {
-                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
+                    bistream_core::limited!(super::PEER_LOG, WARN, stream, error = %client_text(&e), "rsocket fire-and-forget dropped");
                 } else {
                     self.stream_error(stream, ErrorCode::Invalid, e);
                 }
@@ -85,7 +91,7 @@ impl Driver {
                     Some(m) => format!("route {route:?} is {m:?}, not {want:?}"),
                 };
                 if fnf {
-                    tracing::warn!(stream, error = %e, "rsocket fire-and-forget dropped");
+                    bistream_core::limited!(super::PEER_LOG, WARN, stream, error = %client_text(&e), "rsocket fire-and-forget dropped");
                 } else {
                     self.stream_error(stream, ErrorCode::Invalid, e);
                 }
@@ -94,7 +100,7 @@ impl Driver {
         }
         if fnf {
             let Ok(permit) = self.ff_running.clone().try_acquire_owned() else {
-                tracing::warn!(stream, %route, "rsocket fire-and-forget dropped: too many running");
+                bistream_core::limited!(super::PEER_LOG, WARN, stream, route = %client_text(&route), "rsocket fire-and-forget dropped: too many running");
                 return;
             };
             if let Ok(run) = self.router.invoke_ff(&route, data) {

@@ -1,14 +1,33 @@
-//! Logging what clients send without letting them write the log: every client-supplied text is
-//! escaped and cut ([`client_text`], through bistream-core's sanitizer), and the lines a client
-//! can cause at will (bad frames, bounces, refused registrations) pass a rate limit
-//! ([`LogLimiter`]) per client address and per server. Suppressed lines are counted in the
-//! metrics (`relay_log_lines_suppressed_total`; each client address that went over its own
-//! budget in a window, a repeated offender, in `relay_log_clients_limited_total`) and summed
-//! up in the log. The per-client budget keeps one noisy client from using up the server's, so
-//! other clients' lines are still written during an attack from a few addresses.
+//! Logging what clients send without letting them write the log, for every bistream server:
+//! each client-supplied text is escaped and cut ([`client_text`], through [`crate::sanitize`]),
+//! and the lines a client can cause at will (bad frames, bounces, refused registrations) pass a
+//! rate limit ([`LogLimiter`], written through [`limited!`](crate::limited)) per client address
+//! and per server. Suppressed lines are counted ([`LogLimiter::suppressed_total`]; each client
+//! address that went over its own budget in a window, a repeated offender, in
+//! [`LogLimiter::clients_limited_total`]) and summed up in one WARN line per window. The
+//! per-client budget keeps one noisy client from using up the server's, so other clients'
+//! lines are still written during an attack from a few addresses.
 //!
-//! Without this, 200 unauthenticated connections each sending a 1 MiB field name wrote 200 MB
-//! of WARN lines in 0.7 s, and a client name holding a newline and ESC bytes forged log lines.
+//! Without this, 200 unauthenticated relay connections each sending a 1 MiB field name wrote
+//! 200 MB of WARN lines in 0.7 s, and a client name holding a newline and ESC bytes forged log
+//! lines.
+//!
+//! ```
+//! use bistream_core::logsafe::{client_text, LogLimiter};
+//!
+//! let limiter = LogLimiter::new("example");
+//! let addr: std::net::SocketAddr = "127.0.0.1:4000".parse()?;
+//! // How a server logs a line a client caused (written only if the level is enabled and the
+//! // limiter allows it):
+//! bistream_core::limited!(limiter, from addr, WARN, name = %client_text("evil"), "bad frame");
+//!
+//! // Five lines per client address and window are allowed; the rest are counted.
+//! let allowed = (0..100).filter(|_| limiter.allow(Some(addr.ip()))).count();
+//! assert_eq!(allowed, 5);
+//! assert_eq!(limiter.suppressed_total().load(std::sync::atomic::Ordering::Relaxed), 95);
+//! assert_eq!(client_text("a\nforged line"), "a\\nforged line");
+//! # Ok::<(), std::net::AddrParseError>(())
+//! ```
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,12 +36,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest rendering of one client-supplied value in a log line (bytes, escapes included).
-pub(crate) const MAX_LOGGED_VALUE: usize = 160;
+pub const MAX_LOGGED_VALUE: usize = 160;
 
 /// A client-supplied text made safe for one log field: control and formatting characters
 /// escaped, credentials redacted, cut to [`MAX_LOGGED_VALUE`] bytes.
-pub(crate) fn client_text(s: &str) -> String {
-    bistream_core::sanitize::sanitize_to(s, MAX_LOGGED_VALUE)
+pub fn client_text(s: &str) -> String {
+    crate::sanitize::sanitize_to(s, MAX_LOGGED_VALUE)
 }
 
 /// Client-caused lines allowed per window, per server.
@@ -36,13 +55,16 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 /// A fixed-window rate limit on client-caused log lines: per client address, and per server.
 #[derive(Debug)]
-pub(crate) struct LogLimiter {
+pub struct LogLimiter {
     state: Mutex<Window>,
-    /// Lines suppressed since the server started (the `relay_log_lines_suppressed_total` metric).
-    pub(crate) suppressed_total: AtomicU64,
-    /// Windows in which one client address went over its own budget
-    /// (`relay_log_clients_limited_total`).
-    pub(crate) clients_limited_total: AtomicU64,
+    /// Lines suppressed since the server started.
+    suppressed_total: AtomicU64,
+    /// Windows in which one client address went over its own budget.
+    clients_limited_total: AtomicU64,
+    /// Whose lines these are (`relay`, `rpc`, ...), named in the summary line.
+    name: &'static str,
+    /// Where else the suppressed lines' events are counted (e.g. a metric), if anywhere.
+    counted_in: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -54,8 +76,9 @@ struct Window {
     clients: HashMap<IpAddr, u64>,
 }
 
-impl Default for LogLimiter {
-    fn default() -> Self {
+impl LogLimiter {
+    /// A limiter of `name`'s client-caused lines (`relay`, `rpc`, ...: named in its summary).
+    pub fn new(name: &'static str) -> Self {
         LogLimiter {
             state: Mutex::new(Window {
                 start: Instant::now(),
@@ -65,15 +88,33 @@ impl Default for LogLimiter {
             }),
             suppressed_total: AtomicU64::new(0),
             clients_limited_total: AtomicU64::new(0),
+            name,
+            counted_in: None,
         }
     }
-}
 
-impl LogLimiter {
+    /// Names, in the summary line, where an operator finds the count of the events whose
+    /// lines were suppressed (a metric's name, a statistics record).
+    pub fn counted_in(mut self, counted_in: &'static str) -> Self {
+        self.counted_in = Some(counted_in);
+        self
+    }
+
+    /// Lines suppressed since the limiter was made (for a metrics exporter).
+    pub fn suppressed_total(&self) -> &AtomicU64 {
+        &self.suppressed_total
+    }
+
+    /// Windows in which one client address went over its own budget, i.e. repeated
+    /// offenders (for a metrics exporter).
+    pub fn clients_limited_total(&self) -> &AtomicU64 {
+        &self.clients_limited_total
+    }
+
     /// Whether one more line caused by the client at `client` (`None`: not tied to one
     /// address) may be written now. When a window ends with suppressed lines, their count is
     /// logged once (as a WARN of its own).
-    pub(crate) fn allow(&self, client: Option<IpAddr>) -> bool {
+    pub fn allow(&self, client: Option<IpAddr>) -> bool {
         self.allow_at(Instant::now(), client)
     }
 
@@ -85,8 +126,10 @@ impl LogLimiter {
         if now.saturating_duration_since(w.start) >= WINDOW {
             if w.suppressed > 0 {
                 tracing::warn!(
+                    limiter = self.name,
                     suppressed = w.suppressed,
-                    "client-caused log lines suppressed in the last window (rate limit {LINES_PER_WINDOW}/s; see relay_log_lines_suppressed_total)"
+                    counted_in = self.counted_in,
+                    "client-caused log lines suppressed in the last window (rate limit {LINES_PER_WINDOW}/s)"
                 );
             }
             w.start = now;
@@ -124,16 +167,29 @@ impl LogLimiter {
     }
 }
 
-/// Logs a client-caused event through a [`LogLimiter`], charged to the client's address:
-/// `limited!(metrics.log, from addr, WARN, field = value, ..., "message")`.
+/// Logs a client-caused event through a [`LogLimiter`], charged to the client's socket
+/// address: `limited!(limiter, from addr, WARN, field = value, ..., "message")`, or not tied
+/// to one address (only the per-server budget applies): `limited!(limiter, WARN, ...)`.
+#[macro_export]
 macro_rules! limited {
     ($limiter:expr, from $addr:expr, $level:ident, $($arg:tt)+) => {
-        if tracing::enabled!(tracing::Level::$level) && $limiter.allow(Some($addr.ip())) {
-            tracing::event!(tracing::Level::$level, $($arg)+);
+        if $crate::logsafe::__tracing::enabled!($crate::logsafe::__tracing::Level::$level)
+            && $limiter.allow(Some($addr.ip()))
+        {
+            $crate::logsafe::__tracing::event!($crate::logsafe::__tracing::Level::$level, $($arg)+);
+        }
+    };
+    ($limiter:expr, $level:ident, $($arg:tt)+) => {
+        if $crate::logsafe::__tracing::enabled!($crate::logsafe::__tracing::Level::$level)
+            && $limiter.allow(None)
+        {
+            $crate::logsafe::__tracing::event!($crate::logsafe::__tracing::Level::$level, $($arg)+);
         }
     };
 }
-pub(crate) use limited;
+
+#[doc(hidden)]
+pub use tracing as __tracing;
 
 #[cfg(test)]
 mod tests {
@@ -151,11 +207,11 @@ mod tests {
 
     #[test]
     fn limiter_allows_a_window_then_counts() {
-        let l = LogLimiter::default();
+        let l = LogLimiter::new("test");
         let t0 = Instant::now();
         let allowed = (0..1000).filter(|_| l.allow_at(t0, None)).count();
         assert_eq!(allowed as u64, LINES_PER_WINDOW);
-        assert_eq!(l.suppressed_total.load(Relaxed), 1000 - LINES_PER_WINDOW);
+        assert_eq!(l.suppressed_total().load(Relaxed), 1000 - LINES_PER_WINDOW);
         // The next window allows again.
         assert!(l.allow_at(t0 + WINDOW, None));
     }
@@ -166,13 +222,13 @@ mod tests {
 
     #[test]
     fn a_repeated_offender_is_limited_alone_and_counted() {
-        let l = LogLimiter::default();
+        let l = LogLimiter::new("test");
         let t0 = Instant::now();
         // One address floods: only its own budget is written, once per window counted.
         let noisy = (0..1000).filter(|_| l.allow_at(t0, ip(1))).count();
         assert_eq!(noisy as u64, LINES_PER_CLIENT);
-        assert_eq!(l.clients_limited_total.load(Relaxed), 1);
-        assert_eq!(l.suppressed_total.load(Relaxed), 1000 - LINES_PER_CLIENT);
+        assert_eq!(l.clients_limited_total().load(Relaxed), 1);
+        assert_eq!(l.suppressed_total().load(Relaxed), 1000 - LINES_PER_CLIENT);
         // Other clients still get their lines written in the same window.
         assert!((2..6).all(|n| l.allow_at(t0, ip(n))));
         // The offender gets a new budget in the next window, and is counted again.
@@ -181,16 +237,16 @@ mod tests {
             (0..10).filter(|_| l.allow_at(t1, ip(1))).count() as u64,
             LINES_PER_CLIENT
         );
-        assert_eq!(l.clients_limited_total.load(Relaxed), 2);
+        assert_eq!(l.clients_limited_total().load(Relaxed), 2);
     }
 
     #[test]
     fn many_addresses_still_meet_the_server_limit() {
-        let l = LogLimiter::default();
+        let l = LogLimiter::new("test");
         let t0 = Instant::now();
         let n = MAX_TRACKED_CLIENTS as u32 + 100;
         let allowed = (0..n).filter(|i| l.allow_at(t0, ip(*i))).count();
         assert_eq!(allowed as u64, LINES_PER_WINDOW);
-        assert_eq!(l.clients_limited_total.load(Relaxed), 0);
+        assert_eq!(l.clients_limited_total().load(Relaxed), 0);
     }
 }
