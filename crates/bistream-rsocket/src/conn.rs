@@ -115,6 +115,7 @@ pub fn start(framed: Framed, role: Role, router: Router, cfg: RsConfig) -> RSock
         lifetime: cfg.max_lifetime,
         keepalive: (role == Role::Client).then_some(cfg.keepalive),
         held: None,
+        dropped: 0,
         cfg,
     };
     if role == Role::Client {
@@ -160,6 +161,10 @@ struct Driver {
     /// An item read but not yet queued: its stream's queue is full, so nothing more is read
     /// until it is (see `conn/deliver.rs`).
     held: Option<deliver::Held>,
+    /// The peer's requests dropped without an answer (a request on a stream id in use, a
+    /// refused fire-and-forget): each is logged within [`PEER_LOG`]'s budget, and the count is
+    /// logged when the connection ends.
+    dropped: u64,
     cfg: RsConfig,
 }
 
@@ -210,7 +215,11 @@ impl Driver {
             });
         }
         let _ = self.wtx.send(WOut::Close);
-        tracing::debug!(cause = %stop.cause, "rsocket connection ended");
+        if self.dropped > 0 {
+            tracing::info!(cause = %stop.cause, dropped = self.dropped, "rsocket connection ended");
+        } else {
+            tracing::debug!(cause = %stop.cause, "rsocket connection ended");
+        }
         let _ = self.shared.cause.set(stop.cause.clone());
         self.cmd_rx.close();
         let _ = self.shared.closed.send_replace(true);

@@ -35,12 +35,21 @@ impl Driver {
         let peer_parity = if self.role == Role::Server { 1 } else { 0 };
         let fnf = matches!(f, Frame::RequestFnf { .. });
         if stream % 2 != peer_parity {
-            if !fnf {
+            if fnf {
+                self.dropped += 1;
+                bistream_core::limited!(
+                    super::PEER_LOG,
+                    WARN,
+                    stream,
+                    "rsocket fire-and-forget on a stream id of the wrong parity: dropped"
+                );
+            } else {
                 self.stream_error(stream, ErrorCode::Invalid, "stream id of the wrong parity");
             }
             return;
         }
         if self.streams.contains_key(&stream) {
+            self.dropped += 1;
             bistream_core::limited!(
                 super::PEER_LOG,
                 WARN,
@@ -70,6 +79,7 @@ impl Driver {
             Ok(x) => x,
             Err(e) => {
                 if fnf {
+                    self.dropped += 1;
                     bistream_core::limited!(super::PEER_LOG, WARN, stream, error = %client_text(&e), "rsocket fire-and-forget dropped");
                 } else {
                     self.stream_error(stream, ErrorCode::Invalid, e);
@@ -91,6 +101,7 @@ impl Driver {
                     Some(m) => format!("route {route:?} is {m:?}, not {want:?}"),
                 };
                 if fnf {
+                    self.dropped += 1;
                     bistream_core::limited!(super::PEER_LOG, WARN, stream, error = %client_text(&e), "rsocket fire-and-forget dropped");
                 } else {
                     self.stream_error(stream, ErrorCode::Invalid, e);
@@ -100,6 +111,7 @@ impl Driver {
         }
         if fnf {
             let Ok(permit) = self.ff_running.clone().try_acquire_owned() else {
+                self.dropped += 1;
                 bistream_core::limited!(super::PEER_LOG, WARN, stream, route = %client_text(&route), "rsocket fire-and-forget dropped: too many running");
                 return;
             };
