@@ -31,7 +31,7 @@ mod process;
 use std::path::{Path, PathBuf};
 
 pub use net::{free_port, http_get, open_websocket_raw, parse_addr, try_free_port};
-pub use process::{rss_kib, send_signal, Peer, ProcessError};
+pub use process::{rss_kib, send_signal, LoggedChild, Peer, ProcessError};
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {

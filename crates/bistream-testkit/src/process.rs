@@ -1,7 +1,8 @@
 //! Child processes under test: spawned with piped stdio and killed on drop; their output read
 //! line by line with timeouts (every line read is kept in a bounded tail for failure
 //! messages), drained in the background once ready so they never block on a full pipe,
-//! measured (RSS) and stopped SIGTERM-then-kill.
+//! measured (RSS) and stopped SIGTERM-then-kill. A [`LoggedChild`] writes its whole stderr to
+//! a file instead, for tests that read every log line.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -352,6 +353,74 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut Option<Lines<R>>)
     }
 }
 
+/// A child whose stderr goes whole to a file, for tests that read every log line (a
+/// [`Peer`] keeps only a bounded tail); killed on drop.
+pub struct LoggedChild {
+    /// The child (for `wait`, `id`).
+    pub child: Child,
+    /// Its first stdout line (a server's address line).
+    pub first_line: String,
+    /// The rest of its stdout.
+    pub stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl LoggedChild {
+    /// Spawns `cmd` with stdin closed, stdout piped and stderr written to the file `log`,
+    /// and waits, at most `timeout`, for its first stdout line.
+    pub async fn spawn(
+        mut cmd: Command,
+        log: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<LoggedChild, ProcessError> {
+        let name = cmd.as_std().get_program().to_string_lossy().into_owned();
+        let log_tail = || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(TAIL)..].join("\n")
+        };
+        let stderr = std::fs::File::create(log).map_err(|source| ProcessError::Spawn {
+            name: name.clone(),
+            source,
+        })?;
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ProcessError::Spawn {
+                name: name.clone(),
+                source,
+            })?;
+        let Some(out) = child.stdout.take() else {
+            return Err(ProcessError::Exited {
+                name,
+                status: String::new(),
+                tail: log_tail(),
+            });
+        };
+        let mut stdout = BufReader::new(out).lines();
+        match tokio::time::timeout(timeout, stdout.next_line()).await {
+            Ok(Ok(Some(first_line))) => Ok(LoggedChild {
+                child,
+                first_line,
+                stdout,
+            }),
+            Ok(_) => Err(ProcessError::Exited {
+                name,
+                status: String::new(),
+                tail: log_tail(),
+            }),
+            Err(_) => Err(ProcessError::Timeout {
+                name,
+                what: "no first stdout line".into(),
+                timeout,
+                tail: log_tail(),
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +515,23 @@ mod tests {
         assert_eq!(p.output_tail().lines().count(), TAIL);
         assert_eq!(p.terminate(Duration::from_millis(300)).await, None);
         assert!(p.child.try_wait().unwrap().is_some(), "killed");
+    }
+
+    #[tokio::test]
+    async fn a_logged_child_writes_its_whole_stderr_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("err.log");
+        let script = "i=0; while [ $i -lt 100 ]; do echo err $i >&2; i=$((i+1)); done; echo ready; echo more";
+        let mut c = LoggedChild::spawn(sh(script), &log, T).await.unwrap();
+        assert_eq!(c.first_line, "ready");
+        assert_eq!(c.stdout.next_line().await.unwrap().as_deref(), Some("more"));
+        c.child.wait().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 100);
+        // A child that ends without a line is an error naming its last log lines.
+        let e = LoggedChild::spawn(sh("echo bye >&2"), &log, T)
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("bye"), "{e}");
     }
 }

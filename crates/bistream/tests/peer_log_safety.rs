@@ -5,14 +5,15 @@
 //! crates/bistream-relay-server/tests/log_safety.rs.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bistream_packet::codec::Packet;
+use bistream_testkit::LoggedChild;
 use bytes::Bytes;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bistream");
 const T: Duration = Duration::from_secs(30);
@@ -20,31 +21,21 @@ const T: Duration = Duration::from_secs(30);
 const SERVER_BUDGET: usize = 50;
 const FORGED: &str = "evil\n2026-01-01T00:00:00.000000Z  INFO bistream: forged line\x1b[31m";
 
-/// Starts `bistream ARGS` logging to a file; returns the child, the first stdout line and
+/// Starts `bistream ARGS` logging to a file; returns the child, its first stdout line and
 /// the log's path.
-async fn serve(args: &[&str], dir: &tempfile::TempDir) -> (Child, String, std::path::PathBuf) {
+async fn serve(args: &[&str], dir: &tempfile::TempDir) -> (LoggedChild, String, PathBuf) {
     let log = dir.path().join("server.log");
-    let mut child = Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .env("NO_COLOR", "1")
-        .env_remove("BISTREAM_LOG_LEVEL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(T, lines.next_line())
-        .await
-        .expect("address line in time")
-        .unwrap()
-        .expect("an address line");
+        .env_remove("BISTREAM_LOG_LEVEL");
+    let child = LoggedChild::spawn(cmd, &log, T).await.unwrap();
+    let first = child.first_line.clone();
     (child, first, log)
 }
 
 /// Waits (bounded) until the log holds `needle`; returns the whole log.
-async fn log_with(log: &std::path::Path, needle: &str) -> String {
+async fn log_with(log: &Path, needle: &str) -> String {
     let deadline = tokio::time::Instant::now() + T;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();

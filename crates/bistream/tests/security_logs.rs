@@ -8,8 +8,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use bistream_testkit::send_signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use bistream_testkit::{send_signal, LoggedChild};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bistream");
@@ -53,24 +52,17 @@ async fn tokens_stay_out_of_server_and_client_logs_at_trace_level() {
     let tokens = dir.path().join("tokens.toml");
     std::fs::write(&tokens, format!("[tokens]\n\"{GOOD}\" = \"alice\"\n")).unwrap();
     let log = dir.path().join("server.log");
-    let mut server = Command::new(BIN)
-        .args(["relay", "serve", "--host", "127.0.0.1", "--port", "0"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["relay", "serve", "--host", "127.0.0.1", "--port", "0"])
         .args(["--auth-method", "tokens", "--auth-tokens-file"])
         .arg(&tokens)
         .args(["--log-level", "trace"])
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(T, lines.next_line())
-        .await
-        .expect("the relay printed its address")
-        .unwrap()
-        .unwrap();
+        .env("NO_COLOR", "1");
+    let LoggedChild {
+        child: mut server,
+        first_line: first,
+        stdout: mut lines,
+    } = LoggedChild::spawn(cmd, &log, T).await.unwrap();
     let url = first
         .trim()
         .strip_prefix("relay listening on ")
