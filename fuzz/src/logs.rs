@@ -86,7 +86,11 @@ fn room(rooms: u8, call: u64, max: usize) -> LineRoom {
     LineRoom {
         lines: pick(r, 7),
         bytes: pick(r / 7, 41),
-        max_size: if r % 3 == 0 { (max / 2) as u64 } else { u64::MAX },
+        max_size: if r % 3 == 0 {
+            (max / 2) as u64
+        } else {
+            u64::MAX
+        },
     }
 }
 
