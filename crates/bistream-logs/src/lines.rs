@@ -6,22 +6,26 @@
 //! never buffered past the limit: its bytes are counted and discarded until its end, and it
 //! comes out as [`Piece::Overlong`] with its full size.
 //!
-//! UTF-8 is checked once per chunk, not once per line: WebSocket text arrives already checked
-//! by tungstenite ([`LineSplitter::feed_text`]), and any other chunk has its complete lines
-//! checked with one `from_utf8` when fed; lines inside a checked chunk are then sliced out of
-//! it as `&str` with no further check. Only a chunk holding invalid UTF-8 (or a line joined
-//! from several chunks) is checked per line.
+//! UTF-8 is checked per run of lines, not once per line: WebSocket text arrives already
+//! checked by tungstenite ([`LineSplitter::feed_text`]); in any other chunk the fast path
+//! ([`LineSplitter::checked_run`]) checks the complete lines it is about to cut with one SIMD
+//! `simdutf8` call, and slices them out of that `&str` with no further check. A run that holds
+//! invalid UTF-8, a line joined from several chunks, and lines read one at a time
+//! ([`LineSplitter::next_span`]) are checked per line.
 //!
 //! Two ways out: [`LineSplitter::next_span`] / [`LineSplitter::next_piece`] (one piece per
 //! call, every case), and [`LineSplitter::checked_run`], the fast path through a run of
-//! complete lines of checked text that a limit tracker's room covers (one `memchr` search per
-//! line, no per-line `Span`), which leaves every other case to `next_span`.
+//! complete lines of checked text that a limit tracker's room covers (one scan for the `\n`s of
+//! the whole run, and no per-line `Span`), which leaves every other case to `next_span`.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bistream_core::LineRoom;
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use scan::Newlines;
 
 /// One item cut from the byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,10 +116,15 @@ impl Buf {
 pub struct LineSplitter {
     max_line: usize,
     chunk: Buf,
-    /// The checked UTF-8 part of `chunk` (same buffer) from `text_at`: its complete lines
-    /// (or all of it), empty when that check failed.
-    text: Utf8Bytes,
-    text_at: usize,
+    /// The part of `chunk` that holds only complete lines of its own (not the end of a line
+    /// begun in an earlier chunk, nor the unfinished line at its end): what
+    /// [`checked_run`](Self::checked_run) may cut.
+    whole: Range<usize>,
+    /// `checked_run` checks UTF-8 up to this many bytes ahead per call (see [`Window`]).
+    window: usize,
+    /// `checked_run` leaves the bytes before this offset to `next_span`: they are in a
+    /// window that holds invalid UTF-8.
+    invalid_to: usize,
     pos: usize,
     /// Bytes of the current unfinished line (only when not skipping), at most `max_line + 1`.
     partial: Vec<u8>,
@@ -132,8 +141,9 @@ impl LineSplitter {
         Self {
             max_line,
             chunk: Buf::Raw(Bytes::new()),
-            text: Utf8Bytes::default(),
-            text_at: 0,
+            whole: 0..0,
+            window: usize::MAX,
+            invalid_to: 0,
             pos: 0,
             partial: Vec::new(),
             skipping: None,
@@ -169,22 +179,18 @@ impl LineSplitter {
             Bytes::from(joined)
         };
         self.pos = 0;
-        // One check for every line that lies wholly in the chunk: not the bytes before its
-        // first `\n` when they end a line begun earlier, nor those after its last `\n` (either
-        // may hold part of a character split across chunks; they are checked with their
-        // line). A failure leaves `text` empty and each line is then checked on its own.
+        // The lines that lie wholly in the chunk: not the bytes before its first `\n` when
+        // they end a line begun earlier, nor those after its last `\n` (either may hold part
+        // of a character split across chunks; they are checked with their line).
         let from = if self.partial.is_empty() && self.skipping.is_none() {
             0
         } else {
             memchr::memchr(b'\n', &chunk).map_or(chunk.len(), |nl| nl + 1)
         };
         let to = memchr::memrchr(b'\n', &chunk).map_or(0, |nl| nl + 1);
-        self.text_at = from;
-        self.text = if to > from {
-            Utf8Bytes::try_from(chunk.slice(from..to)).unwrap_or_default()
-        } else {
-            Utf8Bytes::default()
-        };
+        self.whole = from..to.max(from);
+        self.window = usize::MAX;
+        self.invalid_to = 0;
         self.chunk = Buf::Raw(chunk);
     }
 
@@ -196,8 +202,7 @@ impl LineSplitter {
     pub fn release(&mut self) {
         if self.needs_data() {
             self.chunk = Buf::Raw(Bytes::new());
-            self.text = Utf8Bytes::default();
-            self.text_at = 0;
+            self.whole = 0..0;
             self.pos = 0;
         }
     }
@@ -208,8 +213,8 @@ impl LineSplitter {
         if self.needs_data() {
             // The text is the chunk (no second handle on it: cloning a `Bytes` made from a
             // `Vec` allocates).
+            self.whole = 0..text.len();
             self.chunk = Buf::Text(text);
-            self.text = Utf8Bytes::default();
             self.pos = 0;
         } else {
             self.feed(Bytes::from(text));
@@ -262,60 +267,69 @@ impl LineSplitter {
         Some(Span::Joined(self.take_line()))
     }
 
-    /// The fast path through a run of lines: hands `f` each complete line that lies in the
-    /// current chunk's checked UTF-8 text, from the current position, in order, with nothing
-    /// pending from an earlier chunk, while `room` covers it (at most `room.lines` lines,
-    /// `room.bytes` bytes in all, none longer than `room.max_size`), and returns how many
-    /// lines and bytes it handed out. It stops at the first line that does not fit the room
-    /// (that line stays unread) or that needs [`next_span`](Self::next_span) (longer than the
-    /// splitter's limit, outside the checked text, or the unfinished end of the chunk). One
-    /// `memchr` search per line, no `Span` per line, no second UTF-8 check, and no check per
-    /// line against `room.lines` / `room.bytes` when the rest of the text cannot pass them
-    /// (it has at most as many lines as bytes). Whatever it leaves is read with `next_span`
-    /// as usual; the pieces come out exactly as `next_span` alone would give them (a property
-    /// test checks it).
-    pub fn checked_run(&mut self, room: LineRoom, f: impl FnMut(&str)) -> (u64, u64) {
+    /// The fast path through a run of lines: hands `f` each complete line of the current
+    /// chunk from the current position on, in order, with nothing pending from an earlier
+    /// chunk, while `room` covers it (at most `room.lines` lines, `room.bytes` bytes in all,
+    /// none longer than `room.max_size`), and returns how many lines and bytes it handed out.
+    /// It stops at the first line that does not fit the room (that line stays unread) or that
+    /// needs [`next_span`](Self::next_span) (longer than the splitter's limit, the end of a
+    /// line begun in an earlier chunk, the unfinished end of the chunk, or in a stretch that
+    /// holds invalid UTF-8).
+    ///
+    /// Per run: one SIMD UTF-8 check of the lines ahead (none for WebSocket text, which
+    /// tungstenite checked) and one scan for their `\n`s (64 bytes per compare); per line no
+    /// `Span`, no second check, and no check against `room.lines` / `room.bytes` when the
+    /// rest of the text cannot pass them (it has at most as many lines as bytes). Whatever it
+    /// leaves is read with `next_span` as usual; the pieces come out exactly as `next_span`
+    /// alone would give them (a property test checks it).
+    pub fn checked_run(&mut self, room: LineRoom, mut f: impl FnMut(&str)) -> (u64, u64) {
         if self.skipping.is_some() || !self.partial.is_empty() {
             return (0, 0);
         }
-        let (text, base) = match &self.chunk {
-            Buf::Text(t) => (t.as_str(), 0),
-            Buf::Raw(_) => (self.text.as_str(), self.text_at),
-        };
-        let Some(from) = self.pos.checked_sub(base) else {
-            return (0, 0);
-        };
-        let Some(rest) = text.len().checked_sub(from).filter(|&r| r > 0) else {
-            return (0, 0);
-        };
         let max = usize::try_from(room.max_size).map_or(self.max_line, |m| m.min(self.max_line));
-        let rest = rest as u64;
-        let budget = Budget {
+        let mut budget = Budget {
             max,
             lines: room.lines,
             bytes: room.bytes,
         };
-        let bounded = rest > room.lines || rest > room.bytes;
-        // memchr's SSE2 searcher called directly, one search per line: the generic
-        // `memchr_iter` adds a function-pointer dispatch and an iterator layer on every call,
-        // and the AVX2 one is an `avx2` function that cannot be inlined here, so each call
-        // saves and restores the loop's registers; for ~100-byte lines both cost as much as
-        // the search itself. SSE2 is part of x86_64, so its searcher inlines into the loop.
-        #[cfg(target_arch = "x86_64")]
-        let run = match (memchr::arch::x86_64::sse2::memchr::One::new(b'\n'), bounded) {
-            (Some(one), false) => cut_lines::<false>(text, from, |h| one.find(h), budget, f),
-            (Some(one), true) => cut_lines::<true>(text, from, |h| one.find(h), budget, f),
-            (None, false) => cut_lines::<false>(text, from, find_nl, budget, f),
-            (None, true) => cut_lines::<true>(text, from, find_nl, budget, f),
+        let chunk = match &self.chunk {
+            Buf::Text(t) => {
+                let run = run_lines(t.as_str(), self.pos, budget, &mut f);
+                self.pos = run.end;
+                return (run.lines, run.bytes);
+            }
+            Buf::Raw(chunk) => chunk,
         };
-        #[cfg(not(target_arch = "x86_64"))]
-        let run = if bounded {
-            cut_lines::<true>(text, from, find_nl, budget, f)
-        } else {
-            cut_lines::<false>(text, from, find_nl, budget, f)
-        };
-        self.pos = base + run.end;
-        (run.lines, run.bytes)
+        let (mut lines, mut bytes) = (0, 0);
+        let mut pos = self.pos;
+        let end = self.whole.end;
+        while pos >= self.whole.start && pos >= self.invalid_to && pos < end {
+            let stop = window_end(chunk, pos, self.window, end);
+            let Some(window) = chunk.get(pos..stop) else {
+                break;
+            };
+            let Ok(text) = simdutf8::basic::from_utf8(window) else {
+                // Left to `next_span`, line by line (invalid bytes become U+FFFD there).
+                self.invalid_to = stop;
+                break;
+            };
+            let run = run_lines(text, 0, budget, &mut f);
+            pos += run.end;
+            (lines, bytes) = (lines + run.lines, bytes + run.bytes);
+            budget.lines -= run.lines;
+            budget.bytes -= run.bytes;
+            if run.end < text.len() {
+                // Stopped at a line the room or the size limit refuses; it goes through
+                // `next_span`. Each later call checks at most twice what this one cut (and
+                // at least `Window::MIN`), so a chunk of many such lines is not checked
+                // again from each of them to its end.
+                self.window = run.end.saturating_mul(2).max(Window::MIN);
+                break;
+            }
+            self.window = self.window.saturating_mul(2);
+        }
+        self.pos = pos;
+        (lines, bytes)
     }
 
     /// The text of a line `span` (from the last [`next_span`](Self::next_span)); borrowed
@@ -325,9 +339,7 @@ impl LineSplitter {
             Span::InChunk { start, end } => {
                 let checked = match &self.chunk {
                     Buf::Text(t) => t.get(start..end),
-                    Buf::Raw(_) => start
-                        .checked_sub(self.text_at)
-                        .and_then(|s| self.text.get(s..end - self.text_at)),
+                    Buf::Raw(_) => None,
                 };
                 match checked {
                     Some(line) => Cow::Borrowed(line),
@@ -396,11 +408,6 @@ impl LineSplitter {
     }
 }
 
-/// `memchr::memchr` for `\n`: the searcher off x86_64 (or should SSE2 be missing).
-fn find_nl(haystack: &[u8]) -> Option<usize> {
-    memchr::memchr(b'\n', haystack)
-}
-
 /// What [`cut_lines`] may take: lines of at most `max` bytes, at most `lines` of them and
 /// `bytes` bytes in all.
 #[derive(Clone, Copy)]
@@ -408,6 +415,50 @@ struct Budget {
     max: usize,
     lines: u64,
     bytes: u64,
+}
+
+/// How far ahead [`LineSplitter::checked_run`] checks UTF-8 in one call: the whole rest of a
+/// chunk's lines at first, twice as far after a call that used its whole window, and twice
+/// what a call cut (at least [`MIN`](Window::MIN)) after one that stopped early.
+struct Window;
+
+impl Window {
+    /// The smallest window (smaller in tests, so that short inputs reach the shrinking).
+    #[cfg(not(test))]
+    const MIN: usize = 256;
+    #[cfg(test)]
+    const MIN: usize = 4;
+}
+
+/// Where a UTF-8 check window that starts at `pos` ends: just after the last `\n` within
+/// `window` bytes, or after the first `\n` past them when there is none (a longer line); at
+/// most `end` (which is just after a `\n`).
+fn window_end(chunk: &[u8], pos: usize, window: usize, end: usize) -> usize {
+    let limit = pos.saturating_add(window);
+    if limit >= end {
+        return end;
+    }
+    if let Some(nl) = chunk
+        .get(pos..limit)
+        .and_then(|w| memchr::memrchr(b'\n', w))
+    {
+        return pos + nl + 1;
+    }
+    chunk
+        .get(limit..end)
+        .and_then(|rest| memchr::memchr(b'\n', rest))
+        .map_or(end, |nl| limit + nl + 1)
+}
+
+/// [`cut_lines`] over `text` from `from`, without the per-line limit checks when the rest
+/// cannot pass the budget's lines or bytes (it holds at most as many lines as bytes).
+fn run_lines(text: &str, from: usize, budget: Budget, f: impl FnMut(&str)) -> Run {
+    let rest = text.len().saturating_sub(from) as u64;
+    if rest > budget.lines || rest > budget.bytes {
+        cut_lines::<true>(text, from, budget, f)
+    } else {
+        cut_lines::<false>(text, from, budget, f)
+    }
 }
 
 /// What [`cut_lines`] took: the offset of the first line not consumed, and the lines and
@@ -418,22 +469,20 @@ struct Run {
     bytes: u64,
 }
 
-/// The loop of [`LineSplitter::checked_run`]: `text` from `from` on, cut at each `\n`
-/// (`find` gives the offset of the first `\n` in a slice), each line handed to `f` while it
-/// fits `budget.max` and, when `BOUNDED`, the budget's lines and bytes (without `BOUNDED`
-/// the caller knows the text cannot pass them).
+/// The loop of [`LineSplitter::checked_run`]: `text` from `from` on, cut at each `\n` (one
+/// [`Newlines`] scan), each line handed to `f` while it fits `budget.max` and, when
+/// `BOUNDED`, the budget's lines and bytes (without `BOUNDED` the caller knows the text
+/// cannot pass them).
 fn cut_lines<const BOUNDED: bool>(
     text: &str,
     from: usize,
-    find: impl Fn(&[u8]) -> Option<usize>,
     budget: Budget,
     mut f: impl FnMut(&str),
 ) -> Run {
     let bytes = text.as_bytes();
     let (mut start, mut lines, mut total) = (from, 0u64, 0u64);
-    while let Some(nl) = bytes.get(start..).and_then(&find) {
-        let at = start + nl;
-        let cr = nl > 0 && bytes.get(at - 1) == Some(&b'\r');
+    for at in Newlines::new(bytes, from) {
+        let cr = at > start && bytes.get(at - 1) == Some(&b'\r');
         let end = at - usize::from(cr);
         let size = end - start;
         if size > budget.max {
@@ -470,5 +519,6 @@ fn to_text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+mod scan;
 #[cfg(test)]
 mod tests;
