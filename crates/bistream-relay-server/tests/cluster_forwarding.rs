@@ -101,7 +101,7 @@ async fn cross_node_forwarding_both_ways_exactly_once_in_order() {
 }
 
 /// A Redis that wants a password, and a database other than 0: the nodes' connections
-/// authenticate and select it (the publisher's through `HELLO 3 AUTH`), and forwarding works
+/// authenticate (`AUTH`) and select it, and forwarding works
 /// both ways, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_and_database_from_the_url() {

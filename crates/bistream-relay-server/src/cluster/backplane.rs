@@ -1,11 +1,11 @@
 //! The three tasks that talk to Redis.
 //!
-//! * The supervisor (re)connects the node's two connections (commands; the publisher's, which
-//!   is also subscribed to this process's channel), loads the scripts, subscribes, and logs
-//!   each up/down transition once.
-//! * The publisher ([`super::publisher`]) drains the job queue onto its connection, in
-//!   order, without waiting for replies between batches, and delivers the inbound messages
-//!   read on it into local queues ([`deliver`]).
+//! * The supervisor owns the node's one subscriber connection: it (re)connects the three
+//!   connections (commands, publisher, subscriber), loads the scripts, subscribes, delivers
+//!   inbound messages into local queues as it reads them, and logs each up/down transition
+//!   once.
+//! * The publisher ([`super::publisher`]) drains the job queue onto its own connection, in
+//!   order, without waiting for replies between batches.
 //! * The heartbeat refreshes the TTL of every registration this node holds, re-publishes
 //!   the missing ones (after a Redis restart or an expiry) and closes local sockets whose UUID
 //!   was meanwhile taken elsewhere.
@@ -45,9 +45,9 @@ pub(super) fn spawn(shared: Arc<Shared>, c: Arc<Cluster>) -> Vec<tokio::task::Jo
     tasks
 }
 
-/// The node's two connections: commands (claims, heartbeats), and the publisher's, already
-/// subscribed to this process's channel.
-async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, Link), redis::RedisError> {
+/// The node's three connections: commands (claims, heartbeats), the publisher's, and the
+/// subscriber (already subscribed to this process's channel).
+async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, Link, Link), redis::RedisError> {
     let t = c.cfg.redis_timeout;
     let client = redis::Client::open(c.cfg.url.as_str())?;
     let config = redis::AsyncConnectionConfig::new()
@@ -59,17 +59,17 @@ async fn connect(c: &Cluster) -> Result<(MultiplexedConnection, Link), redis::Re
     for s in [&c.scripts.forward, &c.scripts.claim, &c.scripts.release] {
         s.prepare_invoke().load_async(&mut conn).await?;
     }
-    let mut link = Link::open(client.get_connection_info(), t).await?;
-    link.subscribe(&c.own_channel(), t).await?;
-    Ok((conn, link))
+    let info = client.get_connection_info();
+    let publisher = Link::open(info, t).await?;
+    let mut subscriber = Link::open(info, t).await?;
+    subscriber.subscribe(&c.own_channel(), t).await?;
+    Ok((conn, publisher, subscriber))
 }
 
 fn set_down(c: &Cluster, cause: String, since: &mut Option<Instant>) {
     let was_up = c.up.swap(false, Relaxed);
     *lock(&c.conn) = None;
     *lock(&c.publisher_link) = None;
-    // The publisher drops its connection now: its successor must not share the subscription.
-    c.link_ready.notify_one();
     if was_up {
         c.stats.up.store(0, Relaxed);
         ClusterStats::inc(&c.stats.down_transitions);
@@ -93,7 +93,7 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             _ = stop.cancelled() => return,
             r = connect(&c) => r,
         };
-        let (conn, link) = match attempt {
+        let (conn, publisher, mut subscriber) = match attempt {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(error = %e, "Redis connection attempt failed");
@@ -112,9 +112,8 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
         };
         backoff = BACKOFF_MIN;
         generation += 1;
-        *lock(&c.publisher_link) = Some((generation, link));
+        *lock(&c.publisher_link) = Some((generation, publisher));
         *lock(&c.conn) = Some((generation, conn));
-        c.link_ready.notify_one();
         c.up.store(true, Relaxed);
         c.stats.up.store(1, Relaxed);
         ClusterStats::inc(&c.stats.connects);
@@ -127,11 +126,11 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
             }
         }
         c.republish.notify_one();
-        // Created once per connection: each would register a waiter anew. The publisher
-        // reports its connection's failures (and the heartbeat the command connection's).
+        // Created once per connection, not per read: each would register a waiter anew.
         let cancelled = stop.cancelled();
         let failed = c.failed.notified();
         tokio::pin!(cancelled, failed);
+        let mut payloads = Vec::new();
         let cause = loop {
             tokio::select! {
                 _ = &mut cancelled => return,
@@ -142,27 +141,36 @@ async fn supervise(shared: Arc<Shared>, c: Arc<Cluster>) {
                     }
                     failed.set(c.failed.notified());
                 }
+                r = subscriber.fill() => {
+                    if let Err(e) = r.and_then(|()| deliver_pushes(&shared, &c, &mut subscriber, &mut payloads)) {
+                        break format!("Redis at {}: subscriber connection: {e}", c.cfg.endpoint);
+                    }
+                }
             }
         };
         set_down(&c, cause, &mut down_since);
     }
 }
 
-/// Delivers the pub/sub messages whose payloads lie at `payloads` in `chunk` (one read of the
-/// node's connection). The messages' texts are handed on as slices of the chunk, not copied.
-pub(super) fn deliver(
+/// Delivers every complete pub/sub message read so far. The messages' texts are handed on
+/// as slices of the read chunk, not copied.
+fn deliver_pushes(
     shared: &Shared,
     c: &Cluster,
-    chunk: &Bytes,
-    payloads: &[std::ops::Range<usize>],
-) {
+    sub: &mut Link,
+    payloads: &mut Vec<std::ops::Range<usize>>,
+) -> std::io::Result<()> {
+    let Some(chunk) = sub.take_messages(payloads)? else {
+        return Ok(());
+    };
     // Most messages of a read belong to a few users: one `User` per run of the same user.
     let mut user = None;
-    for range in payloads {
+    for range in payloads.iter() {
         if let Some(payload) = chunk.get(range.clone()) {
-            inbound(shared, c, chunk, payload, &mut user);
+            inbound(shared, c, &chunk, payload, &mut user);
         }
     }
+    Ok(())
 }
 
 /// `last` if it is `id`, else a new `User` for `id` (kept in `last`); `None` if `id` is not

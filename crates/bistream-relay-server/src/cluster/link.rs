@@ -1,9 +1,8 @@
-//! A raw Redis connection driven by the task that uses it (the publisher's, which is also the
-//! node's subscriber): connect with a timeout, switch to RESP3 (so that one connection can both
-//! send commands and receive pub/sub pushes), authenticate and select the database, subscribe,
-//! then read replies into a bounded buffer and hand out all complete ones at once: pushes as one
-//! shared chunk of the buffer, so that payloads are passed on without a copy, and command
-//! replies one by one. See [`super::resp`] for the codec.
+//! A raw Redis connection driven by the task that uses it (the publisher's, the subscriber's):
+//! connect with a timeout, authenticate and select the database, then read replies into a
+//! bounded buffer and hand them out one at a time, or (the subscriber) all complete ones at once
+//! as one shared chunk of the buffer, so that payloads are passed on without a copy. See
+//! [`super::resp`] for the codec.
 
 use std::io;
 use std::ops::Range;
@@ -34,7 +33,7 @@ fn timed_out(what: &str) -> io::Error {
 }
 
 pub(super) fn protocol(e: ProtocolError) -> io::Error {
-    e.into()
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 impl Link {
@@ -55,47 +54,43 @@ impl Link {
         };
         let settings = info.redis_settings();
         let mut out = Vec::new();
-        // RESP3: a subscribed connection may still send any command (RESP2 allows only
-        // (UN)SUBSCRIBE and PING there), and pushes are told from replies by their type.
-        match settings.password() {
-            Some(password) => {
-                resp::command(&mut out, 5);
-                resp::arg(&mut out, b"HELLO");
-                resp::arg(&mut out, b"3");
-                resp::arg(&mut out, b"AUTH");
-                resp::arg(
-                    &mut out,
-                    settings.username().unwrap_or("default").as_bytes(),
-                );
-                resp::arg(&mut out, password.as_bytes());
+        let mut expected = 0;
+        if let Some(password) = settings.password() {
+            match settings.username() {
+                Some(user) => {
+                    resp::command(&mut out, 3);
+                    resp::arg(&mut out, b"AUTH");
+                    resp::arg(&mut out, user.as_bytes());
+                }
+                None => {
+                    resp::command(&mut out, 2);
+                    resp::arg(&mut out, b"AUTH");
+                }
             }
-            None => {
-                resp::command(&mut out, 2);
-                resp::arg(&mut out, b"HELLO");
-                resp::arg(&mut out, b"3");
-            }
+            resp::arg(&mut out, password.as_bytes());
+            expected += 1;
         }
-        let mut expected = 1;
         if settings.db() != 0 {
             resp::command(&mut out, 2);
             resp::arg(&mut out, b"SELECT");
             resp::arg(&mut out, settings.db().to_string().as_bytes());
             expected += 1;
         }
-        link.write.write_all(&out).await?;
-        for _ in 0..expected {
-            link.expect_ok(timeout).await?;
+        if expected > 0 {
+            link.write.write_all(&out).await?;
+            for _ in 0..expected {
+                link.expect_ok(timeout).await?;
+            }
         }
         Ok(link)
     }
 
-    /// Reads one reply, which must be a status (`+OK`, ...) or `HELLO`'s map, within
-    /// `timeout`.
+    /// Reads one reply, which must be a status (`+OK`, ...), within `timeout`.
     pub(super) async fn expect_ok(&mut self, timeout: Duration) -> io::Result<()> {
         tokio::time::timeout(timeout, async {
             loop {
                 let status = self.with_next(|r| match r {
-                    Reply::Simple(_) | Reply::Array(Some(_)) => Ok(()),
+                    Reply::Simple(_) => Ok(()),
                     Reply::Error(e) => {
                         Err(io::Error::other(String::from_utf8_lossy(e).into_owned()))
                     }
@@ -111,7 +106,7 @@ impl Link {
         .map_err(|_| timed_out("setup"))?
     }
 
-    /// Subscribes this connection to `channel` (pushes then come in between the replies).
+    /// Subscribes this connection to `channel` (it then only receives pushes).
     pub(super) async fn subscribe(&mut self, channel: &str, timeout: Duration) -> io::Result<()> {
         let mut out = Vec::new();
         resp::command(&mut out, 2);
@@ -121,7 +116,7 @@ impl Link {
         tokio::time::timeout(timeout, async {
             loop {
                 let confirmed = self.with_next(|r| match r {
-                    Reply::Push(items) => match items.first() {
+                    Reply::Array(Some(items)) => match items.first() {
                         Some(Reply::Bulk(Some(b"subscribe"))) => Ok(()),
                         _ => Err(io::Error::other("unexpected reply to SUBSCRIBE")),
                     },
@@ -165,16 +160,15 @@ impl Link {
         }
     }
 
-    /// Takes every complete reply read so far: their bytes are cut off the buffer as one shared
-    /// chunk; the payload of each pub/sub message among them comes back in `payloads` as a
-    /// range of that chunk, to be sliced from it without a copy, and every command reply goes
-    /// to `on_reply`, in order (other pushes are skipped). `Ok(None)`: no complete reply yet.
-    pub(super) fn take_input(
+    /// Takes every complete reply read so far on a subscribed connection: their bytes are cut
+    /// off the buffer as one shared chunk, and the payload of each pub/sub message among them
+    /// comes back in `payloads` as a range of that chunk, to be sliced from it without a copy
+    /// (other replies are skipped). `Ok(None)`: no complete reply yet.
+    pub(super) fn take_messages(
         &mut self,
         payloads: &mut Vec<Range<usize>>,
-        on_reply: impl FnMut(Reply<'_>) -> io::Result<()>,
     ) -> io::Result<Option<Bytes>> {
-        let used = resp::split_input(&self.buf, payloads, on_reply)?;
+        let used = resp::message_payloads(&self.buf, payloads).map_err(protocol)?;
         Ok((used > 0).then(|| self.buf.split_to(used).freeze()))
     }
 

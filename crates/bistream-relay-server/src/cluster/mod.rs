@@ -8,10 +8,10 @@
 //! * a forward whose target is not on this node goes to [`Cluster::forward`], which queues it
 //!   for the publisher task; bounces come back into the sender's own queue.
 //!
-//! Everything that talks to Redis runs in the tasks of [`backplane`]: the supervisor
-//! (connects and reconnects), the [`publisher`] (pipelined forwards, in order, on cached
-//! routes, and the inbound messages, on one connection that is also the node's subscriber)
-//! and the heartbeat (refreshes and re-publishes this node's registrations).
+//! Everything that talks to Redis runs in the tasks of [`backplane`]: the supervisor (one
+//! subscriber connection, reconnects, inbound messages), the [`publisher`] (pipelined
+//! forwards, in order, on cached routes) and the heartbeat (refreshes and re-publishes this
+//! node's registrations).
 
 mod backplane;
 pub mod config;
@@ -93,11 +93,8 @@ pub(crate) struct Cluster {
     /// The command connection while the backplane is up, with its generation (so a failure
     /// seen late on an old connection does not tear down its successor).
     conn: Mutex<Option<(u64, redis::aio::MultiplexedConnection)>>,
-    /// The publisher's connection (also the node's subscriber) of the current generation,
-    /// until it takes it.
+    /// The publisher's own connection of the current generation, until it takes it.
     publisher_link: Mutex<Option<(u64, link::Link)>>,
-    /// Wakes the publisher to take a new connection, or drop a lost one.
-    link_ready: Notify,
     up: AtomicBool,
     /// Why the backplane is down (shown in bounces), without credentials.
     cause: Mutex<String>,
@@ -149,7 +146,6 @@ impl Cluster {
             jobs_rx: Mutex::new(Some(rx)),
             conn: Mutex::new(None),
             publisher_link: Mutex::new(None),
-            link_ready: Notify::new(),
             up: AtomicBool::new(false),
             failed: Notify::new(),
             failed_generation: AtomicU64::new(0),

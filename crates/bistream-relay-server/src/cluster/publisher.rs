@@ -1,6 +1,4 @@
-//! The publisher task: drains the job queue onto the node's raw Redis connection, and delivers
-//! the pub/sub messages that come back on it (the same connection is subscribed to this
-//! process's channel: one socket per node carries both directions, D-cluster-2).
+//! The publisher task: drains the job queue onto its own raw Redis connection.
 //!
 //! * **No round trip awaited.** Each batch is written as one pipeline as soon as it is taken
 //!   from the queue; the replies are matched to their commands in order as they come back
@@ -20,7 +18,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,10 +87,6 @@ struct Publisher {
     /// Jobs made while handling replies (retries, bounces to other nodes): sent first next time.
     later: Vec<Job>,
     out: Vec<u8>,
-    /// Where the pub/sub payloads of the last read lie in its chunk (reused).
-    payloads: Vec<Range<usize>>,
-    /// The replies of the last read with the commands they answer (reused).
-    answered: Vec<(What, Outcome)>,
 }
 
 pub(super) async fn run(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: mpsc::Receiver<Job>) {
@@ -107,17 +100,13 @@ pub(super) async fn run(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: mpsc::Rece
         routes: HashMap::new(),
         later: Vec::new(),
         out: Vec::new(),
-        payloads: Vec::new(),
-        answered: Vec::new(),
     };
     let mut jobs = Vec::with_capacity(BATCH);
     // Created once: a new cancellation or timer future per loop turn would register (and
     // unregister) a waiter each time. Replies are checked against the timeout a few times per
     // timeout instead of with a timer per command.
     let cancelled = stop.cancelled();
-    let c = p.c.clone();
-    let ready = c.link_ready.notified();
-    tokio::pin!(cancelled, ready);
+    tokio::pin!(cancelled);
     let mut check =
         tokio::time::interval((p.c.cfg.redis_timeout / 4).max(Duration::from_millis(1)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,14 +115,8 @@ pub(super) async fn run(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: mpsc::Rece
         tokio::select! {
             biased;
             _ = &mut cancelled => break,
-            // The supervisor connected (or lost) the backplane: take the new connection now,
-            // not at the next job, since pushes for this node arrive on it.
-            _ = &mut ready => {
-                ready.set(c.link_ready.notified());
-                p.sync_link();
-            }
             r = fill(&mut p.link) => match r {
-                Ok(()) => p.on_input().await,
+                Ok(()) => p.on_replies().await,
                 Err(e) => p.link_failed(&e),
             },
             n = rx.recv_many(&mut jobs, BATCH), if room => {
@@ -169,7 +152,7 @@ pub(super) async fn run(shared: Arc<Shared>, c: Arc<Cluster>, mut rx: mpsc::Rece
         p.send(&mut jobs).await;
         while !p.waiting.is_empty() {
             match fill(&mut p.link).await {
-                Ok(()) => p.on_input().await,
+                Ok(()) => p.on_replies().await,
                 Err(_) => break,
             }
         }
@@ -403,39 +386,27 @@ impl Publisher {
         self.waiting.push_back(Waiting { sent, what });
     }
 
-    /// Delivers every pub/sub message read so far and handles every command reply, then sends
-    /// what the replies made (retries, bounces).
-    async fn on_input(&mut self) {
-        let Some((generation, link)) = &mut self.link else {
-            return;
-        };
-        let generation = *generation;
-        // A connection the supervisor has replaced (or given up) may share this channel's
-        // subscription with its successor: nothing read on it is delivered, or a message could
-        // arrive twice. (What it read was published before the successor subscribed.)
-        if self.c.generation() != Some(generation) {
-            self.drop_link("the connection was replaced");
-            return;
-        }
-        let (waiting, answered) = (&mut self.waiting, &mut self.answered);
-        let taken = link.take_input(&mut self.payloads, |r| match waiting.pop_front() {
-            Some(w) => {
-                answered.push((w.what, Outcome::of(&r)));
-                Ok(())
-            }
-            None => Err(io::Error::other("reply to no command")),
-        });
-        if let Ok(Some(chunk)) = &taken {
-            super::backplane::deliver(&self.shared, &self.c, chunk, &self.payloads);
-        }
-        let mut answered = std::mem::take(&mut self.answered);
-        for (what, outcome) in answered.drain(..) {
+    /// Handles every complete reply read so far, then sends what they made (retries, bounces).
+    async fn on_replies(&mut self) {
+        loop {
+            let Some((generation, link)) = &mut self.link else {
+                return;
+            };
+            let generation = *generation;
+            let waiting = &mut self.waiting;
+            let parsed = link.with_next(|r| match waiting.pop_front() {
+                Some(w) => Ok((w.what, Outcome::of(&r))),
+                None => Err(io::Error::other("reply to no command")),
+            });
+            let (what, outcome) = match parsed {
+                Ok(None) => break,
+                Ok(Some(Ok(x))) => x,
+                Ok(Some(Err(e))) | Err(e) => {
+                    self.link_failed(&e);
+                    return;
+                }
+            };
             self.handle(generation, what, outcome);
-        }
-        self.answered = answered;
-        if let Err(e) = taken {
-            self.link_failed(&e);
-            return;
         }
         if !self.later.is_empty() {
             self.send(&mut Vec::new()).await;

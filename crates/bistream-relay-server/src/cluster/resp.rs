@@ -1,12 +1,11 @@
-//! A minimal RESP3 codec for the cluster's hot Redis connection (one per node: the publisher's
-//! commands and the node's pub/sub pushes share it), so that it is driven straight from the task
-//! that uses it: no connection driver task in between, commands written in big pipelines with no
-//! round trip awaited, and pub/sub pushes handled where they are read. No I/O here.
+//! A minimal RESP2 codec for the cluster's two hot Redis connections (the publisher's and the
+//! subscriber's), so that each is driven straight from the task that uses it: no connection
+//! driver task in between, commands written in big pipelines with no round trip awaited, and
+//! pub/sub pushes handled where they are read. No I/O here.
 //!
-//! Only what that connection needs: commands as arrays of bulk strings, and replies of the RESP2
-//! kinds plus RESP3's push, null, boolean, map and set (a map or set reads as an array; `HELLO`
-//! answers with a map). Lengths from the server are checked against [`MAX_BULK`] and nesting
-//! against [`MAX_DEPTH`], so a confused peer is a clear error, not a huge allocation.
+//! Only what those connections need: commands as arrays of bulk strings, and replies of the five
+//! RESP2 kinds. Lengths from the server are checked against [`MAX_BULK`] and nesting against
+//! [`MAX_DEPTH`], so a confused peer is a clear error, not a huge allocation.
 
 use std::ops::Range;
 
@@ -66,10 +65,8 @@ pub(crate) enum Reply<'a> {
     Int(i64),
     /// `None`: the null bulk string.
     Bulk(Option<&'a [u8]>),
-    /// `None`: the null array. RESP3 maps (keys and values in turn) and sets read as arrays.
+    /// `None`: the null array.
     Array(Option<Vec<Reply<'a>>>),
-    /// A RESP3 out-of-band push (pub/sub messages, subscription confirmations).
-    Push(Vec<Reply<'a>>),
 }
 
 impl Reply<'_> {
@@ -82,16 +79,10 @@ impl Reply<'_> {
     }
 }
 
-/// The server sent something that is not RESP (or over our limits).
+/// The server sent something that is not RESP2 (or over our limits).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("malformed reply from Redis: {0}")]
 pub(crate) struct ProtocolError(&'static str);
-
-impl From<ProtocolError> for std::io::Error {
-    fn from(e: ProtocolError) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
-    }
-}
 
 /// Parses the first complete reply in `b`: `Ok(None)` if more bytes are needed, else the
 /// reply and how many bytes it took.
@@ -99,28 +90,21 @@ pub(crate) fn parse(b: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ProtocolErro
     parse_at(b, 0, 0)
 }
 
-/// Finds every complete reply at the front of `b` (the input of a connection that both sends
-/// commands and is subscribed): sets `payloads` to where the payload of each pub/sub `message`
-/// push among them lies in `b`, calls `on_reply` with each reply that is not a push, in order
-/// (other pushes are skipped), and returns how many bytes the complete replies take. An error
-/// from `on_reply` stops the scan and is returned.
-pub(crate) fn split_input<E: From<ProtocolError>>(
+/// Finds every complete reply at the front of `b` (a subscribed connection's input): sets
+/// `payloads` to where the payload of each pub/sub `message` among them lies in `b` (other
+/// replies are skipped) and returns how many bytes the complete replies take.
+pub(crate) fn message_payloads(
     b: &[u8],
     payloads: &mut Vec<Range<usize>>,
-    mut on_reply: impl FnMut(Reply<'_>) -> Result<(), E>,
-) -> Result<usize, E> {
+) -> Result<usize, ProtocolError> {
     payloads.clear();
     let mut at = 0;
     while let Some((r, next)) = parse_at(b, at, 0)? {
-        match r {
-            Reply::Push(items) => {
-                if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] =
-                    items.as_slice()
-                {
-                    payloads.push(range_in(b, payload));
-                }
+        if let Reply::Array(Some(items)) = r {
+            if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(payload))] = items.as_slice()
+            {
+                payloads.push(range_in(b, payload));
             }
-            r => on_reply(r)?,
         }
         at = next;
     }
@@ -168,28 +152,15 @@ fn parse_at(
                 _ => Ok(None),
             }
         }
-        b'_' => Ok(Some((Reply::Bulk(None), after))),
-        b'#' => match line {
-            b"t" => Ok(Some((Reply::Int(1), after))),
-            b"f" => Ok(Some((Reply::Int(0), after))),
-            _ => Err(ProtocolError("bad boolean")),
-        },
-        b'*' | b'>' | b'%' | b'~' => {
+        b'*' => {
             let n = int(line)?;
-            if n < 0 && kind == b'*' {
+            if n < 0 {
                 return Ok(Some((Reply::Array(None), after)));
             }
             if depth >= MAX_DEPTH {
                 return Err(ProtocolError("arrays nested too deep"));
             }
             let n = len(n)?;
-            // A map's count is of pairs.
-            let n = if kind == b'%' {
-                n.checked_mul(2)
-                    .ok_or(ProtocolError("length over the limit"))?
-            } else {
-                n
-            };
             // Each element takes at least 3 bytes: do not trust the count for the allocation.
             let mut items = Vec::with_capacity(n.min(b.len().saturating_sub(after) / 3 + 1));
             let mut at = after;
@@ -202,12 +173,7 @@ fn parse_at(
                     None => return Ok(None),
                 }
             }
-            let r = if kind == b'>' {
-                Reply::Push(items)
-            } else {
-                Reply::Array(Some(items))
-            };
-            Ok(Some((r, at)))
+            Ok(Some((Reply::Array(Some(items)), at)))
         }
         _ => Err(ProtocolError("unknown reply type")),
     }
@@ -293,94 +259,37 @@ mod tests {
         assert!(parse(&[b'$'; 100]).is_err());
     }
 
-    /// A push of `payload` on `channel`, as Redis sends it (RESP3).
+    /// A push of `payload` on `channel`, as Redis sends it.
     fn push(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
-        out.extend_from_slice(b">3\r\n");
+        command(out, 3);
         arg(out, b"message");
         arg(out, channel);
         arg(out, payload);
     }
 
-    /// [`split_input`] collecting the replies (owned, in order, as their `Debug` text).
-    fn split(
-        b: &[u8],
-        ranges: &mut Vec<Range<usize>>,
-    ) -> Result<(usize, Vec<String>), ProtocolError> {
-        let mut replies = Vec::new();
-        let n = split_input(b, ranges, |r| {
-            replies.push(format!("{r:?}"));
-            Ok::<_, ProtocolError>(())
-        })?;
-        Ok((n, replies))
-    }
-
     #[test]
-    fn resp3_kinds() {
-        assert_eq!(parse(b"_\r\n").unwrap().unwrap().0, Reply::Bulk(None));
-        assert_eq!(parse(b"#t\r\n").unwrap().unwrap().0, Reply::Int(1));
-        assert_eq!(parse(b"#f\r\n").unwrap().unwrap().0, Reply::Int(0));
-        assert!(parse(b"#x\r\n").is_err());
-        let (m, n) = parse(b"%2\r\n+server\r\n+redis\r\n+proto\r\n:3\r\nrest")
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 33);
-        assert_eq!(
-            m,
-            Reply::Array(Some(vec![
-                Reply::Simple(b"server"),
-                Reply::Simple(b"redis"),
-                Reply::Simple(b"proto"),
-                Reply::Int(3),
-            ]))
-        );
-        assert_eq!(
-            parse(b"~1\r\n:5\r\n").unwrap().unwrap().0,
-            Reply::Array(Some(vec![Reply::Int(5)]))
-        );
-        assert_eq!(
-            parse(b">2\r\n$4\r\npong\r\n$0\r\n\r\n").unwrap().unwrap().0,
-            Reply::Push(vec![Reply::Bulk(Some(b"pong")), Reply::Bulk(Some(b""))])
-        );
-        assert!(parse(b">-1\r\n").is_err());
-        assert!(parse(b"%-1\r\n").is_err());
-    }
-
-    #[test]
-    fn split_input_separates_pushes_from_replies_and_stops_at_a_partial_one() {
+    fn message_payloads_skip_other_replies_and_stop_at_a_partial_one() {
         let mut b = Vec::new();
         push(&mut b, b"ch", b"one");
-        b.extend_from_slice(b":2\r\n");
-        b.extend_from_slice(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+        b.extend_from_slice(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
         push(&mut b, b"ch", b"");
-        b.extend_from_slice(b"-ERR x\r\n");
         let whole = b.len();
         push(&mut b, b"ch", b"partial");
         b.truncate(b.len() - 3);
         let mut ranges = Vec::new();
-        let (n, replies) = split(&b, &mut ranges).unwrap();
-        assert_eq!(n, whole);
-        assert_eq!(
-            replies,
-            vec![
-                "Int(2)".to_string(),
-                format!("{:?}", Reply::Error(b"ERR x"))
-            ]
-        );
+        assert_eq!(message_payloads(&b, &mut ranges).unwrap(), whole);
         let got: Vec<&[u8]> = ranges.iter().map(|r| &b[r.clone()]).collect();
         assert_eq!(got, vec![&b"one"[..], b""]);
-        assert_eq!(split(b"", &mut ranges).unwrap().0, 0);
+        assert_eq!(message_payloads(b"", &mut ranges).unwrap(), 0);
         assert!(ranges.is_empty());
-        assert!(split(b"?\r\n", &mut ranges).is_err());
-        // An error of the reply handler stops the scan.
-        let stopped = split_input(b":1\r\n:2\r\n", &mut ranges, |_| Err(ProtocolError("stop")));
-        assert_eq!(stopped, Err(ProtocolError("stop")));
+        assert!(message_payloads(b"?\r\n", &mut ranges).is_err());
     }
 
     proptest::proptest! {
         /// The all-at-once scan agrees with parsing one reply at a time (the slow path), at
         /// every cut of the input.
         #[test]
-        fn split_input_agrees_with_one_at_a_time(
+        fn message_payloads_agree_with_one_at_a_time(
             payloads in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..40), 0..6),
             cut in 0usize..400,
         ) {
@@ -393,23 +302,17 @@ mod tests {
             }
             let b = &b[..cut.min(b.len())];
             let mut expected = Vec::new();
-            let mut expected_replies = Vec::new();
             let mut at = 0;
             while let Some((r, n)) = parse(&b[at..]).unwrap() {
-                match r {
-                    Reply::Push(items) => {
-                        if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(p))] = items.as_slice() {
-                            expected.push(p.to_vec());
-                        }
+                if let Reply::Array(Some(items)) = r {
+                    if let [Reply::Bulk(Some(b"message")), _, Reply::Bulk(Some(p))] = items.as_slice() {
+                        expected.push(p.to_vec());
                     }
-                    r => expected_replies.push(format!("{r:?}")),
                 }
                 at += n;
             }
             let mut ranges = Vec::new();
-            let (n, replies) = split(b, &mut ranges).unwrap();
-            proptest::prop_assert_eq!(n, at);
-            proptest::prop_assert_eq!(replies, expected_replies);
+            proptest::prop_assert_eq!(message_payloads(b, &mut ranges).unwrap(), at);
             let got: Vec<Vec<u8>> = ranges.iter().map(|r| b[r.clone()].to_vec()).collect();
             proptest::prop_assert_eq!(got, expected);
         }
