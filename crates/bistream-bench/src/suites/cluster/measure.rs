@@ -1,6 +1,6 @@
 //! The `cluster` suite's load runs: client pairs spread over the given relays keep messages in
-//! flight (the relay suite's clients), while the CPU time, context switches and read/write
-//! system calls of the watched server processes are sampled over the same measured window.
+//! flight (the relay suite's clients), while the CPU time and context switches of the watched
+//! server processes are sampled over the same measured window.
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::StreamExt;
@@ -52,28 +52,12 @@ fn ctx_switches(pid: u32) -> anyhow::Result<u64> {
     })
 }
 
-/// Read and write system calls so far of process `pid`, all its threads, past and present
-/// (`/proc/<pid>/io`: `syscr` + `syscw`). Every socket read and write of a relay or of Redis is
-/// one, so per message it counts the hand-offs between processes, whatever the machine's load.
-fn io_syscalls(pid: u32) -> anyhow::Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
-    Ok(s.lines()
-        .filter_map(|line| {
-            line.strip_prefix("syscr:")
-                .or_else(|| line.strip_prefix("syscw:"))
-        })
-        .map(|v| v.trim().parse::<u64>().unwrap_or(0))
-        .sum())
-}
-
 /// What one throughput run measured: the load generator's figures and, per server process
-/// watched, the CPU nanoseconds it used, its context switches and its read/write system calls
-/// during the measured window.
+/// watched, the CPU nanoseconds it used and its context switches during the measured window.
 pub(super) struct Measured {
     pub(super) run: RunOut,
     cpu_ns: Vec<u64>,
     switches: Vec<u64>,
-    syscalls: Vec<u64>,
 }
 
 impl Measured {
@@ -90,11 +74,6 @@ impl Measured {
     /// Context switches per completed message of the processes at `which`.
     pub(super) fn switches_per_msg(&self, which: &[usize]) -> anyhow::Result<f64> {
         self.per_msg(&self.switches, which)
-    }
-
-    /// Read/write system calls per completed message of the processes at `which`.
-    pub(super) fn syscalls_per_msg(&self, which: &[usize]) -> anyhow::Result<f64> {
-        self.per_msg(&self.syscalls, which)
     }
 
     fn per_msg(&self, counts: &[u64], which: &[usize]) -> anyhow::Result<f64> {
@@ -171,25 +150,17 @@ pub(super) async fn measured_run(
                 .map(|(e, s)| e.saturating_sub(s))
                 .collect()
         };
-        let all = |pids: &[u32]| -> anyhow::Result<[Vec<u64>; 3]> {
-            Ok([
-                sample(pids, cpu_ns)?,
-                sample(pids, ctx_switches)?,
-                sample(pids, io_syscalls)?,
-            ])
-        };
         tokio::time::sleep(warmup).await;
-        let [cpu0, cs0, sys0] = all(&pids)?;
+        let (cpu0, cs0) = (sample(&pids, cpu_ns)?, sample(&pids, ctx_switches)?);
         tokio::time::sleep(duration).await;
-        let [cpu1, cs1, sys1] = all(&pids)?;
-        Ok::<_, anyhow::Error>((delta(cpu1, cpu0), delta(cs1, cs0), delta(sys1, sys0)))
+        let (cpu1, cs1) = (sample(&pids, cpu_ns)?, sample(&pids, ctx_switches)?);
+        Ok::<_, anyhow::Error>((delta(cpu1, cpu0), delta(cs1, cs0)))
     });
     let run = drive(ctl, warmup, duration, workers).await?;
-    let (cpu_ns, switches, syscalls) = sampler.await.context("the CPU sampler failed")??;
+    let (cpu_ns, switches) = sampler.await.context("the CPU sampler failed")??;
     Ok(Measured {
         run,
         cpu_ns,
         switches,
-        syscalls,
     })
 }

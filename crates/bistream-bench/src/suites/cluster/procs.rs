@@ -62,9 +62,15 @@ pub(super) fn node_workers() -> usize {
     (cores / NODES).max(1)
 }
 
+/// Optional: another `bistream` build to run the two clustered nodes with (the rest of the
+/// suite unchanged), to compare two builds' cluster code under the same load generator.
+const NODE_EXE_ENV: &str = "BISTREAM_BENCH_CLUSTER_NODE_EXE";
+
 async fn node(ctx: &Ctx, port: u16, id: &str) -> anyhow::Result<(Server, String)> {
     let url = format!("redis://127.0.0.1:{port}");
-    let mut cmd = Command::new(&ctx.cfg.exe);
+    let exe =
+        std::env::var_os(NODE_EXE_ENV).unwrap_or_else(|| ctx.cfg.exe.clone().into_os_string());
+    let mut cmd = Command::new(exe);
     cmd.args([
         "relay",
         "serve",
