@@ -100,6 +100,33 @@ async fn cross_node_forwarding_both_ways_exactly_once_in_order() {
     }
 }
 
+/// A Redis that wants a password, and a database other than 0: the nodes' connections
+/// authenticate (`AUTH`) and select it, and forwarding works
+/// both ways, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_database_from_the_url() {
+    let redis = Redis::start_with(Some("s3cret-pass"), 3).await;
+    let mut n = Vec::new();
+    for i in 1..=2 {
+        let node = start(node_config(config(), &redis, &format!("p{i}"))).await;
+        wait_up(&node, true).await;
+        n.push(node);
+    }
+    let (mut a, ua) = registered(&n[0], "alice").await;
+    let (mut b, ub) = registered(&n[1], "bob").await;
+    for i in 0..50 {
+        send(&mut a, peer_message(ua, "alice", ub, &format!("m{i}"))).await;
+    }
+    for i in 0..50 {
+        assert_forwarded(&recv_json(&mut b).await, ua, "alice", ub, &format!("m{i}"));
+    }
+    send(&mut b, peer_message(ub, "bob", ua, "back")).await;
+    assert_forwarded(&recv_json(&mut a).await, ub, "bob", ua, "back");
+    for node in n {
+        node.shutdown().await;
+    }
+}
+
 /// The nodes on one runtime thread (the setting for co-located nodes): many senders of one
 /// node forward at once, so the publisher's batches take several clients' messages after its
 /// yield; each pair still gets every message once, in order.

@@ -13,14 +13,25 @@ use tokio::process::{Child, Command};
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// `requirepass`, also put in the nodes' URL.
+    password: Option<String>,
+    /// The database in the nodes' URL.
+    db: u32,
 }
 
 impl Redis {
     /// Starts redis-server on a free loopback port (panics with a hint if it is not installed).
     pub async fn start() -> Redis {
+        Redis::start_with(None, 0).await
+    }
+
+    /// [`Redis::start`] with a password required, the nodes using database `db`.
+    pub async fn start_with(password: Option<&str>, db: u32) -> Redis {
         let mut r = Redis {
             port: bistream_testkit::free_port(),
             child: None,
+            password: password.map(str::to_string),
+            db,
         };
         r.restart().await;
         r
@@ -43,6 +54,11 @@ impl Redis {
                 "--loglevel",
                 "warning",
             ])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,7 +95,7 @@ impl Redis {
         let mut buf = [0u8; 16];
         matches!(
             tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await,
-            Ok(Ok(n)) if buf[..n].starts_with(b"+PONG")
+            Ok(Ok(n)) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH")
         )
     }
 
@@ -91,7 +107,12 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("redis://{auth}127.0.0.1:{}/{}", self.port, self.db)
     }
 
     /// A cluster config for node `id` with a fast heartbeat (1 s, registrations live 4 s).
