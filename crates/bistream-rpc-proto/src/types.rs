@@ -249,6 +249,9 @@ pub struct Stats {
     pub unmatched: u64,
     /// Requests answered with `overloaded` or fire-and-forget dropped over the limit.
     pub overloaded: u64,
+    /// Streams cut because their consumer left a full inbound queue undrained for the
+    /// connection's timeout ([`Engine::cut_stalled`](crate::Engine::cut_stalled)).
+    pub stalled: u64,
 }
 
 /// A map keyed by our own call ids. The ids are a counter we pick, never the peer's input, so

@@ -122,6 +122,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         task_keys: HashMap::new(),
         keepalive: cfg.keepalive,
         keepalive_on: false,
+        hold_limit: cfg.timeout,
         last_rx: Instant::now(),
         stashed: None,
     };
@@ -146,6 +147,8 @@ struct Driver<R> {
     task_keys: HashMap<tokio::task::Id, ServeKey>,
     keepalive: Option<Duration>,
     keepalive_on: bool,
+    /// How long one item may wait for room in a full stream queue (`RpcConfig::timeout`).
+    hold_limit: Duration,
     last_rx: Instant,
     /// A non-frame message (close, error) met while reading a burst: handled next turn.
     stashed: Option<Inbound>,
@@ -258,7 +261,7 @@ impl<R: FrameReader> Driver<R> {
         let period = self.keepalive.unwrap_or(Duration::from_secs(3600));
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         loop {
-            if let Some(stop) = self.drain_events().await {
+            if let Some(stop) = self.drain_events(&mut tick, wdead).await {
                 return stop;
             }
             self.flush();
@@ -404,6 +407,7 @@ fn fail_sink(sink: CallSink, e: RpcError) {
     }
 }
 
+mod deliver;
 mod events;
 mod local;
 mod serve;
