@@ -165,10 +165,16 @@ impl<R: FrameReader> Driver<R> {
         let stop = self.main_loop(&mut wdead).await;
         let cause = match stop {
             Stop::Peer(e) => {
-                let _ = self.wtx.send(WOut::Close(
-                    bistream_rpc_proto::close::NORMAL,
-                    String::new(),
-                ));
+                // Answer a close frame with its own code (RFC 6455 §5.5.1), else 1000.
+                let code = match &e {
+                    RpcError::Closed { code: Some(c), .. }
+                        if bistream_rpc_proto::ws::close_code_valid(*c) =>
+                    {
+                        *c
+                    }
+                    _ => bistream_rpc_proto::close::NORMAL,
+                };
+                let _ = self.wtx.send(WOut::Close(code, String::new()));
                 e
             }
             Stop::Local { code, reason } => {
@@ -361,6 +367,13 @@ impl<R: FrameReader> Driver<R> {
             }
             Inbound::Closed { code, reason } => {
                 return Some(Stop::Peer(RpcError::Closed { code, reason }))
+            }
+            Inbound::Ping(payload) => {
+                let _ = self.wtx.send(WOut::Pong(payload));
+            }
+            Inbound::Violation { code, reason } => {
+                tracing::warn!(peer = %self.shared.peer_id, code, %reason, "rpc websocket framing broken");
+                return Some(Stop::Local { code, reason });
             }
             Inbound::Lost(e) => return Some(Stop::Peer(RpcError::Lost(e))),
         }
