@@ -167,7 +167,7 @@ async fn client_reads_frames_sent_with_the_handshake_answers_pings_and_reassembl
     let mut extra = text(&request(0, 10));
     extra.extend(frame(true, Opcode::Ping, b"hi"));
     let (c, mut peer) = client_and_raw(&extra, 1 << 20).await;
-    let mut got = vec![peer.next().await, peer.next().await];
+    let mut got = [peer.next().await, peer.next().await];
     got.sort_by_key(|g| format!("{g:?}"));
     assert_eq!(got[0], Got::Pong(b"hi".to_vec()));
     assert_eq!(response_of(&got[1]), Some((0, 10)));
@@ -184,7 +184,7 @@ async fn client_reads_frames_sent_with_the_handshake_answers_pings_and_reassembl
     wire.extend(frame(true, Opcode::Pong, b""));
     wire.extend(frame(true, Opcode::Continuation, &body[cut..]));
     peer.send(&wire).await;
-    let mut got = vec![peer.next().await, peer.next().await];
+    let mut got = [peer.next().await, peer.next().await];
     got.sort_by_key(|g| format!("{g:?}"));
     assert_eq!(got[0], Got::Pong(b"mid".to_vec()));
     assert_eq!(response_of(&got[1]), Some((1, 11)));
