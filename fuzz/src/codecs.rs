@@ -64,3 +64,80 @@ pub fn rpc_frame(data: &[u8]) {
         "{out}"
     );
 }
+
+/// rpc WebSocket framing: the first byte picks the role (even: client reading a server's
+/// frames, odd: server reading a client's) and the piece size; the rest is fed to the sans-IO
+/// `ws::Decoder` in pieces. It never panics; an error carries one of the RFC 6455 codes
+/// (1002, 1007, 1009); a payload range lies inside the buffer; a reassembled text is UTF-8;
+/// and every message decoded re-encodes (masked when the sender is a client) to one frame that
+/// decodes back to the same kind and payload.
+pub fn ws_frame(data: &[u8]) {
+    use bistream_rpc_proto::ws::{self, Decoder, Kind, Opcode, Role, Step};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let role = if first & 1 == 0 { Role::Client } else { Role::Server };
+    let step = usize::from(first >> 1).max(1);
+    let max = 4096;
+    let mut d = Decoder::new(role, max);
+    let mut buf: Vec<u8> = Vec::new();
+    for chunk in rest.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            let before = buf.len();
+            let (msg, end) = match d.decode(&mut buf) {
+                Ok(Step::NeedMore) => break,
+                Ok(Step::Frame(f)) => {
+                    assert!(f.start <= f.end && f.end <= buf.len() && f.end > 0);
+                    let op = match f.kind {
+                        Kind::Text => Opcode::Text,
+                        Kind::Binary => Opcode::Binary,
+                        Kind::Ping => Opcode::Ping,
+                        Kind::Pong => Opcode::Pong,
+                    };
+                    (Some((op, buf[f.start..f.end].to_vec())), f.end)
+                }
+                Ok(Step::Fragment { end }) => (None, end),
+                Ok(Step::Assembled { text, data, end }) => {
+                    assert!(data.len() <= max);
+                    if text {
+                        assert!(std::str::from_utf8(&data).is_ok(), "reassembled text not UTF-8");
+                    }
+                    let op = if text { Opcode::Text } else { Opcode::Binary };
+                    (Some((op, data)), end)
+                }
+                Ok(Step::Close { code, end, .. }) => {
+                    assert!(code.is_none_or(ws::close_code_valid));
+                    (None, end)
+                }
+                Err(e) => {
+                    assert!(
+                        [ws::PROTOCOL_ERROR, ws::INVALID_PAYLOAD, ws::MESSAGE_TOO_BIG].contains(&e.code),
+                        "{e}"
+                    );
+                    return;
+                }
+            };
+            assert!(end > 0 && end <= before);
+            if let Some((op, payload)) = msg {
+                ws_round_trip(role, op, &payload, max);
+            }
+            buf.drain(..end);
+        }
+    }
+}
+
+fn ws_round_trip(role: bistream_rpc_proto::ws::Role, op: bistream_rpc_proto::ws::Opcode, payload: &[u8], max: usize) {
+    use bistream_rpc_proto::ws::{encode, Decoder, Role, Step};
+    // The peer wrote it: masked when the peer is a client (we are the server).
+    let mask = (role == Role::Server).then_some([7, 1, 200, 33]);
+    let mut wire = Vec::new();
+    encode(&mut wire, op, payload, mask);
+    match Decoder::new(role, max).decode(&mut wire) {
+        Ok(Step::Frame(f)) => {
+            assert_eq!(f.end, wire.len());
+            assert_eq!(&wire[f.start..f.end], payload);
+        }
+        other => panic!("re-encoded {op:?} frame decoded as {other:?}"),
+    }
+}

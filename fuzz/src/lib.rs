@@ -15,7 +15,7 @@ mod config;
 #[cfg(feature = "logs")]
 mod logs;
 
-pub use codecs::{packet_decode, rpc_frame};
+pub use codecs::{packet_decode, rpc_frame, ws_frame};
 #[cfg(feature = "relay-server")]
 pub use config::relay_config;
 #[cfg(feature = "logs")]
@@ -34,6 +34,7 @@ pub fn targets() -> Vec<(&'static str, Check)> {
         ("relay_differential", relay_differential),
         ("packet_decode", packet_decode),
         ("rpc_frame", rpc_frame),
+        ("ws_frame", ws_frame),
     ];
     #[cfg(feature = "logs")]
     t.push(("log_lines", log_lines));

@@ -42,6 +42,7 @@ pub mod engine;
 pub mod fast;
 pub mod frame;
 pub mod types;
+pub mod ws;
 
 pub use engine::Engine;
 pub use frame::{

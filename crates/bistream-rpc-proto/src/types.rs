@@ -251,6 +251,9 @@ pub struct Stats {
     pub overloaded: u64,
     /// Fire-and-forget messages dropped for naming an unknown operation or one of another model.
     pub ff_refused: u64,
+    /// Streams cut because their consumer left a full inbound queue undrained for the
+    /// connection's timeout ([`Engine::cut_stalled`](crate::Engine::cut_stalled)).
+    pub stalled: u64,
 }
 
 /// A map keyed by our own call ids. The ids are a counter we pick, never the peer's input, so

@@ -6,7 +6,8 @@
 //! this process's CPU time per item (all threads, from `/proc/self/task/*/schedstat` on
 //! Linux), a figure that moves far less with the machine's load than items/s, and its peak
 //! RSS. `RPC_WINDOW=N` sets the client's credit window (`Limits::window`, the one the server's
-//! producer obeys).
+//! producer obeys). `RPC_WS=tungstenite` reads through tokio-tungstenite instead of our
+//! WebSocket framing (the A/B of DECISIONS D44).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -41,7 +42,23 @@ fn main() {
         {
             opts.rpc.limits.window = w;
         }
-        let conn = bistream_rpc::ws::connect(&url, opts).await.unwrap();
+        // `RPC_WS=tungstenite`: the previous transport (tokio-tungstenite's message I/O after
+        // the handshake), for A/B instruction counts against our framing (D44).
+        let conn = if std::env::var("RPC_WS").as_deref() == Ok("tungstenite") {
+            let cfg = bistream_rpc::transport::ws_config(opts.rpc.limits.max_frame_bytes);
+            let (ws, _) =
+                tokio_tungstenite::connect_async_with_config(url.as_str(), Some(cfg), true)
+                    .await
+                    .unwrap();
+            bistream_rpc::start(
+                bistream_rpc::transport::WsTransport(ws),
+                bistream_rpc::Side::Initiator,
+                opts.router,
+                opts.rpc,
+            )
+        } else {
+            bistream_rpc::ws::connect(&url, opts).await.unwrap()
+        };
         let cpu0 = cpu_ns();
         let t = std::time::Instant::now();
         let mut s = conn

@@ -130,6 +130,7 @@ pub fn start<T: Transport>(transport: T, side: Side, router: Router, cfg: RpcCon
         task_keys: HashMap::new(),
         keepalive: cfg.keepalive,
         keepalive_on: false,
+        hold_limit: cfg.timeout,
         last_rx: Instant::now(),
         stashed: None,
     };
@@ -154,6 +155,8 @@ struct Driver<R> {
     task_keys: HashMap<tokio::task::Id, ServeKey>,
     keepalive: Option<Duration>,
     keepalive_on: bool,
+    /// How long one item may wait for room in a full stream queue (`RpcConfig::timeout`).
+    hold_limit: Duration,
     last_rx: Instant,
     /// A non-frame message (close, error) met while reading a burst: handled next turn.
     stashed: Option<Inbound>,
@@ -170,10 +173,16 @@ impl<R: FrameReader> Driver<R> {
         let stop = self.main_loop(&mut wdead).await;
         let cause = match stop {
             Stop::Peer(e) => {
-                let _ = self.wtx.send(WOut::Close(
-                    bistream_rpc_proto::close::NORMAL,
-                    String::new(),
-                ));
+                // Answer a close frame with its own code (RFC 6455 §5.5.1), else 1000.
+                let code = match &e {
+                    RpcError::Closed { code: Some(c), .. }
+                        if bistream_rpc_proto::ws::close_code_valid(*c) =>
+                    {
+                        *c
+                    }
+                    _ => bistream_rpc_proto::close::NORMAL,
+                };
+                let _ = self.wtx.send(WOut::Close(code, String::new()));
                 e
             }
             Stop::Local { code, reason } => {
@@ -205,7 +214,8 @@ impl<R: FrameReader> Driver<R> {
 
     fn finish(&mut self, cause: RpcError) {
         let stats = self.engine.stats().clone();
-        if stats.invalid + stats.unmatched + stats.overloaded + stats.ff_refused > 0 {
+        if stats.invalid + stats.unmatched + stats.overloaded + stats.ff_refused + stats.stalled > 0
+        {
             // The count of every dropped frame, also of those the rate limit kept out of the log.
             tracing::info!(peer = %self.shared.peer_id, %cause, ?stats, "rpc connection ended");
         } else {
@@ -272,7 +282,7 @@ impl<R: FrameReader> Driver<R> {
         let period = self.keepalive.unwrap_or(Duration::from_secs(3600));
         let mut tick = tokio::time::interval_at(Instant::now() + period, period);
         loop {
-            if let Some(stop) = self.drain_events().await {
+            if let Some(stop) = self.drain_events(&mut tick, wdead).await {
                 return stop;
             }
             self.flush();
@@ -373,6 +383,13 @@ impl<R: FrameReader> Driver<R> {
             Inbound::Closed { code, reason } => {
                 return Some(Stop::Peer(RpcError::Closed { code, reason }))
             }
+            Inbound::Ping(payload) => {
+                let _ = self.wtx.send(WOut::Pong(payload));
+            }
+            Inbound::Violation { code, reason } => {
+                tracing::warn!(peer = %self.shared.peer_id, code, %reason, "rpc websocket framing broken");
+                return Some(Stop::Local { code, reason });
+            }
             Inbound::Lost(e) => return Some(Stop::Peer(RpcError::Lost(e))),
         }
         None
@@ -418,6 +435,7 @@ fn fail_sink(sink: CallSink, e: RpcError) {
     }
 }
 
+mod deliver;
 mod events;
 mod local;
 mod serve;

@@ -43,6 +43,7 @@ pub mod stream_io;
 pub mod transport;
 mod writer;
 pub mod ws;
+pub mod wsraw;
 
 pub use bistream_rpc_proto::{close, ErrorCode, Limits, Model, Side};
 pub use caller::Connection;

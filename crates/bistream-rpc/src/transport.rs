@@ -27,6 +27,15 @@ pub enum Inbound {
     Binary(usize),
     /// A message over the size limit: the connection closes with 1009.
     TooLarge(String),
+    /// A WebSocket ping: the writer answers a pong with this payload.
+    Ping(Bytes),
+    /// The peer broke the WebSocket framing: the connection closes with `code` (1002 or 1007).
+    Violation {
+        /// The close code (RFC 6455 §7.4.1).
+        code: u16,
+        /// What was wrong.
+        reason: String,
+    },
     /// The peer closed (WebSocket close frame, or end of a byte stream).
     Closed {
         /// Close code, if any.
@@ -52,6 +61,12 @@ pub trait FrameWriter: Send + 'static {
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the connection (a close frame with `code` where the transport has one).
     fn close(&mut self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
+    /// Answers a WebSocket ping (transports without pings, or that answer them themselves,
+    /// keep this default: nothing).
+    fn pong(&mut self, payload: Bytes) -> impl Future<Output = io::Result<()>> + Send {
+        let _ = payload;
+        async { Ok(()) }
+    }
 }
 
 /// A transport that splits into a reader and a writer.

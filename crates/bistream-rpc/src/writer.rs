@@ -17,6 +17,8 @@ pub(crate) struct Budget {
 pub(crate) enum WOut {
     /// Frames to write in order (one batch from the driver).
     Frames(Vec<String>),
+    /// A pong answering the peer's ping (WebSocket).
+    Pong(bytes::Bytes),
     Close(u16, String),
 }
 
@@ -39,6 +41,13 @@ pub(crate) async fn write_loop<W: FrameWriter>(
                             if let Err(e) = w.feed(s).await {
                                 failed = Some(e.to_string());
                             }
+                        }
+                    }
+                }
+                WOut::Pong(payload) => {
+                    if failed.is_none() {
+                        if let Err(e) = w.pong(payload).await {
+                            failed = Some(e.to_string());
                         }
                     }
                 }

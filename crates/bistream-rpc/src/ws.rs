@@ -1,6 +1,7 @@
 //! WebSocket transport endpoints: an axum route that serves rpc at any path next to an
 //! application's other routes ([`route`], [`app`]), a standalone server ([`serve`]), and a
-//! client ([`connect`]) with rustls TLS and extra request headers.
+//! client ([`connect`]) with rustls TLS and extra request headers. After the handshake both
+//! sides speak WebSocket through [`crate::wsraw`] (our sans-IO framing, D44).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +13,12 @@ use bistream_rpc_proto::Side;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::{Connector, WebSocketStream};
 
-use crate::transport::{ws_config, WsTransport};
+use crate::transport::ws_config;
+use crate::wsraw::handshake::{self, Either};
+use crate::wsraw::RawWs;
 use crate::{start, Connection, Router, RpcConfig, RpcError};
+use bistream_rpc_proto::ws::Role as WsRole;
 
 /// Called with each accepted connection (to call the client back, or to track it).
 pub type OnConnect = Arc<dyn Fn(Connection) + Send + Sync>;
@@ -86,18 +88,13 @@ async fn upgrade(cfg: Arc<ServerConfig>, mut req: Request) -> Response {
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(
+        let ws = RawWs::new(
             TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(cfg.rpc.limits.max_frame_bytes)),
-        )
-        .await;
-        let conn = start(
-            WsTransport(ws),
-            Side::Acceptor,
-            cfg.router.clone(),
-            cfg.rpc.clone(),
+            WsRole::Server,
+            cfg.rpc.limits.max_frame_bytes,
+            bytes::BytesMut::new(),
         );
+        let conn = start(ws, Side::Acceptor, cfg.router.clone(), cfg.rpc.clone());
         if let Some(hook) = &cfg.on_connect {
             hook(conn.clone());
         }
@@ -196,25 +193,17 @@ pub async fn connect(url: &str, opts: ClientOptions) -> Result<Connection, RpcEr
             .map_err(|e| RpcError::Connect(format!("invalid value for header {k}: {e}")))?;
         req.headers_mut().append(name, value);
     }
-    let connector = opts.tls.clone().map(Connector::Rustls);
-    let fut = tokio_tungstenite::connect_async_tls_with_config(
-        req,
-        Some(ws_config(opts.rpc.limits.max_frame_bytes)),
-        true,
-        connector,
-    );
-    let (ws, _resp) = tokio::time::timeout(opts.connect_timeout, fut)
+    let cfg = ws_config(opts.rpc.limits.max_frame_bytes);
+    let max = opts.rpc.limits.max_frame_bytes;
+    let fut = handshake::connect(req, opts.tls, cfg, max);
+    let t = tokio::time::timeout(opts.connect_timeout, fut)
         .await
         .map_err(|_| RpcError::Connect(format!("timed out after {:?}", opts.connect_timeout)))?
-        .map_err(|e| {
-            RpcError::Connect(bistream_core::sanitize_error_message(&e.to_string(), url))
-        })?;
-    Ok(start(
-        WsTransport(ws),
-        Side::Initiator,
-        opts.router,
-        opts.rpc,
-    ))
+        .map_err(|e| handshake::connect_error(&e, url))?;
+    Ok(match t {
+        Either::Plain(t) => start(t, Side::Initiator, opts.router, opts.rpc),
+        Either::Tls(t) => start(*t, Side::Initiator, opts.router, opts.rpc),
+    })
 }
 
 /// A rustls client configuration trusting the PEM certificates in `path` (for `wss://` to a

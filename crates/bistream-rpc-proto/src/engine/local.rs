@@ -134,6 +134,29 @@ impl Engine {
         }
     }
 
+    /// Ends a stream whose consumer did not drain its full inbound queue in time (the
+    /// receiver had stopped reading the connection for it): a stream or bi-stream we serve
+    /// gets an `error` frame with code `timeout`; a call of ours is dropped and, when
+    /// negotiated, cancelled with `cancel` (a caller has no `error` frame to send: a base
+    /// peer's later frames for it are dropped as unmatched). Counted in [`Stats::stalled`];
+    /// `false` when the target was no longer open.
+    ///
+    /// [`Stats::stalled`]: crate::Stats::stalled
+    pub fn cut_stalled(&mut self, target: &Target, message: &str) -> bool {
+        let open = match target {
+            Target::Call(id) => {
+                let open = self.calls.contains_key(id);
+                self.cancel_call(*id);
+                open
+            }
+            Target::Serve(k) => self.fail(k, ErrorCode::Timeout, message).is_ok(),
+        };
+        if open {
+            self.stats.stalled += 1;
+        }
+        open
+    }
+
     /// A served request's handler went away without answering (cancelled locally).
     pub fn abandon_served(&mut self, key: &ServeKey) {
         self.finish_served(key);

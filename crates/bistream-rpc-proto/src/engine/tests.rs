@@ -303,3 +303,45 @@ fn broken_reply_fails_only_that_call() {
     c.on_frame(r#"{"type":"bogus","requestId":["C",9]}"#, &ops);
     assert!(c.take_output().is_empty());
 }
+
+#[test]
+fn cut_stalled_fails_a_served_stream_with_timeout_and_cancels_a_call() {
+    // Served bi-stream: an `error` with code `timeout`, final.
+    let (mut c, mut s) = pair(false, false);
+    c.start_call(3, Model::StreamStream, r#"{"operation":"upper"}"#)
+        .unwrap();
+    c.start_call(4, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    let key = match &events(&mut s)[..] {
+        [Event::Serve { key, .. }, Event::Serve { .. }] => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(s.cut_stalled(&Target::Serve(key.clone()), "stalled"));
+    let frames = ship(&mut s, &mut c);
+    let f = json(&frames[0]);
+    assert_eq!(f["type"], "error");
+    assert_eq!(f["requestId"], serde_json::json!(["C", 3]));
+    assert_eq!(f["data"]["code"], ErrorCode::Timeout.as_str());
+    assert_eq!(s.served(), 1);
+    assert!(s.send_item(&Target::Serve(key.clone()), "1").is_err());
+    assert!(!s.cut_stalled(&Target::Serve(key), "again"));
+    assert_eq!(s.stats().stalled, 1);
+    // Our call toward a base peer: forgotten, nothing sent (a caller has no error frame).
+    assert!(c.cut_stalled(&Target::Call(4), "stalled"));
+    assert!(c.take_output().is_empty());
+    assert_eq!(c.pending_calls(), 0);
+    assert_eq!(c.stats().stalled, 1);
+
+    // With extensions: the call is cancelled on the wire.
+    let (mut c, mut s) = pair(true, true);
+    ship(&mut c, &mut s);
+    ship(&mut s, &mut c);
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    assert!(c.cut_stalled(&Target::Call(1), "stalled"));
+    let frames = ship(&mut c, &mut s);
+    assert_eq!(json(&frames[0])["type"], "cancel");
+    assert_eq!(s.served(), 0);
+}

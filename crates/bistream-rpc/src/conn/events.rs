@@ -1,12 +1,16 @@
 //! The driver's side of what the engine reports: replies and items delivered to calls and
-//! handlers (bounded queues; a full one stops reading the transport), negotiation, and the
+//! handlers (bounded queues; a full one stops reading the transport: `deliver.rs`), negotiation, and the
 //! credit of our producers (initial window, grants, debt of items sent without credit).
 
 use super::*;
 
 impl<R: FrameReader> Driver<R> {
     /// Handles engine events; returns when the connection must stop.
-    pub(super) async fn drain_events(&mut self) -> Option<Stop> {
+    pub(super) async fn drain_events(
+        &mut self,
+        tick: &mut tokio::time::Interval,
+        wdead: &mut tokio::sync::oneshot::Receiver<String>,
+    ) -> Option<Stop> {
         while let Some(ev) = self.engine.next_event() {
             match ev {
                 Event::Negotiated(n) => self.on_negotiated(n),
@@ -24,7 +28,8 @@ impl<R: FrameReader> Driver<R> {
                         _ => None,
                     };
                     if let Some((tx, data)) = full {
-                        if let Some(stop) = self.deliver(tx, data).await {
+                        let target = Target::Call(call);
+                        if let Some(stop) = self.deliver(target, tx, data, tick, wdead).await {
                             return Some(stop);
                         }
                     }
@@ -79,7 +84,8 @@ impl<R: FrameReader> Driver<R> {
                 Event::ServeItem { key, data } => {
                     if let Some((tx, _)) = self.serving.get(&key).and_then(|s| s.inbound.as_ref()) {
                         let tx = tx.clone();
-                        if let Some(stop) = self.deliver(tx, data).await {
+                        let target = Target::Serve(key);
+                        if let Some(stop) = self.deliver(target, tx, data, tick, wdead).await {
                             return Some(stop);
                         }
                     }
@@ -198,35 +204,6 @@ impl<R: FrameReader> Driver<R> {
             let add = usize::try_from(n - pay).unwrap_or(usize::MAX);
             if add > 0 && sem.available_permits() < Semaphore::MAX_PERMITS / 2 {
                 sem.add_permits(add.min(Semaphore::MAX_PERMITS / 2));
-            }
-        }
-    }
-
-    /// Delivers one item into a bounded queue (items and bytes); when it is full, stops reading the transport
-    /// (backpressure) but keeps serving commands until there is room.
-    pub(super) async fn deliver(&mut self, tx: QueueTx, item: Raw) -> Option<Stop> {
-        let item = match tx.try_send(item) {
-            Ok(()) | Err(TrySend::Closed) => return None,
-            Err(TrySend::Full(item)) => item,
-        };
-        let send = tx.send(item);
-        tokio::pin!(send);
-        loop {
-            self.flush();
-            let budget_ok = self.budget_ok();
-            tokio::select! {
-                biased;
-                _ = &mut send => return None,
-                Some(ctl) = self.ctl_rx.recv() => {
-                    if let Some(stop) = self.on_ctl(ctl) {
-                        return Some(stop);
-                    }
-                }
-                Some(cmd) = self.cmd_rx.recv(), if budget_ok => self.on_cmd(cmd),
-                _ = self.budget.notify.notified(), if !budget_ok => {}
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
-                    self.on_task_done(done);
-                }
             }
         }
     }
