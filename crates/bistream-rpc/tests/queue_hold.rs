@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bistream_rpc::{Connection, Router, RpcConfig, RpcError, Side};
+use bistream_rpc::{Connection, ResponseStream, Router, RpcConfig, RpcError, Side};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -63,6 +63,18 @@ fn big(i: u64) -> Value {
     json!(format!("{i:06}{}", "x".repeat(ITEM - 6)))
 }
 
+/// Our call of the peer's stream "big" over [`pair`]: the connection, the stream, the peer
+/// and the call's request id as the peer read it.
+async fn open_big() -> (Connection, ResponseStream<String>, Peer, Value) {
+    let (c, mut peer) = pair(Side::Initiator, Router::new());
+    let st = c
+        .request_stream::<_, String>("big", &json!({}))
+        .await
+        .unwrap();
+    let sid = recv(&mut peer).await["requestId"].clone();
+    (c, st, peer, sid)
+}
+
 /// Writes `ITEMS` large items on `id`, then `after`, counting the items written.
 fn flood(
     mut peer: impl SinkExt<Bytes, Error = std::io::Error> + Unpin + Send + 'static,
@@ -95,12 +107,7 @@ async fn stalled(written: &AtomicU64) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_whose_consumer_never_drains_is_cut_and_another_call_is_answered() {
-    let (c, mut peer) = pair(Side::Initiator, Router::new());
-    let mut st = c
-        .request_stream::<_, String>("big", &json!({}))
-        .await
-        .unwrap();
-    let sid = recv(&mut peer).await["requestId"].clone();
+    let (c, mut st, mut peer, sid) = open_big().await;
     // The other call must outlive the hold: its own timeout is longer.
     let c2 = c.with_timeout(HOLD * 4);
     let echo = tokio::spawn(async move {
@@ -209,12 +216,7 @@ impl Drop for DropFlag {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_consumer_that_drains_within_the_limit_loses_nothing() {
-    let (c, mut peer) = pair(Side::Initiator, Router::new());
-    let mut st = c
-        .request_stream::<_, String>("big", &json!({}))
-        .await
-        .unwrap();
-    let sid = recv(&mut peer).await["requestId"].clone();
+    let (_c, mut st, peer, sid) = open_big().await;
     let (sink, _rx) = peer.split();
     let (_, writer) = flood(
         sink,
@@ -237,12 +239,7 @@ async fn a_slow_consumer_that_drains_within_the_limit_loses_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_writer_that_dies_during_a_hold_ends_the_connection_at_once() {
-    let (c, mut peer) = pair(Side::Initiator, Router::new());
-    let mut st = c
-        .request_stream::<_, String>("big", &json!({}))
-        .await
-        .unwrap();
-    let sid = recv(&mut peer).await["requestId"].clone();
+    let (c, mut st, peer, sid) = open_big().await;
     let (sink, rx) = peer.split();
     let (written, writer) = flood(sink, sid, Vec::new());
     stalled(&written).await;

@@ -3,10 +3,9 @@
 //! server processes are sampled over the same measured window.
 
 use anyhow::{anyhow, bail, Context};
-use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::super::relay::{bouncer, client, Side, Ws, CONNECT_CONCURRENCY};
+use super::super::relay::{bouncer, connect_all, Side};
 use crate::load::{self, drive, RunOut};
 use crate::Ctx;
 
@@ -115,18 +114,7 @@ pub(super) async fn measured_run(
         .iter()
         .flat_map(|(a, b)| [(*a, a_addr.to_string()), (*b, b_addr.to_string())])
         .collect();
-    let conns: Vec<anyhow::Result<Ws>> =
-        futures_util::stream::iter(targets.into_iter().map(|(u, addr)| async move {
-            let name = format!("bench-{}", &u.to_string()[..8]);
-            client(Side::Ours, &addr, &name, u, 128 * 1024).await
-        }))
-        .buffered(CONNECT_CONCURRENCY)
-        .collect()
-        .await;
-    let mut conns = conns
-        .into_iter()
-        .collect::<anyhow::Result<Vec<Ws>>>()?
-        .into_iter();
+    let mut conns = connect_all(Side::Ours, targets).await?.into_iter();
     let (phase, ctl) = load::phase();
     let mut workers = Vec::new();
     for (a, b) in ids {

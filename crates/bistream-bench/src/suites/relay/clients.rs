@@ -14,7 +14,7 @@ use bistream_relay_proto::{
     DescriptionType, PeerConnectionRequest, RelayMessage, RelayRegistrationRequest,
 };
 
-use super::{Side, Ws, PAD};
+use super::{Side, Ws, CONNECT_CONCURRENCY, PAD};
 use crate::load::{self, now_ns, Phase, WorkerOut};
 
 /// Opens a WebSocket to `addr` with TCP_NODELAY and the given read buffer size.
@@ -58,6 +58,23 @@ async fn register(ws: &mut Ws, name: &str, uuid: Uuid) -> anyhow::Result<()> {
         Ok(RelayMessage::Response(r)) if r.success => Ok(()),
         _ => bail!("registration refused: {reply}"),
     }
+}
+
+/// Connects one [`client`] per `(uuid, relay address)`, named after its UUID, at most
+/// [`CONNECT_CONCURRENCY`] at a time; returns them in the order given.
+pub(in crate::suites) async fn connect_all(
+    side: Side,
+    targets: Vec<(Uuid, String)>,
+) -> anyhow::Result<Vec<Ws>> {
+    futures_util::stream::iter(targets.into_iter().map(|(u, addr)| async move {
+        let name = format!("bench-{}", &u.to_string()[..8]);
+        client(side, &addr, &name, u, 128 * 1024).await
+    }))
+    .buffered(CONNECT_CONCURRENCY)
+    .collect::<Vec<anyhow::Result<Ws>>>()
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// A connected client: registered with the relay, or plain for the echo floor.

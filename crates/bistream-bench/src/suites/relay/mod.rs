@@ -27,7 +27,7 @@ use crate::{Ctx, Series, SuiteDef, SuiteOutput};
 
 mod clients;
 
-pub(super) use clients::{bouncer, client};
+pub(super) use clients::{bouncer, client, connect_all};
 
 /// The `relay` suite.
 pub const SUITE: SuiteDef = SuiteDef {
@@ -285,19 +285,11 @@ async fn run_pairs(
     let ids: Vec<(Uuid, Uuid)> = (0..pairs)
         .map(|_| (Uuid::new_v4(), Uuid::new_v4()))
         .collect();
-    let flat: Vec<Uuid> = ids.iter().flat_map(|(a, b)| [*a, *b]).collect();
-    let conns: Vec<anyhow::Result<Ws>> = futures_util::stream::iter(flat.into_iter().map(|u| {
-        let name = format!("bench-{}", &u.to_string()[..8]);
-        let addr = addr.to_string();
-        async move { client(side, &addr, &name, u, 128 * 1024).await }
-    }))
-    .buffered(CONNECT_CONCURRENCY)
-    .collect()
-    .await;
-    let mut conns = conns
-        .into_iter()
-        .collect::<anyhow::Result<Vec<Ws>>>()?
-        .into_iter();
+    let targets = ids
+        .iter()
+        .flat_map(|(a, b)| [(*a, addr.to_string()), (*b, addr.to_string())])
+        .collect();
+    let mut conns = connect_all(side, targets).await?.into_iter();
     let (phase, ctl) = load::phase();
     let mut workers = Vec::new();
     for (a, b) in ids {
