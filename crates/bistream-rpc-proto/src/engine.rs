@@ -45,9 +45,16 @@ pub struct Engine {
     stats: Stats,
     out: Vec<String>,
     events: VecDeque<Event>,
-    /// The ids of the last stream item received (the decoder's fast path).
+    /// The head of the last stream item received (the decoder's fast path).
     known: crate::fast::Known,
+    /// That head's request id is one of our calls (its caller is our peer id).
+    known_is_ours: bool,
 }
+
+/// A received text message is not UTF-8 ([`Engine::on_text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("text message is not UTF-8")]
+pub struct NotUtf8;
 
 impl Engine {
     /// A new engine; an initiator with extensions on queues its `hello` right away.
@@ -71,6 +78,7 @@ impl Engine {
             out: Vec::new(),
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
+            known_is_ours: false,
         };
         if e.cfg.extensions && e.cfg.side == Side::Initiator {
             e.push_hello();
@@ -194,9 +202,34 @@ impl Engine {
 
     /// Handles one received text message. `lookup` gives the model of a registered operation.
     pub fn on_frame(&mut self, text: &str, lookup: &dyn Fn(&str) -> Option<Model>) {
+        // A `&str` is UTF-8: the error cannot happen.
+        let _ = self.on_text(text.as_bytes(), lookup);
+    }
+
+    /// Handles one received text message given as the bytes the transport received, not yet
+    /// checked as UTF-8 (the WebSocket reader's form): the check is made here, once, and
+    /// skipped for stream items whose head matches the previous item's ([`crate::fast`]).
+    /// `Err(NotUtf8)` when the message is not UTF-8: nothing else happened, and a WebSocket
+    /// connection must close with 1007 (RFC 6455 §8.1).
+    pub fn on_text(
+        &mut self,
+        frame: &[u8],
+        lookup: &dyn Fn(&str) -> Option<Model>,
+    ) -> Result<(), NotUtf8> {
         if self.closed {
-            return;
+            return Ok(());
         }
+        if self.seen_first && frame.len() <= self.cfg.limits.max_frame_bytes {
+            if let Some(item) = crate::fast::decode_item(frame, &mut self.known) {
+                self.stats.frames_in += 1;
+                if item.new_head {
+                    self.known_is_ours = self.known.request_id().0 == self.cfg.peer_id;
+                }
+                self.on_known_item(item.data);
+                return Ok(());
+            }
+        }
+        let text = std::str::from_utf8(frame).map_err(|_| NotUtf8)?;
         self.stats.frames_in += 1;
         if text.len() > self.cfg.limits.max_frame_bytes {
             let reason = format!(
@@ -208,29 +241,49 @@ impl Engine {
                 .ok()
                 .and_then(|i| i.request_id)
                 .map(|(peer, n)| RequestId { peer, n });
-            return self.invalid(DecodeError {
+            self.invalid(DecodeError {
                 request_id: id,
                 frame_type: None,
                 reason,
             });
+            return Ok(());
         }
-        let frame = match crate::frame::decode_ref_known(text, &mut self.known) {
+        let frame = match crate::frame::decode_ref_full(text) {
             Ok(f) => f,
             Err(e) => {
                 self.settle_base_if_pending();
-                return self.invalid(e);
+                self.invalid(e);
+                return Ok(());
             }
         };
         if !self.seen_first {
             self.seen_first = true;
             if self.nego == Negotiated::Pending {
                 if frame.ty == FrameType::Hello {
-                    return self.on_hello(frame);
+                    self.on_hello(frame);
+                    return Ok(());
                 }
                 self.settle(Negotiated::Base);
             }
         }
         self.dispatch(frame, lookup);
+        Ok(())
+    }
+
+    /// A stream item taken by the fast path: routed as [`Engine::dispatch`] routes a
+    /// `stream_data` frame with the remembered head's request id.
+    fn on_known_item(&mut self, data: Option<&str>) {
+        self.invalid_in_row = 0;
+        let (caller, n) = self.known.request_id();
+        if self.known_is_ours {
+            self.on_call_frame(FrameType::StreamData, n, data);
+        } else {
+            let key = RequestId {
+                peer: caller.to_owned(),
+                n: i128::from(n),
+            };
+            self.on_serve_frame(FrameType::StreamData, key, data);
+        }
     }
 
     /// Handles a binary message (not part of the protocol): counted as invalid.

@@ -344,18 +344,6 @@ pub fn decode_ref(text: &str) -> Result<FrameRef<'_>, DecodeError> {
     }
 }
 
-/// [`decode_ref`] for a connection's engine: the fast path compares the ids with the last
-/// item's first ([`crate::fast::Known`]); the same result.
-pub fn decode_ref_known<'a>(
-    text: &'a str,
-    known: &mut crate::fast::Known,
-) -> Result<FrameRef<'a>, DecodeError> {
-    match crate::fast::decode_stream_data_known(text, known) {
-        Some(f) => Ok(f),
-        None => decode_ref_full(text),
-    }
-}
-
 /// [`decode_ref`] without its fast path: every message through the field-by-field decoder
 /// (the reference the fast path is tested against).
 pub fn decode_ref_full(text: &str) -> Result<FrameRef<'_>, DecodeError> {

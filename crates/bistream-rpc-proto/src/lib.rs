@@ -44,7 +44,7 @@ pub mod frame;
 pub mod types;
 pub mod ws;
 
-pub use engine::Engine;
+pub use engine::{Engine, NotUtf8};
 pub use frame::{
     decode, decode_ref, encode, DecodeError, ErrorCode, Extension, Frame, FrameRef, FrameType,
     Hello, Model, RequestId, PROTOCOL_VERSION,

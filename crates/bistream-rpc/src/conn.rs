@@ -371,7 +371,16 @@ impl<R: FrameReader> Driver<R> {
         let router = self.router.clone();
         match msg {
             Inbound::Text(t) => self.engine.on_frame(&t, &|op| router.model(op)),
-            Inbound::Shared(t) => self.engine.on_frame(&t, &|op| router.model(op)),
+            Inbound::Shared(t) => {
+                if let Err(e) = self.engine.on_text(&t, &|op| router.model(op)) {
+                    let code = bistream_rpc_proto::ws::INVALID_PAYLOAD;
+                    tracing::warn!(peer = %self.shared.peer_id, code, reason = %e, "rpc websocket framing broken");
+                    return Some(Stop::Local {
+                        code,
+                        reason: e.to_string(),
+                    });
+                }
+            }
             Inbound::Binary(n) => self.engine.on_binary(n),
             Inbound::TooLarge(why) => {
                 tracing::warn!(peer = %self.shared.peer_id, %why, "rpc frame too large");

@@ -20,9 +20,11 @@ use tokio_util::codec::{Decoder, FramedRead, FramedWrite, LengthDelimitedCodec};
 pub enum Inbound {
     /// One frame's text.
     Text(String),
-    /// One frame's text, left in the buffer the transport received it in (no copy: the
-    /// WebSocket reader's form, D28).
-    Shared(tungstenite::Utf8Bytes),
+    /// One text message's bytes, left in the buffer the transport received them in (no copy:
+    /// the WebSocket reader's form, D28) and not yet checked as UTF-8: the engine checks them
+    /// once as it decodes ([`bistream_rpc_proto::Engine::on_text`], D45); a message that is not
+    /// UTF-8 closes the connection with 1007.
+    Shared(Bytes),
     /// A message that is not text (counted as invalid); its length.
     Binary(usize),
     /// A message over the size limit: the connection closes with 1009.
@@ -119,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
     async fn next(&mut self) -> Inbound {
         loop {
             return match self.0.next().await {
-                Some(Ok(Message::Text(t))) => Inbound::Shared(t),
+                Some(Ok(Message::Text(t))) => Inbound::Shared(t.into()),
                 Some(Ok(Message::Binary(b))) => Inbound::Binary(b.len()),
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(c))) => Inbound::Closed {

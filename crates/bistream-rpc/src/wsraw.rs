@@ -3,8 +3,8 @@
 //! message I/O (DECISIONS D44: its read was the client's largest per-item cost). The
 //! handshake itself stays with tungstenite (client) and hyper (server).
 //!
-//! - Reading: frames are cut out of one read buffer without copying (a text message is checked
-//!   as UTF-8 once, as it becomes the engine's text); fragmented messages are reassembled;
+//! - Reading: frames are cut out of one read buffer without copying (a text message's UTF-8
+//!   is checked once, by the engine as it decodes it: D45); fragmented messages are reassembled;
 //!   pings are handed to the driver, which has the writer answer them (the reader never waits
 //!   on the writer); a close frame ends the reader; malformed framing becomes
 //!   [`Inbound::Violation`] with its RFC 6455 code (1002, 1007) or [`Inbound::TooLarge`]
@@ -16,7 +16,6 @@ use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use bistream_rpc_proto::ws::{self, Decoder, Kind, Opcode, Role, Step};
 
@@ -143,16 +142,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for RawWsReader<R> {
                     let mut frame = self.buf.split_to(f.end);
                     frame.advance(f.start);
                     match f.kind {
-                        Kind::Text => match Utf8Bytes::try_from(frame.freeze()) {
-                            Ok(t) => return Inbound::Shared(t),
-                            Err(_) => {
-                                self.done = true;
-                                return Inbound::Violation {
-                                    code: ws::INVALID_PAYLOAD,
-                                    reason: "text message is not UTF-8".into(),
-                                };
-                            }
-                        },
+                        // The engine checks the UTF-8 as it decodes (D45).
+                        Kind::Text => return Inbound::Shared(frame.freeze()),
                         Kind::Binary => return Inbound::Binary(frame.len()),
                         Kind::Ping => return Inbound::Ping(frame.freeze()),
                         Kind::Pong => {}

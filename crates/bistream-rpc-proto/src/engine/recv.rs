@@ -69,13 +69,13 @@ impl Engine {
                     return;
                 };
                 if *peer == *self.cfg.peer_id && n >= 0 && n <= i128::from(u64::MAX) {
-                    self.on_call_frame(f.ty, n as u64, f.data);
+                    self.on_call_frame(f.ty, n as u64, f.data.map(RawValue::get));
                 } else {
                     let id = RequestId {
                         peer: peer.into_owned(),
                         n,
                     };
-                    self.on_serve_frame(f.ty, id, f.data);
+                    self.on_serve_frame(f.ty, id, f.data.map(RawValue::get));
                 }
             }
         }
@@ -203,7 +203,8 @@ impl Engine {
         self.ff_in_flight = self.ff_in_flight.saturating_sub(1);
     }
 
-    fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<&RawValue>) {
+    /// A frame under one of our call ids; `data` is the text of one JSON value (`None`: null).
+    pub(super) fn on_call_frame(&mut self, ty: FrameType, call: u64, data: Option<&str>) {
         let Some(c) = self.calls.get_mut(&call) else {
             self.stats.unmatched += 1;
             return;
@@ -213,13 +214,25 @@ impl Engine {
         match ty {
             FrameType::Response if model == Model::RequestResponse => {
                 self.calls.remove(&call);
-                let data = data.map_or_else(null_raw, RawValue::to_owned);
-                self.events.push_back(Event::Response { call, data });
+                let ev = match owned_raw(data) {
+                    Ok(data) => Event::Response { call, data },
+                    Err(why) => Event::Failed {
+                        call,
+                        failure: CallFailure::Protocol(why),
+                    },
+                };
+                self.events.push_back(ev);
             }
-            FrameType::StreamData if streaming && !c.remote_ended => {
-                let data = data.map_or_else(null_raw, RawValue::to_owned);
-                self.events.push_back(Event::Item { call, data });
-            }
+            FrameType::StreamData if streaming && !c.remote_ended => match owned_raw(data) {
+                Ok(data) => self.events.push_back(Event::Item { call, data }),
+                Err(why) => {
+                    self.calls.remove(&call);
+                    self.events.push_back(Event::Failed {
+                        call,
+                        failure: CallFailure::Protocol(why),
+                    });
+                }
+            },
             FrameType::StreamEnd if streaming && !c.remote_ended => {
                 c.remote_ended = true;
                 if model == Model::RequestStream || c.local_ended {
@@ -229,14 +242,13 @@ impl Engine {
             }
             FrameType::Error => {
                 self.calls.remove(&call);
-                let failure =
-                    match data.and_then(|d| serde_json::from_str::<ErrorData>(d.get()).ok()) {
-                        Some(e) => CallFailure::Remote {
-                            code: e.code,
-                            message: e.message,
-                        },
-                        None => CallFailure::Protocol("error frame without code".into()),
-                    };
+                let failure = match data.and_then(|d| serde_json::from_str::<ErrorData>(d).ok()) {
+                    Some(e) => CallFailure::Remote {
+                        code: e.code,
+                        message: e.message,
+                    },
+                    None => CallFailure::Protocol("error frame without code".into()),
+                };
                 self.events.push_back(Event::Failed { call, failure });
             }
             FrameType::RequestN => self.on_request_n(Target::Call(call), data),
@@ -257,15 +269,22 @@ impl Engine {
         }
     }
 
-    fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<&RawValue>) {
+    /// A frame under a request we serve; `data` as in [`Engine::on_call_frame`].
+    pub(super) fn on_serve_frame(&mut self, ty: FrameType, key: RequestId, data: Option<&str>) {
         let Some(s) = self.served.get_mut(&key) else {
             self.stats.unmatched += 1;
             return;
         };
         match ty {
             FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
-                let data = data.map_or_else(null_raw, RawValue::to_owned);
-                self.events.push_back(Event::ServeItem { key, data });
+                match owned_raw(data) {
+                    Ok(data) => self.events.push_back(Event::ServeItem { key, data }),
+                    Err(why) => self.invalid(DecodeError {
+                        request_id: Some(key),
+                        frame_type: Some(ty.as_str().into()),
+                        reason: why,
+                    }),
+                }
             }
             FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
                 s.remote_ended = true;
@@ -287,8 +306,8 @@ impl Engine {
         }
     }
 
-    fn on_request_n(&mut self, target: Target, data: Option<&RawValue>) {
-        match data.and_then(|d| serde_json::from_str::<RequestNData>(d.get()).ok()) {
+    fn on_request_n(&mut self, target: Target, data: Option<&str>) {
+        match data.and_then(|d| serde_json::from_str::<RequestNData>(d).ok()) {
             Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
             _ => {
                 self.stats.invalid += 1;
@@ -305,6 +324,15 @@ fn owned_id(id: Option<(std::borrow::Cow<'_, str>, i128)>) -> Option<RequestId> 
         peer: peer.into_owned(),
         n,
     })
+}
+
+/// `data` as an owned raw value (`None` is `null`). The decoder checked it as one JSON value,
+/// so the error (serde_json's own check again) is not expected; it fails the frame if it comes.
+fn owned_raw(data: Option<&str>) -> Result<Box<RawValue>, String> {
+    match data {
+        None => Ok(null_raw()),
+        Some(d) => RawValue::from_string(d.to_owned()).map_err(|e| format!("data: {e}")),
+    }
 }
 
 /// `null` (the default raw value).

@@ -345,3 +345,81 @@ fn cut_stalled_fails_a_served_stream_with_timeout_and_cancels_a_call() {
     assert_eq!(json(&frames[0])["type"], "cancel");
     assert_eq!(s.served(), 0);
 }
+
+/// Stream items go through the fast path ([`crate::fast::decode_item`]) once a head is known:
+/// two streams interleaved switch heads and each item reaches its own call in order; items of
+/// a bi-stream we serve reach the served request; a message that is not UTF-8 (after a head
+/// is known, inside an item's value) is refused with `NotUtf8` and changes nothing.
+#[test]
+fn items_by_known_head_reach_their_call_and_bad_utf8_is_refused() {
+    let (mut c, mut s) = pair(false, false);
+    for id in [1, 2] {
+        c.start_call(id, Model::RequestStream, r#"{"operation":"count"}"#)
+            .unwrap();
+    }
+    ship(&mut c, &mut s);
+    let keys: Vec<RequestId> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Serve { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 2);
+    for i in 0..3 {
+        for (k, key) in keys.iter().enumerate() {
+            let item = format!("{{\"k\":{k},\"i\":{i}}}");
+            s.send_items(&Target::Serve(key.clone()), &[item]).unwrap();
+            s.send_items(&Target::Serve(key.clone()), &[i.to_string()])
+                .unwrap();
+        }
+    }
+    ship(&mut s, &mut c);
+    let mut got: HashMap<u64, Vec<String>> = HashMap::new();
+    for e in events(&mut c) {
+        match e {
+            Event::Item { call, data } => got.entry(call).or_default().push(data.get().into()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let call_of = |k: usize| if keys[k].n == 1 { 1 } else { 2 };
+    for k in 0..2 {
+        let want: Vec<String> = (0..3)
+            .flat_map(|i| [format!("{{\"k\":{k},\"i\":{i}}}"), i.to_string()])
+            .collect();
+        assert_eq!(got[&call_of(k)], want);
+    }
+    // A warm head, then the same head with a value that is not UTF-8.
+    let mut frame = String::new();
+    crate::frame::encode(
+        &mut frame,
+        FrameType::StreamData,
+        "S",
+        Some(("C", 1)),
+        Some("\"éé\""),
+    );
+    let mut bad = frame.clone().into_bytes();
+    let at = bad.len() - 3;
+    bad[at] = 0xff;
+    let before = c.stats().frames_in;
+    assert_eq!(c.on_text(&bad, &ops), Err(NotUtf8));
+    assert_eq!(c.stats().frames_in, before);
+    assert!(c.next_event().is_none());
+    assert_eq!(c.on_text(frame.as_bytes(), &ops), Ok(()));
+    assert!(matches!(c.next_event(), Some(Event::Item { call: 1, .. })));
+
+    // Items of a bi-stream we serve (the head's caller is the peer).
+    c.start_call(3, Model::StreamStream, r#"{"operation":"upper"}"#)
+        .unwrap();
+    c.send_items(&Target::Call(3), &["\"a\"", "\"b\""]).unwrap();
+    ship(&mut c, &mut s);
+    let ev = events(&mut s);
+    let items: Vec<(u64, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ServeItem { key, data } => Some((key.n as u64, data.get().to_owned())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(items, [(3, "\"a\"".into()), (3, "\"b\"".into())], "{ev:?}");
+}
