@@ -36,8 +36,11 @@ fn packet_round_trip(p: &Packet) {
 }
 
 /// rpc frames (public `decode`/`encode` API only): never panics; an accepted frame re-encoded
-/// decodes to the same type, peer id, request id and byte-identical raw `data`.
+/// decodes to the same type, peer id, request id and byte-identical raw `data`. The engine's
+/// stream-item path on the raw bytes (`fast::decode_item`, cold and then with the head it
+/// remembered) takes only UTF-8 frames, and what it takes is what the full decoder gives.
 pub fn rpc_frame(data: &[u8]) {
+    rpc_item_bytes(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -63,6 +66,27 @@ pub fn rpc_frame(data: &[u8]) {
         f.data.as_deref().map(|d| d.get()),
         "{out}"
     );
+}
+
+fn rpc_item_bytes(data: &[u8]) {
+    use bistream_rpc_proto::fast::{decode_item, Known};
+    let mut known = Known::default();
+    for _ in 0..2 {
+        let Some(item) = decode_item(data, &mut known) else {
+            return;
+        };
+        let text = std::str::from_utf8(data).expect("an item taken from bytes that are not UTF-8");
+        let f = bistream_rpc_proto::frame::decode_ref_full(text)
+            .unwrap_or_else(|e| panic!("item taken, full decoder refused: {e}\n{text}"));
+        assert_eq!(f.peer_id.as_deref(), Some(known.peer_id()), "{text}");
+        let (caller, n) = known.request_id();
+        assert_eq!(
+            f.request_id.as_ref().map(|(c, n)| (c.as_ref(), *n)),
+            Some((caller, i128::from(n))),
+            "{text}"
+        );
+        assert_eq!(f.data.map(|d| d.get()), item.data, "{text}");
+    }
 }
 
 /// rpc WebSocket framing: the first byte picks the role (even: client reading a server's
