@@ -13,6 +13,7 @@ use crate::frame::{
     encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello, Model,
     RequestId, PROTOCOL_VERSION,
 };
+use crate::output::Frames;
 use crate::types::{
     CallFailure, CallMap, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats,
 };
@@ -43,13 +44,19 @@ pub struct Engine {
     ff_in_flight: usize,
     invalid_in_row: u32,
     stats: Stats,
-    out: Vec<String>,
+    out: Frames,
+    /// Frames and bytes of the last output taken (the next one starts with that much room).
+    out_hint: (usize, usize),
     events: VecDeque<Event>,
     /// The head of the last stream item received (the decoder's fast path).
     known: crate::fast::Known,
     /// That head's request id is one of our calls (its caller is our peer id).
     known_is_ours: bool,
 }
+
+/// Most bytes of room a new output starts with (a burst of large frames does not make every
+/// later small one reserve as much).
+const OUT_HINT_BYTES: usize = 256 * 1024;
 
 /// A received text message is not UTF-8 ([`Engine::on_text`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +82,8 @@ impl Engine {
             ff_in_flight: 0,
             invalid_in_row: 0,
             stats: Stats::default(),
-            out: Vec::new(),
+            out: Frames::default(),
+            out_hint: (0, 0),
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
             known_is_ours: false,
@@ -116,14 +124,17 @@ impl Engine {
         self.served.len() + self.ff_in_flight
     }
 
-    /// Frames to write, oldest first.
+    /// Frames to write, oldest first, one `String` each.
     pub fn take_output(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.out)
+        self.take_frames().iter().map(str::to_owned).collect()
     }
 
-    /// Moves the frames to write into `dst` (keeps both allocations).
-    pub fn drain_output_into(&mut self, dst: &mut Vec<String>) {
-        dst.append(&mut self.out);
+    /// Frames to write, oldest first, in one buffer (a transport's writer takes these: one
+    /// allocation per batch, not per frame). The next output starts with as much room as this
+    /// one used, up to [`OUT_HINT_BYTES`].
+    pub fn take_frames(&mut self) -> Frames {
+        self.out_hint = (self.out.len(), self.out.bytes().min(OUT_HINT_BYTES));
+        std::mem::take(&mut self.out)
     }
 
     /// True when frames wait in the output.
@@ -163,19 +174,27 @@ impl Engine {
         self.ext(Extension::RequestN)
     }
 
+    /// Room for the next output's first frame, sized after the last output taken.
+    fn out_room(&mut self) {
+        if self.out.is_empty() {
+            let (n, bytes) = self.out_hint;
+            self.out.reserve(n.max(4), bytes.max(256));
+        }
+    }
+
     fn push(&mut self, ty: FrameType, id: Option<(&str, i128)>, data: Option<&str>) {
-        let mut s = String::with_capacity(96 + data.map_or(4, str::len));
-        encode(&mut s, ty, &self.cfg.peer_id, id, data);
-        self.out.push(s);
+        self.out_room();
+        let me = &self.cfg.peer_id;
+        self.out.push_with(|s| encode(s, ty, me, id, data));
         self.stats.frames_out += 1;
     }
 
     /// A frame under one of our own call ids.
     fn push_own(&mut self, ty: FrameType, call: u64, data: Option<&str>) {
-        let mut s = String::with_capacity(96 + data.map_or(4, str::len));
+        self.out_room();
         let me = &self.cfg.peer_id;
-        encode(&mut s, ty, me, Some((me, call.into())), data);
-        self.out.push(s);
+        self.out
+            .push_with(|s| encode(s, ty, me, Some((me, call.into())), data));
         self.stats.frames_out += 1;
     }
 

@@ -41,6 +41,7 @@ pub mod close;
 pub mod engine;
 pub mod fast;
 pub mod frame;
+pub mod output;
 pub mod types;
 pub mod ws;
 
@@ -49,6 +50,7 @@ pub use frame::{
     decode, decode_ref, encode, DecodeError, ErrorCode, Extension, Frame, FrameRef, FrameType,
     Hello, Model, RequestId, PROTOCOL_VERSION,
 };
+pub use output::Frames;
 pub use types::{
     CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, Limits, Negotiated,
     ServeKey, Side, Stats, Target,

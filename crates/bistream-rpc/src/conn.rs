@@ -271,8 +271,8 @@ impl<R: FrameReader> Driver<R> {
         if !self.engine.has_output() {
             return;
         }
-        let frames = self.engine.take_output();
-        let n = frames.iter().map(String::len).sum();
+        let frames = self.engine.take_frames();
+        let n = frames.bytes();
         // Count before sending so the writer's subtraction never goes below zero.
         self.budget.bytes.fetch_add(n, Ordering::AcqRel);
         let _ = self.wtx.send(WOut::Frames(frames));

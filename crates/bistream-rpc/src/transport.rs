@@ -58,7 +58,7 @@ pub trait FrameReader: Send + 'static {
 /// Writing half of a transport.
 pub trait FrameWriter: Send + 'static {
     /// Queues one frame (may write when buffers fill).
-    fn feed(&mut self, frame: String) -> impl Future<Output = io::Result<()>> + Send;
+    fn feed(&mut self, frame: &str) -> impl Future<Output = io::Result<()>> + Send;
     /// Writes everything queued.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Ends the connection (a close frame with `code` where the transport has one).
@@ -140,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameReader for WsReade
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameWriter for WsWriter<S> {
-    async fn feed(&mut self, frame: String) -> io::Result<()> {
+    async fn feed(&mut self, frame: &str) -> io::Result<()> {
         self.0
             .feed(Message::text(frame))
             .await
@@ -284,8 +284,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for LdReader<R> {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for LdWriter<W> {
-    async fn feed(&mut self, frame: String) -> io::Result<()> {
-        self.0.feed(Bytes::from(frame)).await
+    async fn feed(&mut self, frame: &str) -> io::Result<()> {
+        // The codec copies it into its write buffer after the length; the `Bytes` is the
+        // one allocation per frame the engine's single output buffer no longer makes.
+        self.0.feed(Bytes::copy_from_slice(frame.as_bytes())).await
     }
     async fn flush(&mut self) -> io::Result<()> {
         SinkExt::<Bytes>::flush(&mut self.0).await

@@ -15,8 +15,8 @@ pub(crate) struct Budget {
 }
 
 pub(crate) enum WOut {
-    /// Frames to write in order (one batch from the driver).
-    Frames(Vec<String>),
+    /// Frames to write in order (one batch from the driver, in one buffer).
+    Frames(bistream_rpc_proto::Frames),
     /// A pong answering the peer's ping (WebSocket).
     Pong(bytes::Bytes),
     Close(u16, String),
@@ -35,12 +35,13 @@ pub(crate) async fn write_loop<W: FrameWriter>(
         while let Some(m) = next.take() {
             match m {
                 WOut::Frames(frames) => {
-                    for s in frames {
-                        bytes += s.len();
-                        if failed.is_none() {
-                            if let Err(e) = w.feed(s).await {
-                                failed = Some(e.to_string());
-                            }
+                    bytes += frames.bytes();
+                    for s in frames.iter() {
+                        if failed.is_some() {
+                            break;
+                        }
+                        if let Err(e) = w.feed(s).await {
+                            failed = Some(e.to_string());
                         }
                     }
                 }
@@ -77,8 +78,7 @@ pub(crate) async fn write_loop<W: FrameWriter>(
             // Keep draining so producers never wait on a dead writer.
             while let Some(m) = rx.recv().await {
                 if let WOut::Frames(frames) = m {
-                    let n = frames.iter().map(String::len).sum();
-                    budget.bytes.fetch_sub(n, Ordering::AcqRel);
+                    budget.bytes.fetch_sub(frames.bytes(), Ordering::AcqRel);
                     budget.notify.notify_waiters();
                 }
             }

@@ -188,7 +188,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> RawWsWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for RawWsWriter<W> {
-    async fn feed(&mut self, frame: String) -> io::Result<()> {
+    async fn feed(&mut self, frame: &str) -> io::Result<()> {
         if self.closed {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,

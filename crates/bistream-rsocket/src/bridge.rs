@@ -38,10 +38,10 @@ impl FrameReader for ChanReader {
 }
 
 impl FrameWriter for ChanWriter {
-    async fn feed(&mut self, frame: String) -> std::io::Result<()> {
+    async fn feed(&mut self, frame: &str) -> std::io::Result<()> {
         match &self.0 {
             Some(tx) => tx
-                .send(frame)
+                .send(frame.to_owned())
                 .await
                 .map_err(|_| std::io::Error::other("bridge closed")),
             None => Err(std::io::Error::other("bridge closed")),

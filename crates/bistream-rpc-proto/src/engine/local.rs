@@ -68,14 +68,17 @@ impl Engine {
             &self.cfg.peer_id,
             Some((&peer, n)),
         );
-        self.out.reserve(items.len());
+        let bytes: usize = items
+            .iter()
+            .map(|d| prefix.len() + d.as_ref().len() + 1)
+            .sum();
+        self.out.reserve(items.len(), bytes);
         for d in items {
-            let d = d.as_ref();
-            let mut s = String::with_capacity(prefix.len() + d.len() + 1);
-            s.push_str(&prefix);
-            s.push_str(d);
-            s.push('}');
-            self.out.push(s);
+            self.out.push_with(|s| {
+                s.push_str(&prefix);
+                s.push_str(d.as_ref());
+                s.push('}');
+            });
         }
         self.stats.frames_out += items.len() as u64;
         Ok(())
