@@ -41,6 +41,9 @@ const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 ///
+/// On a failure `T::deserialize` runs a second time, inside `serde_json::from_str` (a `T` whose
+/// `Deserialize` has side effects sees them twice then; serde's derived and std impls have none).
+///
 /// # Errors
 /// Exactly `serde_json::from_str::<T>(text)`'s error when that fails.
 #[inline]
