@@ -1,6 +1,7 @@
 //! The slipstream rpc protocol without sockets: frames and their JSON codec ([`frame`]), error
-//! codes ([`ErrorCode`]), and the [`Engine`], a sans-IO state machine that turns received frames
-//! into [`Event`]s and local actions into encoded frames. Transports and the router live in
+//! codes ([`ErrorCode`]), the typed parse of a received item or `data` ([`item`]: serde_json's
+//! answer, cheaper for scalars), and the [`Engine`], a sans-IO state machine that turns received
+//! frames into [`Event`]s and local actions into encoded frames. Transports and the router live in
 //! `bistream-rpc`; a second codec (RSocket) can drive the same engine events.
 //!
 //! # Example
@@ -41,6 +42,7 @@ pub mod close;
 pub mod engine;
 pub mod fast;
 pub mod frame;
+pub mod item;
 pub mod output;
 pub mod types;
 pub mod ws;
@@ -50,6 +52,7 @@ pub use frame::{
     decode, decode_ref, encode, DecodeError, ErrorCode, Extension, Frame, FrameRef, FrameType,
     Hello, Model, RequestId, PROTOCOL_VERSION,
 };
+pub use item::from_item;
 pub use output::Frames;
 pub use types::{
     CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, Limits, Negotiated,

@@ -1,6 +1,6 @@
 //! The engine's output: encoded frames back to back in one buffer, with where each ends, so a
 //! batch of frames (a fast stream's items) costs one allocation and one free, not one per
-//! frame — and the free happens once per batch on the writer's thread (DECISIONS D46).
+//! frame — and the free happens once per batch on the writer's thread (DECISIONS D47).
 //!
 //! ```
 //! use bistream_rpc_proto::Frames;

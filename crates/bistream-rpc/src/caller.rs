@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bistream_rpc_proto::{Model, Target};
+use bistream_rpc_proto::{from_item, Model, Target};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -176,7 +176,7 @@ impl Connection {
                 r?
             }
         };
-        serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string()))
+        from_item(raw.get()).map_err(|e| RpcError::Data(e.to_string()))
     }
 
     fn stream_parts(&self, credit: bool) -> (CallSink, crate::queue::QueueRx, Outcome) {

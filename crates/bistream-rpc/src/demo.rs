@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bistream_rpc_proto::from_item;
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -74,7 +75,7 @@ pub fn router(log: Arc<dyn Fn(&str) + Send + Sync>) -> Router {
             |_open: Raw, mut rx: crate::ServeReceiver<Raw>, mut tx: crate::ServeSender<String>| async move {
                 while let Some(item) = rx.recv().await {
                     let item = item?;
-                    let s: String = serde_json::from_str(item.get()).map_err(|_| {
+                    let s: String = from_item(item.get()).map_err(|_| {
                         HandlerError::invalid(format!("upper takes string items, got {}", clip(item.get())))
                     })?;
                     tx.send(&s.to_uppercase()).await?;

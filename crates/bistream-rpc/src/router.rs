@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bistream_rpc_proto::Model;
+use bistream_rpc_proto::{from_item, Model};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Router {
 }
 
 fn parse<T: DeserializeOwned>(raw: &RawValue) -> Result<T, HandlerError> {
-    serde_json::from_str(raw.get()).map_err(|e| HandlerError::invalid(format!("invalid data: {e}")))
+    from_item(raw.get()).map_err(|e| HandlerError::invalid(format!("invalid data: {e}")))
 }
 
 /// The request for a handler taking `T`: a raw handler (`T` = [`Raw`]) gets the bytes as they

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bistream_rpc_proto::{ServeKey, Target};
+use bistream_rpc_proto::{from_item, ServeKey, Target};
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -240,7 +240,7 @@ impl<T: DeserializeOwned> ResponseStream<T> {
             let Some(raw) = self.raws.get(self.taken) else {
                 break;
             };
-            match serde_json::from_str(raw.get()) {
+            match from_item(raw.get()) {
                 Ok(v) => {
                     out.push(v);
                     self.taken += 1;
@@ -290,14 +290,14 @@ impl<T: DeserializeOwned> Stream for ResponseStream<T> {
         if let Some(raw) = this.raws.get(this.taken) {
             this.taken += 1;
             return Poll::Ready(Some(
-                serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
+                from_item(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
             ));
         }
         match this.items.poll_raw(cx) {
             Poll::Ready(Some(Ok(raw))) => {
                 this.touch();
                 Poll::Ready(Some(
-                    serde_json::from_str(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
+                    from_item(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
                 ))
             }
             Poll::Ready(other) => Poll::Ready(other.map(|r| r.map(|_| unreachable_item()))),
@@ -500,7 +500,7 @@ impl<T: DeserializeOwned> ServeReceiver<T> {
         std::future::poll_fn(|cx| self.items.poll_raw(cx))
             .await
             .map(|r| match r {
-                Ok(raw) => serde_json::from_str(raw.get())
+                Ok(raw) => from_item(raw.get())
                     .map_err(|e| HandlerError::invalid(format!("invalid stream item: {e}"))),
                 Err(e) => Err(HandlerError::failed(e)),
             })
