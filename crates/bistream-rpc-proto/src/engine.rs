@@ -47,6 +47,9 @@ pub struct Engine {
     events: VecDeque<Event>,
     /// The ids of the last stream item received (the decoder's fast path).
     known: crate::fast::Known,
+    /// Items and bytes of the last batch of stream items made: a new batch starts with that
+    /// much room (growing one item at a time cost more than the items: D-batch-1).
+    batch_hint: (usize, usize),
 }
 
 impl Engine {
@@ -71,6 +74,7 @@ impl Engine {
             out: Vec::new(),
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
+            batch_hint: (0, 0),
         };
         if e.cfg.extensions && e.cfg.side == Side::Initiator {
             e.push_hello();
