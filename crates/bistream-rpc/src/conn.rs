@@ -368,10 +368,10 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn on_inbound(&mut self, msg: Inbound) -> Option<Stop> {
-        let router = self.router.clone();
+        // The closures borrow only the router field (no Arc clone per frame).
         match msg {
-            Inbound::Text(t) => self.engine.on_frame(&t, &|op| router.model(op)),
-            Inbound::Shared(t) => self.engine.on_frame(&t, &|op| router.model(op)),
+            Inbound::Text(t) => self.engine.on_frame(&t, &|op| self.router.model(op)),
+            Inbound::Shared(t) => self.engine.on_frame(&t, &|op| self.router.model(op)),
             Inbound::Binary(n) => self.engine.on_binary(n),
             Inbound::TooLarge(why) => {
                 tracing::warn!(peer = %self.shared.peer_id, %why, "rpc frame too large");

@@ -150,6 +150,24 @@ impl Items {
         }
     }
 
+    /// The items before index `next` (ending at byte `start`) are consumed: their credit is
+    /// owed back (sent with [`Items::send_grant`]).
+    pub(crate) fn consumed(&mut self, next: usize, start: usize) {
+        if self.shared.credit_on() {
+            let mut from = self.start;
+            let batch = std::mem::take(&mut self.batch);
+            for &end in batch.ends().get(self.next..next).unwrap_or_default() {
+                if let Some(n) = self.grant_after(end - from) {
+                    self.grant = self.grant.saturating_add(n);
+                }
+                from = end;
+            }
+            self.batch = batch;
+        }
+        self.next = next;
+        self.start = start;
+    }
+
     /// Sends the credit owed for the items consumed so far, if any (one `request_n` for
     /// several items).
     pub(crate) fn send_grant(&mut self) {
@@ -284,23 +302,38 @@ impl<T: DeserializeOwned> ResponseStream<T> {
                     return self.poll_idle(cx).map(|e| Some(Err(e)));
                 }
             }
-            while n < max {
-                let Some(raw) = self.items.peek() else {
+            // Walk the batch in place; the consumed items are accounted for after.
+            let (first, mut start) = (self.items.next, self.items.start);
+            let mut next = first;
+            let mut bad = None;
+            let text = self.items.batch.as_str();
+            for &end in self.items.batch.ends().get(first..).unwrap_or_default() {
+                if n == max {
                     break;
-                };
+                }
+                let raw = text.get(start..end).unwrap_or_default();
                 match serde_json::from_str(raw) {
-                    Ok(v) => {
-                        out.push(v);
-                        self.items.advance();
-                        n += 1;
-                    }
+                    Ok(v) => out.push(v),
                     Err(e) if n == 0 => {
-                        self.items.advance();
-                        return Poll::Ready(Some(Err(RpcError::Data(e.to_string()))));
+                        bad = Some(e);
+                        next += 1;
+                        start = end;
+                        break;
                     }
                     // The bad item is the next call's answer.
-                    Err(_) => return Poll::Ready(Some(Ok(n))),
+                    Err(_) => break,
                 }
+                n += 1;
+                next += 1;
+                start = end;
+            }
+            self.items.consumed(next, start);
+            if let Some(e) = bad {
+                return Poll::Ready(Some(Err(RpcError::Data(e.to_string()))));
+            }
+            if next < self.items.batch.len() {
+                // Stopped at `max` or before a bad item.
+                break;
             }
         }
         Poll::Ready(Some(Ok(n)))
