@@ -50,6 +50,6 @@ pub use frame::{
     Hello, Model, RequestId, PROTOCOL_VERSION,
 };
 pub use types::{
-    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, ItemBatch, Limits, Negotiated,
-    ServeKey, Side, Stats, Target,
+    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, ItemBatch, Limits,
+    Negotiated, ServeKey, Side, Stats, Target,
 };

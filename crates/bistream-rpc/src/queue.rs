@@ -219,9 +219,9 @@ impl<T: QueueItem> QueueRx<T> {
         let r = self.rx.poll_recv_many(cx, out, max);
         if let Poll::Ready(n) = r {
             if n > 0 {
-                let (len, count) = out[before..].iter().fold((0, 0), |(l, c), i| {
-                    (l + i.queue_len(), c + i.queue_count())
-                });
+                let (len, count) = out[before..]
+                    .iter()
+                    .fold((0, 0), |(l, c), i| (l + i.queue_len(), c + i.queue_count()));
                 self.gauge.taken(len, count);
             }
         }

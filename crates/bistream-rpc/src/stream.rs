@@ -88,7 +88,10 @@ impl Items {
         self.size = len.max(self.size - self.size / 8);
         if self.fit.0 != self.size {
             let fit = self.shared.window_bytes / self.size.max(1);
-            self.fit = (self.size, u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, w));
+            self.fit = (
+                self.size,
+                u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, w),
+            );
         }
         let target = self.fit.1;
         let g = (target + self.owed).saturating_sub(w);

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bistream_rpc::{Connection, HandlerError, Router, RpcConfig, RpcError, ServeReceiver, ServeSender};
+use bistream_rpc::{
+    Connection, HandlerError, Router, RpcConfig, RpcError, ServeReceiver, ServeSender,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::T;
@@ -287,7 +289,8 @@ fn any_bursts_bounds_and_reads_deliver_every_item_in_order() {
             };
             cfg.limits.window = window;
             cfg.limits.stream_queue_bytes = queue_bytes;
-            let c = bistream_rpc::stream_io::over(a, bistream_rpc::Side::Initiator, Router::new(), cfg);
+            let c =
+                bistream_rpc::stream_io::over(a, bistream_rpc::Side::Initiator, Router::new(), cfg);
             let mut peer: Peer = Framed::new(b, LengthDelimitedCodec::new());
             let mut st = c.request_stream::<_, u64>("p", &json!({})).await.unwrap();
             let id = read_frame(&mut peer).await["requestId"].clone();

@@ -220,7 +220,9 @@ impl Engine {
                 let item = data.map_or("null", RawValue::get);
                 let (win, cap) = self.batch_bounds();
                 match self.events.back_mut() {
-                    Some(Event::Items { call: c, items }) if *c == call && fits(items, item, win, cap) => {
+                    Some(Event::Items { call: c, items })
+                        if *c == call && fits(items, item, win, cap) =>
+                    {
                         items.push(item);
                         self.batch_hint = (items.len(), items.bytes());
                     }
@@ -277,7 +279,9 @@ impl Engine {
                 let item = data.map_or("null", RawValue::get);
                 let (win, cap) = self.batch_bounds();
                 match self.events.back_mut() {
-                    Some(Event::ServeItems { key: k, items }) if *k == key && fits(items, item, win, cap) => {
+                    Some(Event::ServeItems { key: k, items })
+                        if *k == key && fits(items, item, win, cap) =>
+                    {
                         items.push(item);
                         self.batch_hint = (items.len(), items.bytes());
                     }

@@ -371,7 +371,10 @@ fn items_batch_per_call_within_the_queue_bounds() {
             _ => None,
         })
         .collect();
-    let (k1, k2) = (Target::Serve(keys[0].clone()), Target::Serve(keys[1].clone()));
+    let (k1, k2) = (
+        Target::Serve(keys[0].clone()),
+        Target::Serve(keys[1].clone()),
+    );
     s.send_items(&k1, &["1", "2"]).unwrap();
     s.send_item(&k2, "3").unwrap();
     // Four items: the window of 3 splits them.
