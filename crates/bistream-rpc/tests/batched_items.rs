@@ -142,7 +142,7 @@ async fn a_bad_item_inside_a_burst_is_an_error_in_place_and_the_next_items_arriv
         .unwrap()
     {
         seen.push(match r {
-            Ok(n) => format!("ok{n}:{:?}", out.drain(..).collect::<Vec<_>>()),
+            Ok(n) => format!("ok{n}:{:?}", std::mem::take(&mut out)),
             Err(e) => format!("err:{e:?}").chars().take(8).collect(),
         });
     }
@@ -329,7 +329,7 @@ fn any_bursts_bounds_and_reads_deliver_every_item_in_order() {
                         Some(Ok(n)) => {
                             assert!((1..=max as usize).contains(&n), "batch of {n}, max {max}");
                             assert_eq!(n, out.len());
-                            Some(Ok(out.drain(..).collect()))
+                            Some(Ok(std::mem::take(&mut out)))
                         }
                         Some(Err(e)) => Some(Err(e)),
                         None => None,
