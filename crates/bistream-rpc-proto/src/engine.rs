@@ -52,6 +52,9 @@ pub struct Engine {
     known: crate::fast::Known,
     /// That head's request id is one of our calls (its caller is our peer id).
     known_is_ours: bool,
+    /// Items and bytes of the last batch of stream items made: a new batch starts with that
+    /// much room (growing one item at a time cost more than the items: D-batch-1).
+    batch_hint: (usize, usize),
 }
 
 /// Most bytes of room a new output starts with (a burst of large frames does not make every
@@ -87,6 +90,7 @@ impl Engine {
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
             known_is_ours: false,
+            batch_hint: (0, 0),
         };
         if e.cfg.extensions && e.cfg.side == Side::Initiator {
             e.push_hello();

@@ -55,6 +55,6 @@ pub use frame::{
 pub use item::from_item;
 pub use output::Frames;
 pub use types::{
-    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, Limits, Negotiated,
-    ServeKey, Side, Stats, Target,
+    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, ItemBatch, Limits,
+    Negotiated, ServeKey, Side, Stats, Target,
 };

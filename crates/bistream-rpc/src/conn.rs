@@ -9,8 +9,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use bistream_rpc_proto::{
-    CallFailure, CallMap, Engine, EngineConfig, Event, Limits, Model, Negotiated, ServeKey, Side,
-    Target,
+    CallFailure, CallMap, Engine, EngineConfig, Event, ItemBatch, Limits, Model, Negotiated,
+    ServeKey, Side, Target,
 };
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};
@@ -368,11 +368,11 @@ impl<R: FrameReader> Driver<R> {
     }
 
     fn on_inbound(&mut self, msg: Inbound) -> Option<Stop> {
-        let router = self.router.clone();
+        // The closures borrow only the router field (no Arc clone per frame).
         match msg {
-            Inbound::Text(t) => self.engine.on_frame(&t, &|op| router.model(op)),
+            Inbound::Text(t) => self.engine.on_frame(&t, &|op| self.router.model(op)),
             Inbound::Shared(t) => {
-                if let Err(e) = self.engine.on_text(&t, &|op| router.model(op)) {
+                if let Err(e) = self.engine.on_text(&t, &|op| self.router.model(op)) {
                     let code = bistream_rpc_proto::ws::INVALID_PAYLOAD;
                     tracing::warn!(peer = %self.shared.peer_id, code, reason = %e, "rpc websocket framing broken");
                     return Some(Stop::Local {

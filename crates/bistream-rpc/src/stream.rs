@@ -15,126 +15,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::queue::QueueRx;
-use crate::router::Raw;
 use crate::shared::{Cmd, Ctl, Outcome, Shared};
 use crate::{HandlerError, RpcError};
 
-/// Receiving half shared by calls and handlers: delivery, end/failure, credit grants.
-pub(crate) struct Items {
-    rx: QueueRx,
-    outcome: Outcome,
-    target: Target,
-    shared: Arc<Shared>,
-    /// Items consumed and not yet granted back.
-    owed: u32,
-    /// Recent item size in bytes: the largest seen, decaying by 1/8 per item.
-    size: u64,
-    done: bool,
-}
-
-impl Items {
-    pub(crate) fn new(
-        queue: QueueRx,
-        outcome: Outcome,
-        target: Target,
-        shared: Arc<Shared>,
-    ) -> Self {
-        Self {
-            rx: queue,
-            outcome,
-            target,
-            shared,
-            owed: 0,
-            size: 0,
-            done: false,
-        }
-    }
-
-    /// Accounts for one consumed item of `len` bytes; returns the credit to grant now, if any.
-    ///
-    /// The peer may have `window - owed` items queued or in flight. Grants aim that at
-    /// `target` items: the whole window for small items, fewer when `target` items of the
-    /// recent size would pass `window_bytes` (never below one, so a stream of huge items
-    /// still moves). A grant goes out once it is worth half the target (one `request_n` per
-    /// half window: granting at a quarter measured no faster, with twice the frames).
-    fn grant_after(&mut self, len: usize) -> Option<u32> {
-        let w = self.shared.window;
-        self.owed = (self.owed + 1).min(w);
-        let len = len as u64;
-        self.size = len.max(self.size - self.size / 8);
-        let fit = self.shared.window_bytes / self.size.max(1);
-        let target = u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, w);
-        let g = (target + self.owed).saturating_sub(w);
-        if g >= (target / 2).max(1) {
-            self.owed -= g;
-            Some(g)
-        } else {
-            None
-        }
-    }
-
-    /// Next raw item; `Some(Err)` once on failure, then `None`.
-    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Raw, RpcError>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(raw)) => {
-                if self.shared.credit_on() {
-                    if let Some(n) = self.grant_after(raw.get().len()) {
-                        let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), n));
-                    }
-                }
-                Poll::Ready(Some(Ok(raw)))
-            }
-            Poll::Ready(None) => self.ended(),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Every raw item that is ready (at least one, at most `max`), appended to `out`, with one
-    /// credit grant for the lot; then as [`Items::poll_raw`]: `Some(Err)` once, then `None`.
-    fn poll_raw_many(
-        &mut self,
-        cx: &mut Context<'_>,
-        out: &mut Vec<Raw>,
-        max: usize,
-    ) -> Poll<Option<Result<(), RpcError>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        let before = out.len();
-        match self.rx.poll_recv_many(cx, out, max.max(1)) {
-            Poll::Ready(0) => self.ended().map(|r| r.map(|r| r.map(|_| ()))),
-            Poll::Ready(_) => {
-                if self.shared.credit_on() {
-                    let mut grant = 0u32;
-                    for raw in &out[before..] {
-                        if let Some(n) = self.grant_after(raw.get().len()) {
-                            grant = grant.saturating_add(n);
-                        }
-                    }
-                    if grant > 0 {
-                        let _ = self.shared.ctl.send(Ctl::Grant(self.target.clone(), grant));
-                    }
-                }
-                Poll::Ready(Some(Ok(())))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// The queue closed: the stream's outcome, once.
-    fn ended(&mut self) -> Poll<Option<Result<Raw, RpcError>>> {
-        self.done = true;
-        match self.outcome.get() {
-            Some(Ok(())) => Poll::Ready(None),
-            Some(Err(e)) => Poll::Ready(Some(Err(e.clone()))),
-            None => Poll::Ready(Some(Err(self.shared.cause()))),
-        }
-    }
-}
+mod items;
+pub(crate) use items::{Fill, Items};
 
 /// The items a request/stream or stream/stream call receives, as a `Stream` of
 /// `Result<T, RpcError>`. It ends after the callee's `stream_end`, or after one `Err`.
@@ -143,11 +28,6 @@ pub struct ResponseStream<T> {
     items: Items,
     call: u64,
     idle: Option<Idle>,
-    /// Raw items taken by [`ResponseStream::next_batch`] and not handed out yet (it stops
-    /// at an item that does not parse, which the next call returns as its error).
-    raws: Vec<Raw>,
-    /// How many of `raws` were handed out.
-    taken: usize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -177,8 +57,6 @@ impl<T> ResponseStream<T> {
                 sleep: Box::pin(tokio::time::sleep(limit)),
                 last: tokio::time::Instant::now(),
             }),
-            raws: Vec::new(),
-            taken: 0,
             _t: PhantomData,
         }
     }
@@ -225,42 +103,73 @@ impl<T: DeserializeOwned> ResponseStream<T> {
         out: &mut Vec<T>,
         max: usize,
     ) -> Poll<Option<Result<usize, RpcError>>> {
-        if self.taken == self.raws.len() {
-            self.raws.clear();
-            self.taken = 0;
-            match self.items.poll_raw_many(cx, &mut self.raws, max) {
-                Poll::Ready(Some(Ok(()))) => self.touch(),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return self.poll_idle(cx).map(|e| Some(Err(e))),
-            }
+        let r = self.take_batch(cx, out, max);
+        // One grant for the items this call consumed.
+        self.items.send_grant();
+        r
+    }
+
+    fn take_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<Option<Result<usize, RpcError>>> {
+        if self.items.done {
+            return Poll::Ready(None);
         }
         let mut n = 0;
         while n < max {
-            let Some(raw) = self.raws.get(self.taken) else {
+            match self.items.fill(cx) {
+                Fill::Ready => {}
+                // The outcome waits for the next call when items come first.
+                Fill::Closed if n > 0 => break,
+                Fill::Closed => return Poll::Ready(self.items.ended().map(Err)),
+                Fill::Pending { drained } => {
+                    if drained {
+                        touch(&mut self.idle);
+                    }
+                    if n > 0 {
+                        break;
+                    }
+                    return self.poll_idle(cx).map(|e| Some(Err(e)));
+                }
+            }
+            // Walk the batch in place; the consumed items are accounted for after.
+            let (first, mut start) = (self.items.next, self.items.start);
+            let mut next = first;
+            let mut bad = None;
+            let text = self.items.batch.as_str();
+            for &end in self.items.batch.ends().get(first..).unwrap_or_default() {
+                if n == max {
+                    break;
+                }
+                let raw = text.get(start..end).unwrap_or_default();
+                match from_item(raw) {
+                    Ok(v) => out.push(v),
+                    Err(e) if n == 0 => {
+                        bad = Some(e);
+                        next += 1;
+                        start = end;
+                        break;
+                    }
+                    // The bad item is the next call's answer.
+                    Err(_) => break,
+                }
+                n += 1;
+                next += 1;
+                start = end;
+            }
+            self.items.consumed(next, start);
+            if let Some(e) = bad {
+                return Poll::Ready(Some(Err(RpcError::Data(e.to_string()))));
+            }
+            if next < self.items.batch.len() {
+                // Stopped at `max` or before a bad item.
                 break;
-            };
-            match from_item(raw.get()) {
-                Ok(v) => {
-                    out.push(v);
-                    self.taken += 1;
-                    n += 1;
-                }
-                Err(e) if n == 0 => {
-                    self.taken += 1;
-                    return Poll::Ready(Some(Err(RpcError::Data(e.to_string()))));
-                }
-                // The bad item is the next call's answer.
-                Err(_) => break,
             }
         }
         Poll::Ready(Some(Ok(n)))
-    }
-
-    fn touch(&mut self) {
-        if let Some(idle) = &mut self.idle {
-            idle.last = tokio::time::Instant::now();
-        }
     }
 
     /// While no item is ready: the idle timeout (then the call is cancelled).
@@ -282,34 +191,40 @@ impl<T: DeserializeOwned> ResponseStream<T> {
     }
 }
 
+/// The consumer used up what it had and starts waiting: the idle time counts from now (read
+/// once per batch, not per item).
+fn touch(idle: &mut Option<Idle>) {
+    if let Some(idle) = idle {
+        idle.last = tokio::time::Instant::now();
+    }
+}
+
 impl<T: DeserializeOwned> Stream for ResponseStream<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(raw) = this.raws.get(this.taken) {
-            this.taken += 1;
-            return Poll::Ready(Some(
-                from_item(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
-            ));
+        if this.items.done {
+            return Poll::Ready(None);
         }
-        match this.items.poll_raw(cx) {
-            Poll::Ready(Some(Ok(raw))) => {
-                this.touch();
-                Poll::Ready(Some(
-                    from_item(raw.get()).map_err(|e| RpcError::Data(e.to_string())),
-                ))
+        match this.items.fill(cx) {
+            Fill::Ready => {}
+            Fill::Closed => return Poll::Ready(this.items.ended().map(Err)),
+            Fill::Pending { drained } => {
+                if drained {
+                    touch(&mut this.idle);
+                }
+                return this.poll_idle(cx).map(|e| Some(Err(e)));
             }
-            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map(|_| unreachable_item()))),
-            Poll::Pending => this.poll_idle(cx).map(|e| Some(Err(e))),
         }
+        let item = match this.items.peek() {
+            Some(raw) => from_item(raw).map_err(|e| RpcError::Data(e.to_string())),
+            None => Err(RpcError::Protocol("stream item missing".into())),
+        };
+        this.items.advance();
+        this.items.send_grant();
+        Poll::Ready(Some(item))
     }
-}
-
-#[allow(clippy::unreachable)]
-fn unreachable_item<T>() -> T {
-    // poll_raw yields Ok only with Some(raw), handled above.
-    unreachable!("ok items are handled by the first arm")
 }
 
 impl<T> Drop for ResponseStream<T> {
@@ -497,13 +412,28 @@ impl<T: DeserializeOwned> ServeReceiver<T> {
 
     /// The next item.
     pub async fn recv(&mut self) -> Option<Result<T, HandlerError>> {
-        std::future::poll_fn(|cx| self.items.poll_raw(cx))
-            .await
-            .map(|r| match r {
-                Ok(raw) => from_item(raw.get())
+        std::future::poll_fn(|cx| {
+            let items = &mut self.items;
+            if items.done {
+                return Poll::Ready(None);
+            }
+            match items.fill(cx) {
+                Fill::Ready => {}
+                Fill::Closed => {
+                    return Poll::Ready(items.ended().map(|e| Err(HandlerError::failed(e))))
+                }
+                Fill::Pending { .. } => return Poll::Pending,
+            }
+            let item = match items.peek() {
+                Some(raw) => from_item(raw)
                     .map_err(|e| HandlerError::invalid(format!("invalid stream item: {e}"))),
-                Err(e) => Err(HandlerError::failed(e)),
-            })
+                None => Err(HandlerError::invalid("stream item missing")),
+            };
+            items.advance();
+            items.send_grant();
+            Poll::Ready(Some(item))
+        })
+        .await
     }
 }
 

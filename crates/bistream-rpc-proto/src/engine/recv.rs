@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use super::{Engine, Serve};
 use crate::frame::{DecodeError, ErrorCode, Extension, FrameRef, FrameType, Model, RequestId};
-use crate::types::{CallFailure, Event, Negotiated, Target};
+use crate::types::{CallFailure, Event, ItemBatch, Negotiated, Target};
 
 #[derive(Deserialize)]
 struct OpOnly<'a> {
@@ -223,16 +223,22 @@ impl Engine {
                 };
                 self.events.push_back(ev);
             }
-            FrameType::StreamData if streaming && !c.remote_ended => match owned_raw(data) {
-                Ok(data) => self.events.push_back(Event::Item { call, data }),
-                Err(why) => {
-                    self.calls.remove(&call);
-                    self.events.push_back(Event::Failed {
-                        call,
-                        failure: CallFailure::Protocol(why),
-                    });
+            FrameType::StreamData if streaming && !c.remote_ended => {
+                let item = data.unwrap_or("null");
+                let (win, cap) = self.batch_bounds();
+                match self.events.back_mut() {
+                    Some(Event::Items { call: c, items })
+                        if *c == call && fits(items, item, win, cap) =>
+                    {
+                        items.push(item);
+                        self.batch_hint = (items.len(), items.bytes());
+                    }
+                    _ => {
+                        let items = self.new_batch(item);
+                        self.events.push_back(Event::Items { call, items });
+                    }
                 }
-            },
+            }
             FrameType::StreamEnd if streaming && !c.remote_ended => {
                 c.remote_ended = true;
                 if model == Model::RequestStream || c.local_ended {
@@ -277,13 +283,19 @@ impl Engine {
         };
         match ty {
             FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
-                match owned_raw(data) {
-                    Ok(data) => self.events.push_back(Event::ServeItem { key, data }),
-                    Err(why) => self.invalid(DecodeError {
-                        request_id: Some(key),
-                        frame_type: Some(ty.as_str().into()),
-                        reason: why,
-                    }),
+                let item = data.unwrap_or("null");
+                let (win, cap) = self.batch_bounds();
+                match self.events.back_mut() {
+                    Some(Event::ServeItems { key: k, items })
+                        if *k == key && fits(items, item, win, cap) =>
+                    {
+                        items.push(item);
+                        self.batch_hint = (items.len(), items.bytes());
+                    }
+                    _ => {
+                        let items = self.new_batch(item);
+                        self.events.push_back(Event::ServeItems { key, items });
+                    }
                 }
             }
             FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
@@ -306,6 +318,27 @@ impl Engine {
         }
     }
 
+    /// The most items and bytes one [`ItemBatch`] may hold: the bounds of the stream queue it
+    /// goes into whole, so a batch never holds more than the queue may.
+    fn batch_bounds(&self) -> (usize, usize) {
+        let lim = &self.cfg.limits;
+        (lim.window.max(1) as usize, lim.stream_queue_bytes.max(1))
+    }
+
+    /// A batch holding `item`, with room for as many items and bytes as the last batch held
+    /// (at most [`BATCH_HINT_BYTES`] bytes beyond `item`, so a batch of a few items never
+    /// holds much more memory than its items).
+    fn new_batch(&mut self, item: &str) -> ItemBatch {
+        let (n, bytes) = self.batch_hint;
+        let mut b = ItemBatch::with_capacity(
+            n.clamp(4, 1024),
+            item.len() + bytes.clamp(64, BATCH_HINT_BYTES),
+        );
+        b.push(item);
+        self.batch_hint = (1, item.len());
+        b
+    }
+
     fn on_request_n(&mut self, target: Target, data: Option<&str>) {
         match data.and_then(|d| serde_json::from_str::<RequestNData>(d).ok()) {
             Some(r) if r.n > 0 => self.events.push_back(Event::Credit { target, n: r.n }),
@@ -317,6 +350,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The most bytes of room a new batch gets beyond its first item from the size of the last.
+const BATCH_HINT_BYTES: usize = 16 * 1024;
+
+/// Whether `item` may join `batch`: the batch stays within `win` items and `cap` bytes.
+fn fits(batch: &ItemBatch, item: &str, win: usize, cap: usize) -> bool {
+    batch.len() < win && batch.bytes() + item.len() <= cap
 }
 
 fn owned_id(id: Option<(std::borrow::Cow<'_, str>, i128)>) -> Option<RequestId> {

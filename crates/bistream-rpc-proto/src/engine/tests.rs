@@ -167,9 +167,9 @@ fn bi_stream_both_sides_end() {
     ship(&mut c, &mut s);
     let ev = events(&mut s);
     let key = match &ev[..] {
-        [Event::Negotiated(_), Event::Serve { key, .. }, Event::ServeItem { data, .. }, Event::ServeEnd { .. }]
-        | [Event::Serve { key, .. }, Event::ServeItem { data, .. }, Event::ServeEnd { .. }] => {
-            assert_eq!(data.get(), "\"a\"");
+        [Event::Negotiated(_), Event::Serve { key, .. }, Event::ServeItems { items, .. }, Event::ServeEnd { .. }]
+        | [Event::Serve { key, .. }, Event::ServeItems { items, .. }, Event::ServeEnd { .. }] => {
+            assert_eq!(items.iter().collect::<Vec<_>>(), ["\"a\""]);
             key.clone()
         }
         other => panic!("{other:?}"),
@@ -181,7 +181,7 @@ fn bi_stream_both_sides_end() {
     assert!(
         matches!(
             &ev[..],
-            [Event::Item { call: 7, .. }, Event::End { call: 7 }]
+            [Event::Items { call: 7, .. }, Event::End { call: 7 }]
         ),
         "{ev:?}"
     );
@@ -346,6 +346,102 @@ fn cut_stalled_fails_a_served_stream_with_timeout_and_cancels_a_call() {
     assert_eq!(s.served(), 0);
 }
 
+/// Items of one call received in a row travel as one batch, split at the queue's bounds
+/// (window items, stream_queue_bytes bytes) and wherever another event comes between them;
+/// order within and across batches is the wire order, and an end comes after its items.
+#[test]
+fn items_batch_per_call_within_the_queue_bounds() {
+    let mut cc = EngineConfig::new(Side::Initiator, "C");
+    cc.limits.window = 3;
+    cc.limits.stream_queue_bytes = 12;
+    let mut c = Engine::new(cc);
+    let mut s = Engine::new(EngineConfig::new(Side::Acceptor, "S"));
+    ship(&mut c, &mut s);
+    ship(&mut s, &mut c);
+    events(&mut c);
+    c.start_call(1, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    c.start_call(2, Model::RequestStream, r#"{"operation":"count"}"#)
+        .unwrap();
+    ship(&mut c, &mut s);
+    let keys: Vec<ServeKey> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Serve { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    let (k1, k2) = (
+        Target::Serve(keys[0].clone()),
+        Target::Serve(keys[1].clone()),
+    );
+    s.send_items(&k1, &["1", "2"]).unwrap();
+    s.send_item(&k2, "3").unwrap();
+    // Four items: the window of 3 splits them.
+    s.send_items(&k1, &["4", "5", "6", "7"]).unwrap();
+    // 10 bytes: over the 12-byte bound together with "7", alone it passes; 20 bytes: one
+    // item over the bound still travels (alone).
+    s.send_items(&k1, &["\"abcdefgh\"", "\"abcdefghijklmnopqr\"", "8"])
+        .unwrap();
+    s.end(&k1).unwrap();
+    s.send_item(&k2, "9").unwrap();
+    ship(&mut s, &mut c);
+    let got: Vec<(u64, Vec<String>)> = events(&mut c)
+        .into_iter()
+        .map(|e| match e {
+            Event::Items { call, items } => {
+                assert!(items.len() <= 3, "{items:?}");
+                assert!(items.len() == 1 || items.bytes() <= 12, "{items:?}");
+                (call, items.iter().map(String::from).collect())
+            }
+            Event::End { call } => (call, vec!["end".to_string()]),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let v = |c: u64, s: &[&str]| (c, s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        [
+            v(1, &["1", "2"]),
+            v(2, &["3"]),
+            v(1, &["4", "5", "6"]),
+            v(1, &["7", "\"abcdefgh\""]),
+            v(1, &["\"abcdefghijklmnopqr\""]),
+            v(1, &["8"]),
+            v(1, &["end"]),
+            v(2, &["9"]),
+        ]
+    );
+}
+
+/// A served bi-stream's items batch the same way.
+#[test]
+fn serve_items_batch_per_request() {
+    let (mut c, mut s) = pair(true, true);
+    ship(&mut c, &mut s);
+    ship(&mut s, &mut c);
+    events(&mut c);
+    events(&mut s);
+    c.start_call(3, Model::StreamStream, r#"{"operation":"upper"}"#)
+        .unwrap();
+    c.send_items(&Target::Call(3), &["\"a\"", "\"b\"", "{\"c\":[1,2]}"])
+        .unwrap();
+    c.end(&Target::Call(3)).unwrap();
+    ship(&mut c, &mut s);
+    let ev = events(&mut s);
+    match &ev[..] {
+        [Event::Serve { .. }, Event::ServeItems { items, .. }, Event::ServeEnd { .. }] => {
+            assert_eq!(
+                items.iter().collect::<Vec<_>>(),
+                ["\"a\"", "\"b\"", "{\"c\":[1,2]}"]
+            );
+            assert_eq!(items.get(2), Some("{\"c\":[1,2]}"));
+            assert_eq!(items.get(3), None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Stream items go through the fast path ([`crate::fast::decode_item`]) once a head is known:
 /// two streams interleaved switch heads and each item reaches its own call in order; items of
 /// a bi-stream we serve reach the served request; a message that is not UTF-8 (after a head
@@ -378,7 +474,10 @@ fn items_by_known_head_reach_their_call_and_bad_utf8_is_refused() {
     let mut got: HashMap<u64, Vec<String>> = HashMap::new();
     for e in events(&mut c) {
         match e {
-            Event::Item { call, data } => got.entry(call).or_default().push(data.get().into()),
+            Event::Items { call, items } => got
+                .entry(call)
+                .or_default()
+                .extend(items.iter().map(String::from)),
             other => panic!("{other:?}"),
         }
     }
@@ -406,7 +505,7 @@ fn items_by_known_head_reach_their_call_and_bad_utf8_is_refused() {
     assert_eq!(c.stats().frames_in, before);
     assert!(c.next_event().is_none());
     assert_eq!(c.on_text(frame.as_bytes(), &ops), Ok(()));
-    assert!(matches!(c.next_event(), Some(Event::Item { call: 1, .. })));
+    assert!(matches!(c.next_event(), Some(Event::Items { call: 1, .. })));
 
     // Items of a bi-stream we serve (the head's caller is the peer).
     c.start_call(3, Model::StreamStream, r#"{"operation":"upper"}"#)
@@ -416,9 +515,11 @@ fn items_by_known_head_reach_their_call_and_bad_utf8_is_refused() {
     let ev = events(&mut s);
     let items: Vec<(u64, String)> = ev
         .iter()
-        .filter_map(|e| match e {
-            Event::ServeItem { key, data } => Some((key.n as u64, data.get().to_owned())),
-            _ => None,
+        .flat_map(|e| match e {
+            Event::ServeItems { key, items } => {
+                items.iter().map(|i| (key.n as u64, i.to_owned())).collect()
+            }
+            _ => Vec::new(),
         })
         .collect();
     assert_eq!(items, [(3, "\"a\"".into()), (3, "\"b\"".into())], "{ev:?}");

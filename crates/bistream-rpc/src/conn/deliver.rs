@@ -16,13 +16,13 @@
 use super::*;
 
 impl<R: FrameReader> Driver<R> {
-    /// Queues `item` for `target`'s consumer, waiting for room; returns when the connection
-    /// must stop.
+    /// Queues `item` (a batch of items) for `target`'s consumer, waiting for room; returns
+    /// when the connection must stop.
     pub(super) async fn deliver(
         &mut self,
         target: Target,
         tx: QueueTx,
-        item: Raw,
+        item: ItemBatch,
         tick: &mut tokio::time::Interval,
         wdead: &mut tokio::sync::oneshot::Receiver<String>,
     ) -> Option<Stop> {

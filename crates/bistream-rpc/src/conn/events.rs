@@ -19,17 +19,19 @@ impl<R: FrameReader> Driver<R> {
                         let _ = tx.send(Ok(data));
                     }
                 }
-                Event::Item { call, data } => {
+                Event::Items { call, mut items } => {
+                    // One lookup and one queue entry per batch of items (D-batch-1).
+                    items.trim();
                     let full = match self.calls.get(&call) {
-                        Some(CallSink::Stream { tx: Some(tx), .. }) => match tx.try_send(data) {
-                            Err(TrySend::Full(d)) => Some((tx.clone(), d)),
+                        Some(CallSink::Stream { tx: Some(tx), .. }) => match tx.try_send(items) {
+                            Err(TrySend::Full(b)) => Some((tx.clone(), b)),
                             _ => None,
                         },
                         _ => None,
                     };
-                    if let Some((tx, data)) = full {
+                    if let Some((tx, items)) = full {
                         let target = Target::Call(call);
-                        if let Some(stop) = self.deliver(target, tx, data, tick, wdead).await {
+                        if let Some(stop) = self.deliver(target, tx, items, tick, wdead).await {
                             return Some(stop);
                         }
                     }
@@ -81,11 +83,12 @@ impl<R: FrameReader> Driver<R> {
                         });
                     }
                 }
-                Event::ServeItem { key, data } => {
+                Event::ServeItems { key, mut items } => {
+                    items.trim();
                     if let Some((tx, _)) = self.serving.get(&key).and_then(|s| s.inbound.as_ref()) {
                         let tx = tx.clone();
                         let target = Target::Serve(key);
-                        if let Some(stop) = self.deliver(target, tx, data, tick, wdead).await {
+                        if let Some(stop) = self.deliver(target, tx, items, tick, wdead).await {
                             return Some(stop);
                         }
                     }
