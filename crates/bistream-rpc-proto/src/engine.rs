@@ -53,7 +53,7 @@ pub struct Engine {
     /// That head's request id is one of our calls (its caller is our peer id).
     known_is_ours: bool,
     /// Items and bytes of the last batch of stream items made: a new batch starts with that
-    /// much room (growing one item at a time cost more than the items: D-batch-1).
+    /// much room (growing one item at a time cost more than the items: D48).
     batch_hint: (usize, usize),
 }
 

@@ -2,7 +2,7 @@
 //! (`Limits::stream_queue_bytes`). The driver puts entries in; when either bound is reached it
 //! waits for the consumer (and so stops reading the transport: backpressure). An entry may
 //! carry several items (the rpc crate queues one [`ItemBatch`] per burst of a stream's items,
-//! DECISIONS D-batch-1): both bounds count its items and their bytes, not entries. An entry
+//! DECISIONS D48): both bounds count its items and their bytes, not entries. An entry
 //! larger than a bound still passes when the queue is empty, so a stream of huge items moves
 //! one item at a time (the engine makes batches no larger than the bounds, so only a single
 //! item can be). Entries of zero bytes (end and error markers) always pass the byte bound.

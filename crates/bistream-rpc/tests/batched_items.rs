@@ -1,5 +1,5 @@
 //! Items read in one burst travel to each stream's consumer as one queue entry per stream
-//! (DECISIONS D-batch-1). These tests pin what must not change with that: per-stream order
+//! (DECISIONS D48). These tests pin what must not change with that: per-stream order
 //! when streams interleave in one burst, an end or error right after items comes after them,
 //! the item bound counts items (not entries), and an item that does not parse is an error in
 //! its place with the next items still arriving, on the calling and on the serving side. A

@@ -20,7 +20,7 @@ impl<R: FrameReader> Driver<R> {
                     }
                 }
                 Event::Items { call, mut items } => {
-                    // One lookup and one queue entry per batch of items (D-batch-1).
+                    // One lookup and one queue entry per batch of items (D48).
                     items.trim();
                     let full = match self.calls.get(&call) {
                         Some(CallSink::Stream { tx: Some(tx), .. }) => match tx.try_send(items) {

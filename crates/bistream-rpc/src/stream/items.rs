@@ -1,5 +1,5 @@
 //! The receiving half shared by calls and handlers ([`Items`]): it takes one batch of items
-//! from the stream's queue at a time (DECISIONS D-batch-1), hands them out one by one, grants
+//! from the stream's queue at a time (DECISIONS D48), hands them out one by one, grants
 //! credit for each item consumed and reports the stream's outcome once.
 
 use std::sync::Arc;
