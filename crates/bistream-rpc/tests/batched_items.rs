@@ -18,7 +18,7 @@ use bistream_rpc::{
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::T;
+use support::{Rng, T};
 use tokio::io::DuplexStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -240,19 +240,6 @@ async fn a_served_bi_stream_receives_a_burst_in_order_with_a_bad_item_in_place()
     assert_eq!(got, want);
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Property: whatever the bursts, the queue bounds (so batches split anywhere) and the mix
 /// of `next()` and `next_batch(max)` calls, the consumer sees exactly the items sent, in
 /// order, each bad item as one `Data` error in its place, then the end. Seeded cases (the
@@ -264,18 +251,18 @@ fn any_bursts_bounds_and_reads_deliver_every_item_in_order() {
         let mut r = Rng(seed);
         let len = 1 + r.below(300);
         let items: Vec<Option<u64>> = (0..len)
-            .map(|i| (r.below(10) != 0).then_some(i * 1000 + r.below(1000)))
+            .map(|i| (r.below(10) != 0).then_some((i * 1000 + r.below(1000)) as u64))
             .collect();
         let window = 1 + r.below(64) as u32;
-        let queue_bytes = 4 + r.below(200) as usize;
+        let queue_bytes = 4 + r.below(200);
         let mut bursts = Vec::new();
         let mut left = len;
         while left > 0 {
             let b = (1 + r.below(100)).min(left);
-            bursts.push(b as usize);
+            bursts.push(b);
             left -= b;
         }
-        let reads: Vec<u64> = (0..2000).map(|_| r.below(60)).collect();
+        let reads: Vec<usize> = (0..2000).map(|_| r.below(60)).collect();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
@@ -322,12 +309,12 @@ fn any_bursts_bounds_and_reads_deliver_every_item_in_order() {
                         None => None,
                     }
                 } else {
-                    match tokio::time::timeout(T, st.next_batch(&mut out, max as usize))
+                    match tokio::time::timeout(T, st.next_batch(&mut out, max))
                         .await
                         .unwrap()
                     {
                         Some(Ok(n)) => {
-                            assert!((1..=max as usize).contains(&n), "batch of {n}, max {max}");
+                            assert!((1..=max).contains(&n), "batch of {n}, max {max}");
                             assert_eq!(n, out.len());
                             Some(Ok(std::mem::take(&mut out)))
                         }

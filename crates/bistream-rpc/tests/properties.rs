@@ -9,26 +9,16 @@
 //! deterministic, 200 streams per run, the seed printed on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use bistream_rpc::transport::{FrameReader, Inbound, LengthDelimited, Transport};
 use bistream_rpc_proto::{decode, encode, FrameType};
+use support::Rng;
 use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(10);
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const ALPHABET: [&str; 10] = [
     "a", "\"", "\\", "\n", "\u{0}", "é", "😀", " ", "{", "\u{7f}",
