@@ -9,11 +9,11 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
 
+use crate::batch::TextBatch;
 use crate::frame::{
     encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello, Model,
     RequestId, PROTOCOL_VERSION,
 };
-use crate::output::Frames;
 use crate::types::{
     CallFailure, CallMap, EngineConfig, Event, Limits, Negotiated, ServeKey, Side, Stats,
 };
@@ -44,7 +44,7 @@ pub struct Engine {
     ff_in_flight: usize,
     invalid_in_row: u32,
     stats: Stats,
-    out: Frames,
+    out: TextBatch,
     /// Frames and bytes of the last output taken (the next one starts with that much room).
     out_hint: (usize, usize),
     events: VecDeque<Event>,
@@ -85,7 +85,7 @@ impl Engine {
             ff_in_flight: 0,
             invalid_in_row: 0,
             stats: Stats::default(),
-            out: Frames::default(),
+            out: TextBatch::default(),
             out_hint: (0, 0),
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
@@ -136,7 +136,7 @@ impl Engine {
     /// Frames to write, oldest first, in one buffer (a transport's writer takes these: one
     /// allocation per batch, not per frame). The next output starts with as much room as this
     /// one used, up to [`OUT_HINT_BYTES`].
-    pub fn take_frames(&mut self) -> Frames {
+    pub fn take_frames(&mut self) -> TextBatch {
         self.out_hint = (self.out.len(), self.out.bytes().min(OUT_HINT_BYTES));
         std::mem::take(&mut self.out)
     }

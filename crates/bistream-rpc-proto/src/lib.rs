@@ -38,23 +38,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod close;
 pub mod engine;
 pub mod fast;
 pub mod frame;
 pub mod item;
-pub mod output;
 pub mod types;
 pub mod ws;
 
+pub use batch::TextBatch;
 pub use engine::{Engine, NotUtf8};
 pub use frame::{
     decode, decode_ref, encode, DecodeError, ErrorCode, Extension, Frame, FrameRef, FrameType,
     Hello, Model, RequestId, PROTOCOL_VERSION,
 };
 pub use item::from_item;
-pub use output::Frames;
 pub use types::{
-    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, ItemBatch, Limits,
-    Negotiated, ServeKey, Side, Stats, Target,
+    CallFailure, CallIdHasher, CallMap, EngineConfig, EngineError, Event, Limits, Negotiated,
+    ServeKey, Side, Stats, Target,
 };

@@ -3,6 +3,7 @@
 
 use serde_json::value::RawValue;
 
+use crate::batch::TextBatch;
 use crate::frame::{Model, RequestId};
 
 /// Which end of the connection this engine is: only the initiator may send the first `hello`.
@@ -151,7 +152,7 @@ pub enum Event {
         /// Our call id.
         call: u64,
         /// The items.
-        items: ItemBatch,
+        items: TextBatch,
     },
     /// The callee ended its side of a stream or bi-stream.
     End {
@@ -188,7 +189,7 @@ pub enum Event {
         /// The request.
         key: ServeKey,
         /// The items.
-        items: ItemBatch,
+        items: TextBatch,
     },
     /// The caller ended its side of a bi-stream we serve.
     ServeEnd {
@@ -219,102 +220,6 @@ pub enum Event {
         /// Reason text.
         reason: String,
     },
-}
-
-/// Stream items received together, in order: their JSON texts back to back in one buffer
-/// and where each ends, so a burst of items costs one allocation, not one per item.
-///
-/// ```
-/// use bistream_rpc_proto::ItemBatch;
-///
-/// let mut b = ItemBatch::default();
-/// b.push("1");
-/// b.push("{\"a\":[2]}");
-/// assert_eq!(b.len(), 2);
-/// assert_eq!(b.bytes(), 10);
-/// assert_eq!(b.get(1), Some("{\"a\":[2]}"));
-/// assert_eq!(b.iter().collect::<Vec<_>>(), ["1", "{\"a\":[2]}"]);
-/// ```
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ItemBatch {
-    text: String,
-    ends: Vec<usize>,
-}
-
-impl ItemBatch {
-    /// An empty batch with room for `items` items of `bytes` bytes in all (it grows as
-    /// needed).
-    pub fn with_capacity(items: usize, bytes: usize) -> Self {
-        Self {
-            text: String::with_capacity(bytes),
-            ends: Vec::with_capacity(items),
-        }
-    }
-
-    /// Appends one item's JSON text.
-    pub fn push(&mut self, item: &str) {
-        self.text.push_str(item);
-        self.ends.push(self.text.len());
-    }
-
-    /// Gives back room it will not use (more than twice what its items need, plus a little):
-    /// a batch made with room for a burst that did not come holds no more memory than its
-    /// items, whatever waits in a queue.
-    pub fn trim(&mut self) {
-        if self.text.capacity() > 2 * self.text.len() + 64 {
-            self.text.shrink_to_fit();
-        }
-        if self.ends.capacity() > 2 * self.ends.len() + 4 {
-            self.ends.shrink_to_fit();
-        }
-    }
-
-    /// How many items.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// True when it holds no item.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The items' bytes in all.
-    pub fn bytes(&self) -> usize {
-        self.text.len()
-    }
-
-    /// Item `i`'s JSON text.
-    pub fn get(&self, i: usize) -> Option<&str> {
-        let end = *self.ends.get(i)?;
-        let start = i
-            .checked_sub(1)
-            .and_then(|p| self.ends.get(p))
-            .copied()
-            .unwrap_or(0);
-        self.text.get(start..end)
-    }
-
-    /// The items' texts back to back.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Where each item ends in [`ItemBatch::as_str`], in order (item `i` starts where item
-    /// `i - 1` ends, the first at 0).
-    pub fn ends(&self) -> &[usize] {
-        &self.ends
-    }
-
-    /// The items in order.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let s = self.text.get(start..end).unwrap_or_default();
-            start = end;
-            s
-        })
-    }
 }
 
 /// A local action that the protocol state does not allow.

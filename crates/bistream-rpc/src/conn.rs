@@ -9,8 +9,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use bistream_rpc_proto::{
-    CallFailure, CallMap, Engine, EngineConfig, Event, ItemBatch, Limits, Model, Negotiated,
-    ServeKey, Side, Target,
+    CallFailure, CallMap, Engine, EngineConfig, Event, Limits, Model, Negotiated, ServeKey, Side,
+    Target, TextBatch,
 };
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll};

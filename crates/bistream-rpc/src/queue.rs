@@ -1,7 +1,7 @@
 //! A stream's inbound queue, bounded twice: in items (`Limits::window`) and in bytes
 //! (`Limits::stream_queue_bytes`). The driver puts entries in; when either bound is reached it
 //! waits for the consumer (and so stops reading the transport: backpressure). An entry may
-//! carry several items (the rpc crate queues one [`ItemBatch`] per burst of a stream's items,
+//! carry several items (the rpc crate queues one [`TextBatch`] per burst of a stream's items,
 //! DECISIONS D48): both bounds count its items and their bytes, not entries. An entry
 //! larger than a bound still passes when the queue is empty, so a stream of huge items moves
 //! one item at a time (the engine makes batches no larger than the bounds, so only a single
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bistream_rpc_proto::ItemBatch;
+use bistream_rpc_proto::TextBatch;
 use tokio::sync::{mpsc, Notify};
 
 use crate::router::Raw;
@@ -43,7 +43,7 @@ pub trait QueueItem {
     }
 }
 
-impl QueueItem for ItemBatch {
+impl QueueItem for TextBatch {
     fn queue_len(&self) -> usize {
         self.bytes()
     }
@@ -129,7 +129,7 @@ impl Gauge {
 
 /// The driver's end of a stream queue.
 #[derive(Debug)]
-pub struct QueueTx<T = ItemBatch> {
+pub struct QueueTx<T = TextBatch> {
     tx: mpsc::Sender<T>,
     gauge: Arc<Gauge>,
 }
@@ -145,14 +145,14 @@ impl<T> Clone for QueueTx<T> {
 
 /// The consumer's end: its `recv` methods report the items and bytes they take to the gauge.
 #[derive(Debug)]
-pub struct QueueRx<T = ItemBatch> {
+pub struct QueueRx<T = TextBatch> {
     rx: mpsc::Receiver<T>,
     gauge: Arc<Gauge>,
 }
 
 /// Why [`QueueTx::try_send`] did not queue an entry.
 #[derive(Debug)]
-pub enum TrySend<T = ItemBatch> {
+pub enum TrySend<T = TextBatch> {
     /// A bound is reached: wait with [`QueueTx::send`].
     Full(T),
     /// The consumer is gone: the entry is dropped.
@@ -338,8 +338,8 @@ mod tests {
         assert_eq!(rx.queued(), 900);
     }
 
-    fn batch(items: &[&str]) -> ItemBatch {
-        let mut b = ItemBatch::default();
+    fn batch(items: &[&str]) -> TextBatch {
+        let mut b = TextBatch::default();
         for i in items {
             b.push(i);
         }
@@ -350,7 +350,7 @@ mod tests {
     /// most 4 items however they are batched.
     #[tokio::test(start_paused = true)]
     async fn item_bound_counts_the_items_of_batches() {
-        let (tx, mut rx) = queue::<ItemBatch>(4, 1000);
+        let (tx, mut rx) = queue::<TextBatch>(4, 1000);
         assert!(tx.try_send(batch(&["1", "2", "3"])).is_ok());
         assert_eq!(tx.item_room(), 1);
         assert!(matches!(

@@ -16,7 +16,7 @@ pub(crate) struct Budget {
 
 pub(crate) enum WOut {
     /// Frames to write in order (one batch from the driver, in one buffer).
-    Frames(bistream_rpc_proto::Frames),
+    Frames(bistream_rpc_proto::TextBatch),
     /// A pong answering the peer's ping (WebSocket).
     Pong(bytes::Bytes),
     Close(u16, String),

@@ -6,8 +6,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Engine, Serve};
+use crate::batch::TextBatch;
 use crate::frame::{DecodeError, ErrorCode, Extension, FrameRef, FrameType, Model, RequestId};
-use crate::types::{CallFailure, Event, ItemBatch, Negotiated, Target};
+use crate::types::{CallFailure, Event, Negotiated, Target};
 
 #[derive(Deserialize)]
 struct OpOnly<'a> {
@@ -224,20 +225,7 @@ impl Engine {
                 self.events.push_back(ev);
             }
             FrameType::StreamData if streaming && !c.remote_ended => {
-                let item = data.unwrap_or("null");
-                let (win, cap) = self.batch_bounds();
-                match self.events.back_mut() {
-                    Some(Event::Items { call: c, items })
-                        if *c == call && fits(items, item, win, cap) =>
-                    {
-                        items.push(item);
-                        self.batch_hint = (items.len(), items.bytes());
-                    }
-                    _ => {
-                        let items = self.new_batch(item);
-                        self.events.push_back(Event::Items { call, items });
-                    }
-                }
+                self.push_item(Target::Call(call), data.unwrap_or("null"));
             }
             FrameType::StreamEnd if streaming && !c.remote_ended => {
                 c.remote_ended = true;
@@ -283,20 +271,7 @@ impl Engine {
         };
         match ty {
             FrameType::StreamData if s.model == Model::StreamStream && !s.remote_ended => {
-                let item = data.unwrap_or("null");
-                let (win, cap) = self.batch_bounds();
-                match self.events.back_mut() {
-                    Some(Event::ServeItems { key: k, items })
-                        if *k == key && fits(items, item, win, cap) =>
-                    {
-                        items.push(item);
-                        self.batch_hint = (items.len(), items.bytes());
-                    }
-                    _ => {
-                        let items = self.new_batch(item);
-                        self.events.push_back(Event::ServeItems { key, items });
-                    }
-                }
+                self.push_item(Target::Serve(key), data.unwrap_or("null"));
             }
             FrameType::StreamEnd if s.model == Model::StreamStream && !s.remote_ended => {
                 s.remote_ended = true;
@@ -318,7 +293,28 @@ impl Engine {
         }
     }
 
-    /// The most items and bytes one [`ItemBatch`] may hold: the bounds of the stream queue it
+    /// A received stream item: appended to the batch at the back of the events when that
+    /// batch is the same call's (or served request's) and has room, else a new batch.
+    fn push_item(&mut self, target: Target, item: &str) {
+        let (win, cap) = self.batch_bounds();
+        let same = match (self.events.back_mut(), &target) {
+            (Some(Event::Items { call, items }), Target::Call(t)) if call == t => Some(items),
+            (Some(Event::ServeItems { key, items }), Target::Serve(t)) if key == t => Some(items),
+            _ => None,
+        };
+        if let Some(items) = same.filter(|items| fits(items, item, win, cap)) {
+            items.push(item);
+            self.batch_hint = (items.len(), items.bytes());
+            return;
+        }
+        let items = self.new_batch(item);
+        self.events.push_back(match target {
+            Target::Call(call) => Event::Items { call, items },
+            Target::Serve(key) => Event::ServeItems { key, items },
+        });
+    }
+
+    /// The most items and bytes one [`TextBatch`] may hold: the bounds of the stream queue it
     /// goes into whole, so a batch never holds more than the queue may.
     fn batch_bounds(&self) -> (usize, usize) {
         let lim = &self.cfg.limits;
@@ -328,9 +324,9 @@ impl Engine {
     /// A batch holding `item`, with room for as many items and bytes as the last batch held
     /// (at most [`BATCH_HINT_BYTES`] bytes beyond `item`, so a batch of a few items never
     /// holds much more memory than its items).
-    fn new_batch(&mut self, item: &str) -> ItemBatch {
+    fn new_batch(&mut self, item: &str) -> TextBatch {
         let (n, bytes) = self.batch_hint;
-        let mut b = ItemBatch::with_capacity(
+        let mut b = TextBatch::with_capacity(
             n.clamp(4, 1024),
             item.len() + bytes.clamp(64, BATCH_HINT_BYTES),
         );
@@ -356,7 +352,7 @@ impl Engine {
 const BATCH_HINT_BYTES: usize = 16 * 1024;
 
 /// Whether `item` may join `batch`: the batch stays within `win` items and `cap` bytes.
-fn fits(batch: &ItemBatch, item: &str, win: usize, cap: usize) -> bool {
+fn fits(batch: &TextBatch, item: &str, win: usize, cap: usize) -> bool {
     batch.len() < win && batch.bytes() + item.len() <= cap
 }
 

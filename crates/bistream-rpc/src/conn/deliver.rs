@@ -22,7 +22,7 @@ impl<R: FrameReader> Driver<R> {
         &mut self,
         target: Target,
         tx: QueueTx,
-        item: ItemBatch,
+        item: TextBatch,
         tick: &mut tokio::time::Interval,
         wdead: &mut tokio::sync::oneshot::Receiver<String>,
     ) -> Option<Stop> {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bistream_rpc_proto::{ItemBatch, Target};
+use bistream_rpc_proto::{Target, TextBatch};
 
 use crate::queue::QueueRx;
 use crate::shared::{Ctl, Outcome, Shared};
@@ -19,7 +19,7 @@ pub(crate) struct Items {
     target: Target,
     pub(super) shared: Arc<Shared>,
     /// The batch being handed out, the index of its next item and where that item starts.
-    pub(super) batch: ItemBatch,
+    pub(super) batch: TextBatch,
     pub(super) next: usize,
     pub(super) start: usize,
     /// Credit earned by consumed items and not sent yet.
@@ -55,7 +55,7 @@ impl Items {
             outcome,
             target,
             shared,
-            batch: ItemBatch::default(),
+            batch: TextBatch::default(),
             next: 0,
             start: 0,
             grant: 0,
@@ -109,7 +109,7 @@ impl Items {
                 Poll::Pending => {
                     let drained = !self.batch.is_empty();
                     if drained {
-                        self.batch = ItemBatch::default();
+                        self.batch = TextBatch::default();
                         self.next = 0;
                         self.start = 0;
                     }
