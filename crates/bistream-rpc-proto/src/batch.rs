@@ -112,3 +112,29 @@ impl TextBatch {
         })
     }
 }
+
+/// The size of the last batch made, so the next one starts with as much room: growing a batch
+/// one text at a time cost more than its texts (D47, D48).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SizeHint {
+    texts: usize,
+    bytes: usize,
+}
+
+impl SizeHint {
+    /// Remembers `b`'s size.
+    pub(crate) fn record(&mut self, b: &TextBatch) {
+        self.texts = b.len();
+        self.bytes = b.bytes();
+    }
+
+    /// An empty batch with the last one's room (4 to 1,024 texts; 64 bytes to `max_bytes`,
+    /// so a burst of large texts does not make every later batch reserve as much), plus
+    /// `extra` bytes.
+    pub(crate) fn batch(&self, max_bytes: usize, extra: usize) -> TextBatch {
+        TextBatch::with_capacity(
+            self.texts.clamp(4, 1024),
+            extra + self.bytes.clamp(64, max_bytes.max(64)),
+        )
+    }
+}

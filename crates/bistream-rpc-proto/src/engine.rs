@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
 
-use crate::batch::TextBatch;
+use crate::batch::{SizeHint, TextBatch};
 use crate::frame::{
     encode, error_data, DecodeError, ErrorCode, Extension, FrameRef, FrameType, Hello, Model,
     RequestId, PROTOCOL_VERSION,
@@ -45,16 +45,15 @@ pub struct Engine {
     invalid_in_row: u32,
     stats: Stats,
     out: TextBatch,
-    /// Frames and bytes of the last output taken (the next one starts with that much room).
-    out_hint: (usize, usize),
+    /// The size of the last output taken (the next one starts with that much room).
+    out_hint: SizeHint,
     events: VecDeque<Event>,
     /// The head of the last stream item received (the decoder's fast path).
     known: crate::fast::Known,
     /// That head's request id is one of our calls (its caller is our peer id).
     known_is_ours: bool,
-    /// Items and bytes of the last batch of stream items made: a new batch starts with that
-    /// much room (growing one item at a time cost more than the items: D48).
-    batch_hint: (usize, usize),
+    /// The size of the last batch of stream items made (a new one starts with that much room).
+    batch_hint: SizeHint,
 }
 
 /// Most bytes of room a new output starts with (a burst of large frames does not make every
@@ -86,11 +85,11 @@ impl Engine {
             invalid_in_row: 0,
             stats: Stats::default(),
             out: TextBatch::default(),
-            out_hint: (0, 0),
+            out_hint: SizeHint::default(),
             events: VecDeque::new(),
             known: crate::fast::Known::default(),
             known_is_ours: false,
-            batch_hint: (0, 0),
+            batch_hint: SizeHint::default(),
         };
         if e.cfg.extensions && e.cfg.side == Side::Initiator {
             e.push_hello();
@@ -137,7 +136,7 @@ impl Engine {
     /// allocation per batch, not per frame). The next output starts with as much room as this
     /// one used, up to [`OUT_HINT_BYTES`].
     pub fn take_frames(&mut self) -> TextBatch {
-        self.out_hint = (self.out.len(), self.out.bytes().min(OUT_HINT_BYTES));
+        self.out_hint.record(&self.out);
         std::mem::take(&mut self.out)
     }
 
@@ -181,8 +180,7 @@ impl Engine {
     /// Room for the next output's first frame, sized after the last output taken.
     fn out_room(&mut self) {
         if self.out.is_empty() {
-            let (n, bytes) = self.out_hint;
-            self.out.reserve(n.max(4), bytes.max(256));
+            self.out = self.out_hint.batch(OUT_HINT_BYTES, 0);
         }
     }
 
