@@ -135,14 +135,7 @@ impl Items {
             .get(self.next)
             .copied()
             .unwrap_or(self.start);
-        let len = end - self.start;
-        self.start = end;
-        self.next += 1;
-        if self.shared.credit_on() {
-            if let Some(n) = self.grant_after(len) {
-                self.grant = self.grant.saturating_add(n);
-            }
-        }
+        self.consumed(self.next + 1, end);
     }
 
     /// The items before index `next` (ending at byte `start`) are consumed: their credit is
